@@ -1,0 +1,145 @@
+"""The agent: wires backend, inotify hub, discovery, guards and report sinks.
+
+Task tree (one trio nursery tree):
+    outer nursery   report delivery (one task per sink)
+      inner nursery inotify hub, discovery, one guard per container cgroup
+stop() cancels the inner nursery (guards unregister, fds close), then the
+report queues drain for at most shutdown_drain_s before the agent returns.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import resource
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import trio
+
+from memguard.actions import Flusher, Killer
+from memguard.backend import Backend
+from memguard.backend_v1 import V1Backend
+from memguard.discovery import Discovery, MatchMode
+from memguard.errors import ConfigError
+from memguard.fake import model as fake_model
+from memguard.fake.backend import FakeBackend
+from memguard.guard import GuardContext
+from memguard.kernel.fstype import FsKind, fs_kind
+from memguard.policy.margin import granularity_raised_margin
+from memguard.policy.model import GuardSettings
+from memguard.reporting import DEFAULT_QUEUE_CAPACITY, ReportBus, Sink
+from memguard.supervisor import GuardSupervisor
+from memguard.units import format_size
+from memguard.watch import InotifyHub
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    parent: str
+    settings: GuardSettings
+    match: MatchMode = MatchMode.CONTAINERS
+    rescan_interval_s: float = 60.0
+    flush_timeout_s: float = 5.0
+    max_parallel_flushes: int = 2
+    queue_capacity: int = DEFAULT_QUEUE_CAPACITY
+    shutdown_drain_s: float = 5.0
+
+
+def _existing_ancestor(path: str) -> str:
+    current = os.path.abspath(path)
+    while not os.path.exists(current):
+        current = os.path.dirname(current)
+    return current
+
+
+def select_backend(parent: str) -> Backend:
+    """The backend for the filesystem holding parent; ConfigError if none fits."""
+    absolute = os.path.abspath(parent)
+    if not os.path.isdir(os.path.dirname(absolute)):
+        raise ConfigError(f"--parent {parent}: {os.path.dirname(absolute)} does not exist")
+    if os.path.exists(absolute) and not os.path.isdir(absolute):
+        raise ConfigError(f"--parent {parent}: not a directory")
+    kind = fs_kind(_existing_ancestor(absolute))
+    if kind is FsKind.CGROUP_V1:
+        if os.geteuid() != 0:
+            raise ConfigError("memguard run needs root on a real cgroupfs (cgroup.event_control, "
+                              "kill): run it as root or in the privileged DaemonSet")
+        return V1Backend()
+    if kind is FsKind.CGROUP_V2:
+        raise ConfigError(f"--parent {parent} is on cgroup v2, which this build does not guard yet")
+    if fake_model.find_marker(absolute) is not None:
+        return FakeBackend()
+    raise ConfigError(
+        f"--parent {parent} is neither on a cgroup v1 memory filesystem nor inside a "
+        "fake tree (make one with: memguard fake init DIR)"
+    )
+
+
+def raise_fd_limit() -> int:
+    """One eventfd per guarded cgroup plus pidfds: lift the soft fd limit to the hard one."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return hard
+
+
+class Agent:
+    def __init__(
+        self, config: AgentConfig, sinks: Sequence[Sink], backend: Backend | None = None
+    ) -> None:
+        self.config = config
+        self.backend = backend if backend is not None else select_backend(config.parent)
+        self.hub = InotifyHub()
+        self.bus = ReportBus(sinks, config.queue_capacity)
+        settings = config.settings
+        self._context_parts = (
+            Flusher(self.backend, config.flush_timeout_s, config.max_parallel_flushes),
+            Killer(self.backend, frozenset({os.getpid()}), settings.dry_run),
+        )
+        self._inner: trio.Nursery | None = None
+        self._stop_requested = False
+        self.supervisor: GuardSupervisor | None = None
+        self.discovery: Discovery | None = None
+
+    def stop(self) -> None:
+        """Stop guarding, then let reports drain (bounded)."""
+        self._stop_requested = True
+        if self._inner is not None:
+            self._inner.cancel_scope.cancel()
+
+    def _log_start(self) -> None:
+        settings = self.config.settings
+        log.info("memguard starting: parent %s, backend %s, policy %s%s, match %s",
+                 self.config.parent, self.backend.name, settings.policy.value,
+                 " (dry run)" if settings.dry_run else "", self.config.match.value)
+        if granularity_raised_margin(settings):
+            log.info("margin floor raised from %s to %s: the kernel checks thresholds only "
+                     "every 128 pages per CPU (%d CPUs)", format_size(settings.min_margin_bytes),
+                     format_size(settings.check_granularity_bytes), os.cpu_count() or 1)
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        self._log_start()
+        flusher, killer = self._context_parts
+        with self.hub:
+            async with trio.open_nursery() as outer:
+                outer.start_soon(self.bus.run)
+                async with trio.open_nursery() as inner:
+                    self._inner = inner
+                    if self._stop_requested:
+                        inner.cancel_scope.cancel()
+                    inner.start_soon(self.hub.run)
+                    context = GuardContext(self.backend, self.hub, self.config.settings,
+                                           flusher, killer, self.bus.publish)
+                    self.supervisor = GuardSupervisor(inner, context)
+                    self.discovery = Discovery(self.config.parent, self.config.match, self.hub,
+                                               self.supervisor.start, self.supervisor.stop)
+                    await inner.start(self.discovery.run, self.config.rescan_interval_s)
+                    log.info("discovery done: guarding %d cgroups",
+                             len(self.supervisor.guarded))
+                    task_status.started()
+                self.bus.close()
+                outer.cancel_scope.deadline = trio.current_time() + self.config.shutdown_drain_s
+        log.info("memguard stopped")

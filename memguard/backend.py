@@ -1,0 +1,46 @@
+"""The interface a guard drives, one implementation per cgroup flavour.
+
+A backend reads snapshots and member pids, flushes page cache and opens a
+notifier; a notifier is armed with a threshold and waits for the kernel (or a
+fake tree's file writes) to say something changed. v1 lives in backend_v1,
+fake trees in memguard.fake.backend; cgroup v2 plugs in the same way.
+"""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager
+from typing import Protocol
+
+from memguard.policy.model import MemorySnapshot
+from memguard.watch import InotifyHub
+
+
+class Notifier(Protocol):
+    def arm(self, threshold_bytes: int | None) -> bool:
+        """(Re-)arm at threshold_bytes (None: OOM events only); False if gone."""
+        ...
+
+    async def wait(self, timeout_s: float) -> frozenset[str]:
+        """Why the guard woke: doorbell.KERNEL, doorbell.TIMEOUT or a ring reason."""
+        ...
+
+    @property
+    def kernel_woke_at(self) -> float | None:
+        """perf_counter() of the last kernel wake-up (for latency reports)."""
+        ...
+
+
+class Backend(Protocol):
+    name: str
+    # True when flush() blocks in the kernel and must run off the trio thread.
+    flush_blocks: bool
+
+    def snapshot(self, cgroup_dir: str) -> MemorySnapshot | None: ...
+
+    def pids(self, cgroup_dir: str) -> list[int] | None: ...
+
+    def flush(self, cgroup_dir: str) -> bool:
+        """Reclaim the cgroup's page cache; False when the cgroup is gone."""
+        ...
+
+    def notifier(self, cgroup_dir: str, hub: InotifyHub) -> AbstractContextManager[Notifier]: ...

@@ -1,0 +1,111 @@
+"""Command line: `memguard run | demo | fake init | fake drive | fake clean`.
+
+Kept light at import (argparse only): each command imports what it needs, so
+quick commands do not pay for trio. Errors are one line on stderr and a
+non-zero exit: 2 for bad arguments or configuration, 1 for runtime failures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from typing import NoReturn
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        sys.stderr.write(f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+        sys.exit(EXIT_USAGE)
+
+
+def _add_run(commands: argparse._SubParsersAction[_Parser]) -> None:
+    from memguard.options import RUN_OPTIONS
+
+    run = commands.add_parser(
+        "run", help="guard the cgroups under --parent (the daemon)",
+        description="Guard container cgroups. Every flag also reads MEMGUARD_<FLAG> "
+        "(e.g. MEMGUARD_POLICY=process).",
+    )
+    for option in RUN_OPTIONS:
+        if option.is_switch:
+            run.add_argument(option.flag, dest=option.dest, action="store_const", const="true",
+                             default=None, help=f"{option.help} [${option.env}]")
+        else:
+            run.add_argument(option.flag, dest=option.dest, default=None, metavar="VALUE",
+                             help=f"{option.help} (default {option.default}) [${option.env}]")
+
+
+def _add_fake(commands: argparse._SubParsersAction[_Parser]) -> None:
+    fake = commands.add_parser("fake", help="build and drive a fake cgroupfs tree")
+    fake_commands = fake.add_subparsers(dest="fake_command", required=True, metavar="COMMAND")
+    init = fake_commands.add_parser("init", help="create a fake kubepods tree with real processes")
+    init.add_argument("dir", help="directory to create (must be empty or absent)")
+    drive = fake_commands.add_parser(
+        "drive", help="grow usage in a fake tree (the scripted flush/skip/kill scenario by default)"
+    )
+    drive.add_argument("dir", help="the fake tree's root")
+    drive.add_argument("--container", help="drive only this container (name from `fake init`)")
+    drive.add_argument("--kind", default="anon", choices=("anon", "cache", "dirty", "shmem"))
+    drive.add_argument("--step", default="8Mi", help="bytes per step (default 8Mi)")
+    drive.add_argument("--interval", default="40ms", help="time between steps (default 40ms)")
+    drive.add_argument("--steps", default="100", help="number of steps (default 100)")
+    clean = fake_commands.add_parser("clean", help="kill a fake tree's processes and remove it")
+    clean.add_argument("dir", help="the fake tree's root")
+
+
+def build_parser() -> _Parser:
+    parser = _Parser(prog="memguard", description="Act before the cgroup OOM killer does.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                     parser_class=_Parser)
+    _add_run(commands)
+    commands.add_parser("demo", help="run the agent on a fake tree: a flush, a skip and a kill")
+    _add_fake(commands)
+    return parser
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from memguard.config import build_agent_config
+    from memguard.options import RUN_OPTIONS, resolve
+    from memguard.serve import serve
+
+    values = resolve(RUN_OPTIONS, vars(args), os.environ)
+    return serve(build_agent_config(values), values["log_format"], values["log_level"])
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from memguard.demo import main
+
+    return main()
+
+
+def _cmd_fake(args: argparse.Namespace) -> int:
+    from memguard import fake_cli
+
+    return fake_cli.dispatch(args)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from memguard.errors import ConfigError, MemguardError
+
+    args = build_parser().parse_args(argv)
+    handler = {"run": _cmd_run, "demo": _cmd_demo, "fake": _cmd_fake}[args.command]
+    try:
+        return handler(args)
+    except ConfigError as error:
+        sys.stderr.write(f"memguard {args.command}: error: {error}\n")
+        return EXIT_USAGE
+    except MemguardError as error:
+        sys.stderr.write(f"memguard {args.command}: {error}\n")
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,32 @@
+"""memguard's small exception tree.
+
+errno becomes one of these at the kernel boundary (memguard.kernel). A vanished
+cgroup or process is a normal result (None / False), never an exception.
+"""
+
+from __future__ import annotations
+
+
+class MemguardError(Exception):
+    """Base of every error memguard raises on purpose."""
+
+
+class ConfigError(MemguardError):
+    """A flag, environment variable or file holds a value memguard cannot use."""
+
+
+class KernelError(MemguardError):
+    """A kernel interface failed for a reason other than 'it is gone'."""
+
+    def __init__(self, operation: str, errno: int, strerror: str) -> None:
+        super().__init__(f"{operation}: {strerror} (errno {errno})")
+        self.operation = operation
+        self.errno = errno
+
+
+class Unsupported(KernelError):
+    """The running kernel or the build headers lack an interface (ENOSYS)."""
+
+
+class CgroupFormatError(MemguardError):
+    """A cgroup file held something memguard cannot parse."""

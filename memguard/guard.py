@@ -1,0 +1,224 @@
+"""One guard task per container cgroup: wake on the kernel, decide, act, report.
+
+The loop: read a snapshot (None: the cgroup is gone, the guard ends); report
+new kernel OOM kills; (re-)arm the threshold when the limit changed and read
+again; ask the policy core what to do; do it; sleep until the kernel, a limit
+change or the (re)check timeout wakes the guard.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import trio
+
+from memguard.actions import Flusher, FlushOutcome, Killer, KillOutcome
+from memguard.backend import Backend, Notifier
+from memguard.doorbell import KERNEL
+from memguard.paths import ContainerRef
+from memguard.policy import decide as policy
+from memguard.policy.decide import Decision, GuardState, Step
+from memguard.policy.margin import threshold_bytes
+from memguard.policy.model import GuardSettings, MemorySnapshot, Policy
+from memguard.report import Report, ReportKind
+from memguard.units import format_size
+from memguard.watch import InotifyHub
+
+log = logging.getLogger(__name__)
+
+CONTAINER_KILL_BOUND_S = 2.0
+RECHECK_JITTER = 0.1  # +-10 %, so 1,000 guards do not re-check in lockstep
+
+
+@dataclass(frozen=True)
+class GuardContext:
+    """What every guard shares; built once by the agent."""
+
+    backend: Backend
+    hub: InotifyHub
+    settings: GuardSettings
+    flusher: Flusher
+    killer: Killer
+    publish: Callable[[Report], None]
+
+
+class _Gone(Exception):
+    """The cgroup vanished mid-step: the guard ends quietly."""
+
+
+class Guard:
+    def __init__(self, cgroup_dir: str, ref: ContainerRef, context: GuardContext) -> None:
+        self.cgroup_dir = cgroup_dir
+        self.ref = ref
+        self._ctx = context
+        self._settings = context.settings
+        self._state = GuardState()
+        self._armed: int | None = None
+        self._woke_by_kernel = False
+
+    async def run(self) -> None:
+        with self._ctx.backend.notifier(self.cgroup_dir, self._ctx.hub) as notifier:
+            try:
+                await self._loop(notifier)
+            except _Gone:
+                pass
+        log.debug("guard ended: %s is gone", self.cgroup_dir)
+
+    def _snapshot(self) -> MemorySnapshot:
+        snapshot = self._ctx.backend.snapshot(self.cgroup_dir)
+        if snapshot is None:
+            raise _Gone
+        return snapshot
+
+    async def _loop(self, notifier: Notifier) -> None:
+        if not notifier.arm(None):
+            raise _Gone
+        while True:
+            snapshot = self._snapshot()
+            self._report_kernel_oom(snapshot)
+            threshold = threshold_bytes(snapshot.limit_bytes, self._settings)
+            if threshold != self._armed:
+                if not notifier.arm(threshold):
+                    raise _Gone
+                log.info("guarding %s: limit %s, threshold %s", self.cgroup_dir,
+                         format_size(snapshot.limit_bytes), format_size(threshold))
+                self._armed = threshold
+                continue  # usage may have crossed before the registration: read again
+            retry_at_s = await self._step(snapshot, threshold, notifier)
+            now_s = trio.current_time()
+            if retry_at_s is None:
+                jitter = random.uniform(1 - RECHECK_JITTER, 1 + RECHECK_JITTER)
+                retry_at_s = now_s + self._settings.recheck_interval_s * jitter
+            reasons = await notifier.wait(retry_at_s - now_s)
+            self._woke_by_kernel = KERNEL in reasons
+
+    def _report_kernel_oom(self, snapshot: MemorySnapshot) -> None:
+        fresh, self._state = policy.new_oom_kills(self._state, snapshot)
+        if fresh:
+            self._publish(ReportKind.KERNEL_OOM, snapshot, "kernel OOM killer acted",
+                          reason="the kernel's OOM killer killed in this cgroup",
+                          oom_kills=fresh)
+
+    async def _step(
+        self, snapshot: MemorySnapshot, threshold: int | None, notifier: Notifier
+    ) -> float | None:
+        """Carry out one decision; the time to look again (None: recheck interval)."""
+        now_s = trio.current_time()
+        decision = policy.decide(snapshot, threshold, self._state, self._settings, now_s)
+        flushed: FlushOutcome | None = None
+        before = snapshot
+        if decision.step is Step.FLUSH:
+            flushed = await self._ctx.flusher.flush(self.cgroup_dir)
+            self._state = policy.after_flush(self._state, now_s)
+            snapshot = self._snapshot()
+            now_s = trio.current_time()
+            decision = policy.decide(snapshot, threshold, self._state, self._settings, now_s)
+            if decision.step is Step.IDLE:
+                self._report_flush(before, snapshot, flushed)
+                return None
+        if decision.step is Step.SKIP:
+            self._report_skip(decision, before, snapshot, now_s)
+        elif decision.step is Step.ACT:
+            await self._act(before, snapshot, flushed, notifier, decision.reason)
+            return self._state.cooldown_until_s
+        return decision.retry_at_s
+
+    def _report_flush(
+        self, before: MemorySnapshot, after: MemorySnapshot, flushed: FlushOutcome
+    ) -> None:
+        self._publish(ReportKind.FLUSH, before, "flushed page cache", after=after,
+                      reason="usage back under the threshold", duration_s=flushed.duration_s)
+
+    def _report_skip(
+        self, decision: Decision, before: MemorySnapshot, after: MemorySnapshot, now_s: float
+    ) -> None:
+        if not policy.should_report_skip(self._state, self._settings, now_s):
+            return
+        self._state = policy.after_skip_report(self._state, now_s)
+        self._publish(ReportKind.SKIP, before, "left to the kernel", after=after,
+                      reason=decision.reason)
+
+    async def _act(
+        self,
+        before: MemorySnapshot,
+        current: MemorySnapshot,
+        flushed: FlushOutcome | None,
+        notifier: Notifier,
+        reason: str,
+    ) -> None:
+        started = time.perf_counter()
+        woke_at = notifier.kernel_woke_at if self._woke_by_kernel else None
+        kind, outcome = await self._run_policy()
+        self._state = policy.after_action(self._state, self._settings, trio.current_time())
+        if outcome.gone:
+            raise _Gone
+        latency_s = None
+        if woke_at is not None and outcome.first_signal_at is not None:
+            latency_s = outcome.first_signal_at - woke_at
+        after = self._ctx.backend.snapshot(self.cgroup_dir) or current
+        self._publish(
+            kind, before, _action_words(kind, outcome, self._settings.dry_run), after=after,
+            victims=outcome.victims, survivors=outcome.survivors,
+            duration_s=time.perf_counter() - started + (flushed.duration_s if flushed else 0.0),
+            latency_s=latency_s, reason=reason,
+        )
+        # Re-arm after every action: a fresh registration, whatever happened.
+        if not notifier.arm(self._armed):
+            raise _Gone
+
+    async def _run_policy(self) -> tuple[ReportKind, KillOutcome]:
+        policy_name = self._settings.policy
+        killer = self._ctx.killer
+        if policy_name is Policy.NOOP:
+            return ReportKind.NOOP, KillOutcome()
+        if policy_name is Policy.PROCESS:
+            outcome = await killer.kill_process(self.cgroup_dir)
+            kind = ReportKind.KILL_PROCESS
+        else:
+            deadline_s = trio.current_time() + CONTAINER_KILL_BOUND_S
+            outcome = await killer.kill_container(self.cgroup_dir, deadline_s)
+            kind = ReportKind.KILL_CONTAINER
+        if not outcome.victims and not outcome.gone:
+            kind = ReportKind.NO_VICTIM
+        return kind, outcome
+
+    def _publish(
+        self,
+        kind: ReportKind,
+        before: MemorySnapshot,
+        action: str,
+        *,
+        after: MemorySnapshot | None = None,
+        **details: object,
+    ) -> None:
+        report = Report(
+            kind=kind,
+            cgroup=self.cgroup_dir,
+            ref=self.ref,
+            usage_bytes=before.usage_bytes,
+            limit_bytes=before.limit_bytes,
+            threshold_bytes=self._armed,
+            policy=self._settings.policy.value,
+            action=action,
+            dry_run=self._settings.dry_run,
+            cache_before_bytes=before.cache_bytes,
+            cache_after_bytes=None if after is None else after.cache_bytes,
+            usage_after_bytes=None if after is None else after.usage_bytes,
+            **details,  # type: ignore[arg-type]
+        )
+        self._ctx.publish(report)
+
+
+def _action_words(kind: ReportKind, outcome: KillOutcome, dry_run: bool) -> str:
+    if kind is ReportKind.NOOP:
+        return "over threshold, reported only (policy noop)"
+    if kind is ReportKind.NO_VICTIM:
+        return "over threshold, no process memguard may kill"
+    target = "process" if kind is ReportKind.KILL_PROCESS else "container"
+    if dry_run:
+        return f"would kill {target} (dry run)"
+    return f"killed {target}"

@@ -1,0 +1,166 @@
+"""cgroup v1 memory controller files for one cgroup directory.
+
+Kernel facts (measured on this host's 6.18 kernel):
+- "Unlimited" reads as 9223372036854771712 (PAGE_COUNTER_MAX pages); anything
+  at or above 2**62 is treated as unlimited.
+- Thresholds: write "<eventfd> <fd of memory.usage_in_bytes> <bytes>" to
+  cgroup.event_control. The kernel keeps the registration until the eventfd is
+  closed; the usage fd may be closed right after the write. The event fires on
+  crossings in both directions and once more when the cgroup is removed.
+- OOM notification: "<eventfd> <fd of memory.oom_control>"; one eventfd may
+  carry both registrations. memory.oom_control counts kernel OOM kills
+  (oom_kill) and shows under_oom.
+- memory.force_empty reclaims page cache synchronously with tasks still inside
+  (200 MiB in ~0.1 s here); callers run it off the trio thread.
+- Files of a removed cgroup vanish (ENOENT) or fail with ENODEV; both mean "gone".
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+
+from memguard.errors import CgroupFormatError, KernelError
+from memguard.policy.model import MemorySnapshot
+
+UNLIMITED_AT_BYTES = 2**62
+GONE_ERRNOS = frozenset({errno.ENOENT, errno.ENODEV, errno.ENOTDIR})
+
+USAGE_FILE = "memory.usage_in_bytes"
+LIMIT_FILE = "memory.limit_in_bytes"
+STAT_FILE = "memory.stat"
+OOM_CONTROL_FILE = "memory.oom_control"
+FORCE_EMPTY_FILE = "memory.force_empty"
+EVENT_CONTROL_FILE = "cgroup.event_control"
+PROCS_FILE = "cgroup.procs"
+
+
+def _kernel_error(operation: str, error: OSError) -> KernelError:
+    code = error.errno or 0
+    return KernelError(operation, code, error.strerror or os.strerror(code))
+
+
+def read_text(path: str) -> str | None:
+    """A cgroup file's content, or None when the cgroup is gone."""
+    try:
+        with open(path, "rb") as file:
+            return file.read().decode("ascii", "replace")
+    except OSError as error:
+        if error.errno in GONE_ERRNOS:
+            return None
+        raise _kernel_error(f"read {path}", error) from error
+
+
+def parse_int(text: str, path: str) -> int:
+    try:
+        return int(text.strip())
+    except ValueError:
+        raise CgroupFormatError(f"{path}: expected an integer, got {text.strip()[:40]!r}") from None
+
+
+def parse_limit(value: int) -> int | None:
+    return None if value >= UNLIMITED_AT_BYTES else value
+
+
+def parse_flat_keyed(text: str) -> dict[str, int]:
+    """memory.stat / memory.oom_control: 'key value' lines; malformed lines skipped."""
+    fields: dict[str, int] = {}
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[1].lstrip("-").isdigit():
+            fields[parts[0]] = int(parts[1])
+    return fields
+
+
+def _stat(fields: dict[str, int], name: str) -> int:
+    """Prefer the hierarchical 'total_' counter; fall back to the local one."""
+    return fields.get(f"total_{name}", fields.get(name, 0))
+
+
+def read_snapshot(cgroup_dir: str) -> MemorySnapshot | None:
+    """A fresh snapshot, or None when the cgroup has been removed."""
+    usage_text = read_text(os.path.join(cgroup_dir, USAGE_FILE))
+    limit_text = read_text(os.path.join(cgroup_dir, LIMIT_FILE))
+    stat_text = read_text(os.path.join(cgroup_dir, STAT_FILE))
+    oom_text = read_text(os.path.join(cgroup_dir, OOM_CONTROL_FILE))
+    if usage_text is None or limit_text is None or stat_text is None or oom_text is None:
+        return None
+    stat = parse_flat_keyed(stat_text)
+    oom = parse_flat_keyed(oom_text)
+    limit = parse_limit(parse_int(limit_text, os.path.join(cgroup_dir, LIMIT_FILE)))
+    hierarchical = parse_limit(stat.get("hierarchical_memory_limit", UNLIMITED_AT_BYTES))
+    if hierarchical is not None:
+        limit = hierarchical if limit is None else min(limit, hierarchical)
+    return MemorySnapshot(
+        usage_bytes=parse_int(usage_text, os.path.join(cgroup_dir, USAGE_FILE)),
+        limit_bytes=limit,
+        cache_bytes=_stat(stat, "cache"),
+        shmem_bytes=_stat(stat, "shmem"),
+        rss_bytes=_stat(stat, "rss"),
+        inactive_file_bytes=_stat(stat, "inactive_file"),
+        dirty_bytes=_stat(stat, "dirty"),
+        writeback_bytes=_stat(stat, "writeback"),
+        oom_kill_count=oom.get("oom_kill", 0),
+        under_oom=oom.get("under_oom", 0) == 1,
+    )
+
+
+def read_usage(cgroup_dir: str) -> int | None:
+    text = read_text(os.path.join(cgroup_dir, USAGE_FILE))
+    return None if text is None else parse_int(text, os.path.join(cgroup_dir, USAGE_FILE))
+
+
+def read_procs(cgroup_dir: str) -> list[int] | None:
+    """Thread-group ids in the cgroup, or None when it is gone; junk lines skipped."""
+    text = read_text(os.path.join(cgroup_dir, PROCS_FILE))
+    if text is None:
+        return None
+    return [int(line) for line in text.split() if line.isdigit()]
+
+
+def _write(path: str, data: bytes) -> bool:
+    """Write to a control file; False when the cgroup is gone."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+    except OSError as error:
+        if error.errno in GONE_ERRNOS:
+            return False
+        raise _kernel_error(f"open {path}", error) from error
+    try:
+        os.write(fd, data)
+    except OSError as error:
+        if error.errno in GONE_ERRNOS:
+            return False
+        raise _kernel_error(f"write {path}", error) from error
+    finally:
+        os.close(fd)
+    return True
+
+
+def _register(eventfd: int, cgroup_dir: str, watched_file: str, argument: str) -> bool:
+    try:
+        watched_fd = os.open(os.path.join(cgroup_dir, watched_file), os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as error:
+        if error.errno in GONE_ERRNOS:
+            return False
+        raise _kernel_error(f"open {cgroup_dir}/{watched_file}", error) from error
+    try:
+        line = f"{eventfd} {watched_fd}{argument}".encode()
+        return _write(os.path.join(cgroup_dir, EVENT_CONTROL_FILE), line)
+    finally:
+        os.close(watched_fd)
+
+
+def register_threshold(eventfd: int, cgroup_dir: str, threshold_bytes: int) -> bool:
+    """Arm a usage threshold on eventfd; False when the cgroup is gone."""
+    return _register(eventfd, cgroup_dir, USAGE_FILE, f" {threshold_bytes}")
+
+
+def register_oom(eventfd: int, cgroup_dir: str) -> bool:
+    """Be told of OOM in the cgroup on eventfd; False when the cgroup is gone."""
+    return _register(eventfd, cgroup_dir, OOM_CONTROL_FILE, "")
+
+
+def force_empty(cgroup_dir: str) -> bool:
+    """Reclaim the cgroup's page cache (blocking); False when it is gone."""
+    return _write(os.path.join(cgroup_dir, FORCE_EMPTY_FILE), b"0")

@@ -1,0 +1,33 @@
+"""The log sink: every report as one log line (text) or one JSON object."""
+
+from __future__ import annotations
+
+import logging
+
+from memguard.report import Report, ReportKind
+
+_LEVELS = {
+    ReportKind.FLUSH: logging.INFO,
+    ReportKind.SKIP: logging.WARNING,
+    ReportKind.KILL_PROCESS: logging.WARNING,
+    ReportKind.KILL_CONTAINER: logging.WARNING,
+    ReportKind.NOOP: logging.WARNING,
+    ReportKind.NO_VICTIM: logging.WARNING,
+    ReportKind.KERNEL_OOM: logging.WARNING,
+}
+
+
+class LogSink:
+    name = "log"
+
+    def __init__(self, logger: logging.Logger | None = None) -> None:
+        self._log = logger or logging.getLogger("memguard.report")
+
+    async def deliver(self, report: Report) -> None:
+        self._log.log(
+            _LEVELS[report.kind],
+            "%s %s",
+            report.kind.value,
+            report.message(),
+            extra={"fields": report.fields()},
+        )

@@ -1,0 +1,114 @@
+"""`memguard run` options: one table gives each flag, its env var, default and parser.
+
+Light on purpose (no trio): the CLI builds its parser from this table.
+
+Precedence: command-line flag, then environment variable (MEMGUARD_<FLAG>,
+e.g. MEMGUARD_POLICY, MEMGUARD_MIN_MARGIN), then the default. Every value goes
+through the same parser whatever its source, and a bad one becomes a
+ConfigError naming where it came from.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from memguard.errors import ConfigError
+from memguard.logsetup import LOG_FORMATS, LOG_LEVELS
+from memguard.units import parse_duration, parse_ratio, parse_size
+
+DEFAULT_PARENT = "/sys/fs/cgroup/memory/kubepods"
+
+
+def _choice(*allowed: str) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        if text not in allowed:
+            raise ValueError(f"{text!r} is not one of {', '.join(allowed)}")
+        return text
+
+    return parse
+
+
+def _positive_duration(text: str) -> float:
+    value = parse_duration(text)
+    if value <= 0:
+        raise ValueError(f"{text!r} must be longer than 0")
+    return value
+
+
+def _bool(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"{text!r} is not a boolean (true/false)")
+
+
+def _path(text: str) -> str:
+    if not text.strip():
+        raise ValueError("an empty path")
+    return text
+
+
+@dataclass(frozen=True)
+class Option:
+    flag: str
+    default: str
+    parse: Callable[[str], Any]
+    help: str
+    is_switch: bool = False
+
+    @property
+    def dest(self) -> str:
+        return self.flag.lstrip("-").replace("-", "_")
+
+    @property
+    def env(self) -> str:
+        return "MEMGUARD_" + self.dest.upper()
+
+
+RUN_OPTIONS = (
+    Option("--parent", DEFAULT_PARENT, _path, "cgroup tree to guard (a fake tree works too)"),
+    Option("--match", "containers", _choice("containers", "leaf"),
+           "containers: Kubernetes/docker path forms; leaf: every leaf directory"),
+    Option("--policy", "container", _choice("process", "container", "noop"),
+           "process: kill the highest oom_score; container: kill all; noop: report"),
+    Option("--dry-run", "false", _bool, "report what would be done, kill nothing",
+           is_switch=True),
+    Option("--margin-ratio", "0.02", parse_ratio, "margin as a share of the limit"),
+    Option("--min-margin", "1Mi", parse_size, "smallest margin"),
+    Option("--max-margin", "50Mi", parse_size, "largest margin"),
+    Option("--max-cache-ratio", "0.5", parse_ratio,
+           "after a flush, leave it to the kernel if reclaimable cache is above this share"),
+    Option("--flush-cooldown", "10s", parse_duration, "at most one flush per cgroup this often"),
+    Option("--flush-timeout", "5s", _positive_duration, "stop waiting for a flush after this"),
+    Option("--cooldown", "5s", parse_duration, "after acting on a cgroup, wait this long"),
+    Option("--recheck-interval", "60s", _positive_duration,
+           "safety re-read of each cgroup (catches crossings the kernel did not report)"),
+    Option("--hot-recheck-interval", "100ms", _positive_duration,
+           "re-read interval while a cgroup is over its threshold without action"),
+    Option("--rescan-interval", "60s", _positive_duration, "full rescan of the tree"),
+    Option("--log-format", "text", _choice(*LOG_FORMATS), "text or json lines"),
+    Option("--log-level", "info", _choice(*LOG_LEVELS), "debug, info, warning or error"),
+)
+
+
+def resolve(
+    options: tuple[Option, ...], given: Mapping[str, str | None], environ: Mapping[str, str]
+) -> dict[str, Any]:
+    """Parsed values by dest; flags beat env vars beat defaults."""
+    values: dict[str, Any] = {}
+    for option in options:
+        raw = given.get(option.dest)
+        source = option.flag
+        if raw is None and option.env in environ:
+            raw, source = environ[option.env], f"${option.env}"
+        if raw is None:
+            raw, source = option.default, f"default of {option.flag}"
+        try:
+            values[option.dest] = option.parse(raw)
+        except ValueError as error:
+            raise ConfigError(f"{source}: {error}") from None
+    return values

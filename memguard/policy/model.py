@@ -1,0 +1,77 @@
+"""Frozen data the policy core reads: memory snapshots, processes, settings."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+KIB = 1024
+MIB = 1024 * KIB
+
+# cgroup v1 checks thresholds every 128 page events per CPU (memcontrol.c,
+# THRESHOLDS_EVENTS_TARGET): usage can run this far past a threshold per CPU
+# before the event fires.
+THRESHOLD_CHECK_PAGES_PER_CPU = 128
+
+
+class Policy(enum.Enum):
+    """What to do when usage stays over the threshold after a flush."""
+
+    PROCESS = "process"  # SIGKILL the process with the highest oom_score
+    CONTAINER = "container"  # SIGKILL every process of the cgroup
+    NOOP = "noop"  # report only
+
+
+@dataclass(frozen=True, slots=True)
+class MemorySnapshot:
+    """One reading of a cgroup's memory; every size in bytes."""
+
+    usage_bytes: int
+    limit_bytes: int | None  # None: unlimited
+    cache_bytes: int = 0  # page cache, shmem included (v1 'total_cache')
+    shmem_bytes: int = 0  # tmpfs/shm: counted as cache but not reclaimable without swap
+    rss_bytes: int = 0
+    inactive_file_bytes: int = 0
+    dirty_bytes: int = 0
+    writeback_bytes: int = 0
+    oom_kill_count: int = 0  # kernel OOM kills in this cgroup so far
+    under_oom: bool = False
+
+    @property
+    def reclaimable_cache_bytes(self) -> int:
+        """Page cache a flush (or the kernel) can drop: cache minus shmem."""
+        return max(0, self.cache_bytes - self.shmem_bytes)
+
+
+@dataclass(frozen=True, slots=True)
+class ProcInfo:
+    """One process as /proc shows it."""
+
+    pid: int
+    comm: str
+    oom_score: int
+    oom_score_adj: int
+    rss_bytes: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class GuardSettings:
+    """The policy-relevant part of the configuration (built in cli.py)."""
+
+    policy: Policy = Policy.CONTAINER
+    dry_run: bool = False
+    margin_ratio: float = 0.02
+    min_margin_bytes: int = 1 * MIB
+    max_margin_bytes: int = 50 * MIB
+    # nr_cpus x 128 pages: the kernel's threshold check granularity (see above)
+    check_granularity_bytes: int = 0
+    max_cache_ratio: float = 0.5
+    flush_cooldown_s: float = 10.0
+    cooldown_s: float = 5.0
+    recheck_interval_s: float = 60.0
+    hot_recheck_interval_s: float = 0.1
+
+
+def check_granularity_bytes(nr_cpus: int, page_bytes: int) -> int:
+    """How far past a v1 threshold usage may get before the event fires."""
+    return nr_cpus * THRESHOLD_CHECK_PAGES_PER_CPU * page_bytes

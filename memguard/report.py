@@ -1,0 +1,107 @@
+"""What memguard tells the world: one frozen Report per decision that matters.
+
+A Report carries the numbers; sinks (log, metrics, Kubernetes Events) render it.
+`message()` is the one readable line (at most 1 KiB) every sink shares.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from memguard.paths import ContainerRef
+from memguard.units import format_size
+
+MESSAGE_MAX_BYTES = 1024
+
+
+class ReportKind(enum.Enum):
+    """The kind of report; the value is the Kubernetes Event reason."""
+
+    FLUSH = "OomGuardFlush"  # a flush brought usage under the threshold
+    SKIP = "OomGuardSkip"  # over threshold, but mostly cache: left to the kernel
+    KILL_PROCESS = "OomGuardKillProcess"
+    KILL_CONTAINER = "OomGuardKillContainer"
+    NOOP = "OomGuardNoop"  # over threshold after flush, policy noop: reported only
+    NO_VICTIM = "OomGuardNoVictim"  # over threshold, nothing memguard may kill
+    KERNEL_OOM = "CgroupOOM"  # the kernel's OOM killer acted in this cgroup
+
+
+@dataclass(frozen=True, slots=True)
+class Victim:
+    pid: int
+    comm: str
+    oom_score: int
+    rss_bytes: int
+    killed: bool  # False: already gone, or dry run
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    kind: ReportKind
+    cgroup: str
+    ref: ContainerRef
+    usage_bytes: int
+    limit_bytes: int | None
+    threshold_bytes: int | None
+    policy: str
+    action: str  # what was done, in words: "flushed", "killed", "would kill", ...
+    reason: str = ""
+    dry_run: bool = False
+    cache_before_bytes: int | None = None
+    cache_after_bytes: int | None = None
+    usage_after_bytes: int | None = None
+    victims: tuple[Victim, ...] = ()
+    survivors: int = 0  # processes left in the cgroup after a container kill
+    oom_kills: int = 0  # kernel OOM kills seen (CgroupOOM)
+    duration_s: float = 0.0  # time spent acting (flush + kill)
+    latency_s: float | None = None  # kernel notification -> signal delivered
+    extra: dict[str, str] = field(default_factory=dict)
+
+    def fields(self) -> dict[str, Any]:
+        """Flat, JSON-ready fields (sizes in bytes, names as strings)."""
+        data = asdict(self)
+        ref = data.pop("ref")
+        data["kind"] = self.kind.value
+        data.update(pod_uid=ref["pod_uid"], container_id=ref["container_id"])
+        data.update(qos_class=ref["qos_class"], runtime=ref["runtime"])
+        return data
+
+    def message(self) -> str:
+        """One readable line with the numbers, at most MESSAGE_MAX_BYTES."""
+        parts = [f"{self.action}: {self.cgroup}"]
+        usage = f"usage {format_size(self.usage_bytes)}"
+        if self.usage_after_bytes is not None:
+            usage += f" -> {format_size(self.usage_after_bytes)}"
+        parts.append(usage)
+        parts.append(f"limit {format_size(self.limit_bytes)}")
+        parts.append(f"threshold {format_size(self.threshold_bytes)}")
+        if self.cache_before_bytes is not None:
+            cache = f"cache {format_size(self.cache_before_bytes)}"
+            if self.cache_after_bytes is not None:
+                cache += f" -> {format_size(self.cache_after_bytes)}"
+            parts.append(cache)
+        if self.victims:
+            parts.append("victims " + ", ".join(_victim_text(v) for v in self.victims[:8]))
+            if len(self.victims) > 8:
+                parts.append(f"and {len(self.victims) - 8} more")
+        if self.survivors:
+            parts.append(f"{self.survivors} protected processes left")
+        if self.oom_kills:
+            parts.append(f"kernel OOM kills {self.oom_kills}")
+        parts.append(f"policy {self.policy}")
+        if self.reason:
+            parts.append(self.reason)
+        return _truncate("; ".join(parts), MESSAGE_MAX_BYTES)
+
+
+def _victim_text(victim: Victim) -> str:
+    return f"{victim.pid}/{victim.comm} (oom_score {victim.oom_score})"
+
+
+def _truncate(text: str, max_bytes: int) -> str:
+    encoded = text.encode()
+    if len(encoded) <= max_bytes:
+        return text
+    return encoded[: max_bytes - 3].decode(errors="ignore") + "..."
