@@ -152,13 +152,13 @@ class Killer:
         for info, pidfd in opened:
             if pidfd is None:
                 continue
-            if info.pid in still_members and not is_protected(info, self._protected):
-                if pidfd.send_signal(signal.SIGKILL):
-                    first_at = first_at or time.perf_counter()
-                    pidfd.mrelease()
-                    signalled.append((info, pidfd))
-                    continue
-            pidfd.close()
+            member = info.pid in still_members and not is_protected(info, self._protected)
+            if member and pidfd.send_signal(signal.SIGKILL):
+                first_at = first_at or time.perf_counter()
+                pidfd.mrelease()
+                signalled.append((info, pidfd))
+            else:
+                pidfd.close()
         return signalled, first_at
 
 

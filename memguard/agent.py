@@ -65,8 +65,10 @@ def select_backend(parent: str) -> Backend:
     kind = fs_kind(_existing_ancestor(absolute))
     if kind is FsKind.CGROUP_V1:
         if os.geteuid() != 0:
-            raise ConfigError("memguard run needs root on a real cgroupfs (cgroup.event_control, "
-                              "kill): run it as root or in the privileged DaemonSet")
+            raise ConfigError(
+                "memguard run needs root on a real cgroupfs (cgroup.event_control, "
+                "kill): run it as root or in the privileged DaemonSet"
+            )
         return V1Backend()
     if kind is FsKind.CGROUP_V2:
         raise ConfigError(f"--parent {parent} is on cgroup v2, which this build does not guard yet")
@@ -112,13 +114,22 @@ class Agent:
 
     def _log_start(self) -> None:
         settings = self.config.settings
-        log.info("memguard starting: parent %s, backend %s, policy %s%s, match %s",
-                 self.config.parent, self.backend.name, settings.policy.value,
-                 " (dry run)" if settings.dry_run else "", self.config.match.value)
+        log.info(
+            "memguard starting: parent %s, backend %s, policy %s%s, match %s",
+            self.config.parent,
+            self.backend.name,
+            settings.policy.value,
+            " (dry run)" if settings.dry_run else "",
+            self.config.match.value,
+        )
         if granularity_raised_margin(settings):
-            log.info("margin floor raised from %s to %s: the kernel checks thresholds only "
-                     "every 128 pages per CPU (%d CPUs)", format_size(settings.min_margin_bytes),
-                     format_size(settings.check_granularity_bytes), os.cpu_count() or 1)
+            log.info(
+                "margin floor raised from %s to %s: the kernel checks thresholds only "
+                "every 128 pages per CPU (%d CPUs)",
+                format_size(settings.min_margin_bytes),
+                format_size(settings.check_granularity_bytes),
+                os.cpu_count() or 1,
+            )
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         self._log_start()
@@ -131,14 +142,24 @@ class Agent:
                     if self._stop_requested:
                         inner.cancel_scope.cancel()
                     inner.start_soon(self.hub.run)
-                    context = GuardContext(self.backend, self.hub, self.config.settings,
-                                           flusher, killer, self.bus.publish)
+                    context = GuardContext(
+                        self.backend,
+                        self.hub,
+                        self.config.settings,
+                        flusher,
+                        killer,
+                        self.bus.publish,
+                    )
                     self.supervisor = GuardSupervisor(inner, context)
-                    self.discovery = Discovery(self.config.parent, self.config.match, self.hub,
-                                               self.supervisor.start, self.supervisor.stop)
+                    self.discovery = Discovery(
+                        self.config.parent,
+                        self.config.match,
+                        self.hub,
+                        self.supervisor.start,
+                        self.supervisor.stop,
+                    )
                     await inner.start(self.discovery.run, self.config.rescan_interval_s)
-                    log.info("discovery done: guarding %d cgroups",
-                             len(self.supervisor.guarded))
+                    log.info("discovery done: guarding %d cgroups", len(self.supervisor.guarded))
                     task_status.started()
                 self.bus.close()
                 outer.cancel_scope.deadline = trio.current_time() + self.config.shutdown_drain_s

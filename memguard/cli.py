@@ -28,17 +28,29 @@ def _add_run(commands: argparse._SubParsersAction[_Parser]) -> None:
     from memguard.options import RUN_OPTIONS
 
     run = commands.add_parser(
-        "run", help="guard the cgroups under --parent (the daemon)",
+        "run",
+        help="guard the cgroups under --parent (the daemon)",
         description="Guard container cgroups. Every flag also reads MEMGUARD_<FLAG> "
         "(e.g. MEMGUARD_POLICY=process).",
     )
     for option in RUN_OPTIONS:
         if option.is_switch:
-            run.add_argument(option.flag, dest=option.dest, action="store_const", const="true",
-                             default=None, help=f"{option.help} [${option.env}]")
+            run.add_argument(
+                option.flag,
+                dest=option.dest,
+                action="store_const",
+                const="true",
+                default=None,
+                help=f"{option.help} [${option.env}]",
+            )
         else:
-            run.add_argument(option.flag, dest=option.dest, default=None, metavar="VALUE",
-                             help=f"{option.help} (default {option.default}) [${option.env}]")
+            run.add_argument(
+                option.flag,
+                dest=option.dest,
+                default=None,
+                metavar="VALUE",
+                help=f"{option.help} (default {option.default}) [${option.env}]",
+            )
 
 
 def _add_fake(commands: argparse._SubParsersAction[_Parser]) -> None:
@@ -61,8 +73,9 @@ def _add_fake(commands: argparse._SubParsersAction[_Parser]) -> None:
 
 def build_parser() -> _Parser:
     parser = _Parser(prog="memguard", description="Act before the cgroup OOM killer does.")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
-                                     parser_class=_Parser)
+    commands = parser.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", parser_class=_Parser
+    )
     _add_run(commands)
     commands.add_parser("demo", help="run the agent on a fake tree: a flush, a skip and a kill")
     _add_fake(commands)

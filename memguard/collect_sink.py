@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 import trio
 
-from memguard.report import Report
+from memguard.report import Report, ReportKind
 
 
 class CollectSink:
@@ -34,3 +34,7 @@ class CollectSink:
                     return report
             checked = len(self.reports)
             await self._arrived.wait()
+
+    async def wait_for_kind(self, cgroup: str, kind: ReportKind) -> Report:
+        """The first report of kind about cgroup."""
+        return await self.wait_for(lambda report: report.cgroup == cgroup and report.kind is kind)

@@ -7,6 +7,7 @@ directory, removes it afterwards and exits 0 when all three decisions were seen.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -35,24 +36,25 @@ EXPECTED = {
 def _settings() -> GuardSettings:
     return GuardSettings(
         policy=Policy.PROCESS,
-        check_granularity_bytes=check_granularity_bytes(os.cpu_count() or 1, os.sysconf("SC_PAGE_SIZE")),
+        check_granularity_bytes=check_granularity_bytes(
+            os.cpu_count() or 1, os.sysconf("SC_PAGE_SIZE")
+        ),
     )
 
 
 def _reap(pids: list[int]) -> None:
     for pid in pids:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        try:
+        with contextlib.suppress(ChildProcessError):
             os.waitpid(pid, 0)
-        except ChildProcessError:
-            pass
 
 
 async def _run_phases(
-    root: str, containers: list[tree.FakeContainer], collect: CollectSink, say: Callable[[str], None]
+    root: str,
+    containers: list[tree.FakeContainer],
+    collect: CollectSink,
+    say: Callable[[str], None],
 ) -> list[tuple[str, Report | None]]:
     by_name = {c.name: c for c in containers}
     seen: list[tuple[str, Report | None]] = []
@@ -62,9 +64,7 @@ async def _run_phases(
         expected = EXPECTED[phase.name]
         report: Report | None = None
         with trio.move_on_after(REPORT_WAIT_S):
-            report = await collect.wait_for(
-                lambda r, path=container.path, kind=expected: r.cgroup == path and r.kind is kind
-            )
+            report = await collect.wait_for_kind(container.path, expected)
         say(f"[{phase.name}] memguard decided: {report.kind.value if report else 'NOTHING'}")
         seen.append((phase.name, report))
     return seen

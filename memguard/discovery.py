@@ -69,7 +69,10 @@ class Discovery:
         self._rescan_wanted.set()
 
     async def run(
-        self, rescan_interval_s: float, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+        self,
+        rescan_interval_s: float,
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
         self.rescan()
         task_status.started()
@@ -150,6 +153,7 @@ class Discovery:
 
     def _forget_under(self, top: str, include_self: bool) -> None:
         prefix = top.rstrip("/") + "/"
+
         def under(path: str) -> bool:
             return path.startswith(prefix) or (include_self and path == top)
 

@@ -21,7 +21,9 @@ def _require_tree(root: str) -> list[tree.FakeContainer]:
     from memguard.fake import model
 
     if model.find_marker(root) != os.path.abspath(root):
-        raise ConfigError(f"{root} is not a memguard fake tree (create one: memguard fake init DIR)")
+        raise ConfigError(
+            f"{root} is not a memguard fake tree (create one: memguard fake init DIR)"
+        )
     return tree.load_containers(root)
 
 
@@ -33,8 +35,10 @@ def _init(root: str) -> int:
     _say(f"fake kubepods tree in {os.path.abspath(root)}:")
     for container in containers:
         relative = os.path.relpath(container.path, root)
-        _say(f"  {container.name:<6} {container.ref.qos_class:<10} limit "
-             f"{format_size(container.limit_bytes):<9} pids {' '.join(map(str, container.pids))}")
+        _say(
+            f"  {container.name:<6} {container.ref.qos_class:<10} limit "
+            f"{format_size(container.limit_bytes):<9} pids {' '.join(map(str, container.pids))}"
+        )
         _say(f"         {relative}")
     _say("next: memguard run --parent DIR --policy process   (in another terminal)")
     _say("      memguard fake drive DIR                       (grow usage: flush, skip, kill)")
@@ -58,8 +62,10 @@ async def _drive_one(root: str, container: tree.FakeContainer, args: argparse.Na
             _say(f"{container.name} is gone")
             return
         oom = f", kernel OOM killed {result.kernel_oom_pid}" if result.kernel_oom_pid else ""
-        _say(f"{container.name}: usage {format_size(result.usage_bytes)} of "
-             f"{format_size(result.limit_bytes)}, {result.members} processes{oom}")
+        _say(
+            f"{container.name}: usage {format_size(result.usage_bytes)} of "
+            f"{format_size(result.limit_bytes)}, {result.members} processes{oom}"
+        )
         await trio.sleep(interval_s)
 
 

@@ -8,6 +8,7 @@ change or the (re)check timeout wakes the guard.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import time
@@ -61,11 +62,9 @@ class Guard:
         self._woke_by_kernel = False
 
     async def run(self) -> None:
-        with self._ctx.backend.notifier(self.cgroup_dir, self._ctx.hub) as notifier:
-            try:
-                await self._loop(notifier)
-            except _Gone:
-                pass
+        notifier_cm = self._ctx.backend.notifier(self.cgroup_dir, self._ctx.hub)
+        with notifier_cm as notifier, contextlib.suppress(_Gone):
+            await self._loop(notifier)
         log.debug("guard ended: %s is gone", self.cgroup_dir)
 
     def _snapshot(self) -> MemorySnapshot:
@@ -84,8 +83,12 @@ class Guard:
             if threshold != self._armed:
                 if not notifier.arm(threshold):
                     raise _Gone
-                log.info("guarding %s: limit %s, threshold %s", self.cgroup_dir,
-                         format_size(snapshot.limit_bytes), format_size(threshold))
+                log.info(
+                    "guarding %s: limit %s, threshold %s",
+                    self.cgroup_dir,
+                    format_size(snapshot.limit_bytes),
+                    format_size(threshold),
+                )
                 self._armed = threshold
                 continue  # usage may have crossed before the registration: read again
             retry_at_s = await self._step(snapshot, threshold, notifier)
@@ -99,9 +102,13 @@ class Guard:
     def _report_kernel_oom(self, snapshot: MemorySnapshot) -> None:
         fresh, self._state = policy.new_oom_kills(self._state, snapshot)
         if fresh:
-            self._publish(ReportKind.KERNEL_OOM, snapshot, "kernel OOM killer acted",
-                          reason="the kernel's OOM killer killed in this cgroup",
-                          oom_kills=fresh)
+            self._publish(
+                ReportKind.KERNEL_OOM,
+                snapshot,
+                "kernel OOM killer acted",
+                reason="the kernel's OOM killer killed in this cgroup",
+                oom_kills=fresh,
+            )
 
     async def _step(
         self, snapshot: MemorySnapshot, threshold: int | None, notifier: Notifier
@@ -130,8 +137,14 @@ class Guard:
     def _report_flush(
         self, before: MemorySnapshot, after: MemorySnapshot, flushed: FlushOutcome
     ) -> None:
-        self._publish(ReportKind.FLUSH, before, "flushed page cache", after=after,
-                      reason="usage back under the threshold", duration_s=flushed.duration_s)
+        self._publish(
+            ReportKind.FLUSH,
+            before,
+            "flushed page cache",
+            after=after,
+            reason="usage back under the threshold",
+            duration_s=flushed.duration_s,
+        )
 
     def _report_skip(
         self, decision: Decision, before: MemorySnapshot, after: MemorySnapshot, now_s: float
@@ -139,8 +152,9 @@ class Guard:
         if not policy.should_report_skip(self._state, self._settings, now_s):
             return
         self._state = policy.after_skip_report(self._state, now_s)
-        self._publish(ReportKind.SKIP, before, "left to the kernel", after=after,
-                      reason=decision.reason)
+        self._publish(
+            ReportKind.SKIP, before, "left to the kernel", after=after, reason=decision.reason
+        )
 
     async def _act(
         self,
@@ -161,10 +175,15 @@ class Guard:
             latency_s = outcome.first_signal_at - woke_at
         after = self._ctx.backend.snapshot(self.cgroup_dir) or current
         self._publish(
-            kind, before, _action_words(kind, outcome, self._settings.dry_run), after=after,
-            victims=outcome.victims, survivors=outcome.survivors,
+            kind,
+            before,
+            _action_words(kind, outcome, self._settings.dry_run),
+            after=after,
+            victims=outcome.victims,
+            survivors=outcome.survivors,
             duration_s=time.perf_counter() - started + (flushed.duration_s if flushed else 0.0),
-            latency_s=latency_s, reason=reason,
+            latency_s=latency_s,
+            reason=reason,
         )
         # Re-arm after every action: a fresh registration, whatever happened.
         if not notifier.arm(self._armed):

@@ -48,8 +48,11 @@ class ReportBus:
             except trio.WouldBlock:
                 self.dropped[sink.name] += 1
                 if self.dropped[sink.name] in (1, 10, 100) or self.dropped[sink.name] % 1000 == 0:
-                    log.warning("sink %s is behind: %d reports dropped so far",
-                                sink.name, self.dropped[sink.name])
+                    log.warning(
+                        "sink %s is behind: %d reports dropped so far",
+                        sink.name,
+                        self.dropped[sink.name],
+                    )
             except trio.ClosedResourceError:
                 self.dropped[sink.name] += 1
 

@@ -59,9 +59,7 @@ class GuardSupervisor:
         self._changed.set()
         self._changed = trio.Event()
 
-    async def _run(
-        self, cgroup_dir: str, ref: ContainerRef, scope: trio.CancelScope
-    ) -> None:
+    async def _run(self, cgroup_dir: str, ref: ContainerRef, scope: trio.CancelScope) -> None:
         try:
             with scope:
                 attempt = 0
@@ -72,8 +70,9 @@ class GuardSupervisor:
                     except Exception:
                         self.failures += 1
                         backoff_s = RESTART_BACKOFF_S[min(attempt, len(RESTART_BACKOFF_S) - 1)]
-                        log.exception("guard for %s failed; restarting in %.0fs",
-                                      cgroup_dir, backoff_s)
+                        log.exception(
+                            "guard for %s failed; restarting in %.0fs", cgroup_dir, backoff_s
+                        )
                         attempt += 1
                         await trio.sleep(backoff_s)
         finally:

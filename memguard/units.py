@@ -29,7 +29,7 @@ def _size_multiplier(suffix: str) -> int | None:
     if suffix in ("", "B", "b"):
         return 1
     lower = suffix.lower()
-    if lower.endswith("ib") or len(lower) == 2 and lower.endswith("i"):
+    if lower.endswith("ib") or (len(lower) == 2 and lower.endswith("i")):
         exponent = _BINARY.get(lower[:2])
         return None if exponent is None else 1024**exponent
     if len(lower) == 2 and lower.endswith("b"):

@@ -20,9 +20,7 @@ from memguard.policy.model import MemorySnapshot
 from memguard.watch import InotifyHub
 
 FILE_CHANGED = "file"
-_WATCHED_FILES = frozenset(
-    {cgroup_v1.USAGE_FILE, cgroup_v1.LIMIT_FILE, cgroup_v1.OOM_CONTROL_FILE}
-)
+_WATCHED_FILES = frozenset({cgroup_v1.USAGE_FILE, cgroup_v1.LIMIT_FILE, cgroup_v1.OOM_CONTROL_FILE})
 
 
 class FakeNotifier:
@@ -74,8 +72,9 @@ class FakeBackend:
     @contextmanager
     def notifier(self, cgroup_dir: str, hub: InotifyHub) -> Iterator[FakeNotifier]:
         notifier = FakeNotifier(cgroup_dir)
-        subscription = hub.subscribe(cgroup_dir, IN_CLOSE_WRITE | IN_MOVED_TO,
-                                     notifier.on_file_event)
+        subscription = hub.subscribe(
+            cgroup_dir, IN_CLOSE_WRITE | IN_MOVED_TO, notifier.on_file_event
+        )
         try:
             yield notifier
         finally:

@@ -61,9 +61,9 @@ def _judge(previous: StepResult, current: StepResult, phase: Phase) -> Outcome |
     if current.usage_bytes < previous.usage_bytes:
         return Outcome.USAGE_FELL
     limit = current.limit_bytes
-    if phase.hold_below_limit and limit is not None:
-        if current.usage_bytes + phase.step_bytes > limit:
-            return Outcome.HELD_AT_LIMIT
+    near_limit = limit is not None and current.usage_bytes + phase.step_bytes > limit
+    if phase.hold_below_limit and near_limit:
+        return Outcome.HELD_AT_LIMIT
     return None
 
 
@@ -73,8 +73,10 @@ async def run_phase(
     previous = step(root, container.path, phase.kind, phase.prefill_bytes)
     if previous is None:
         return Outcome.GONE
-    say(f"[{phase.name}] growing {phase.kind.value} in {container.name} "
-        f"({format_size(previous.usage_bytes)} of {format_size(previous.limit_bytes)})")
+    say(
+        f"[{phase.name}] growing {phase.kind.value} in {container.name} "
+        f"({format_size(previous.usage_bytes)} of {format_size(previous.limit_bytes)})"
+    )
     for _ in range(MAX_STEPS):
         await trio.sleep(STEP_INTERVAL_S)
         current = step(root, container.path, phase.kind, phase.step_bytes)

@@ -121,7 +121,7 @@ def build(root: str, pods: tuple[PodSpec, ...] = DEFAULT_PODS) -> list[FakeConta
         adj = QOS_OOM_SCORE_ADJ[pod.qos]
         pids = tuple(spawn_sleeper(min(adj + 10 * index, 1000)) for index in range(pod.processes))
         memory = model.FakeMemory(limit_bytes=pod.limit_bytes, pids=list(pids))
-        memory.anon_by_pid = {pid: 4 * MIB for pid in pids}
+        memory.anon_by_pid = dict.fromkeys(pids, 4 * MIB)
         model.create(path, memory)
         _ancestors_with_files(root, path, None)
         ref = parse_container_path(path)
@@ -129,7 +129,9 @@ def build(root: str, pods: tuple[PodSpec, ...] = DEFAULT_PODS) -> list[FakeConta
         containers.append(FakeContainer(pod.name, path, ref, pod.limit_bytes, pids))
     if any(pod.runtime == "crio" and pod.driver == "systemd" for pod in pods):
         crio = next(c for c, p in zip(containers, pods, strict=True) if p.runtime == "crio")
-        conmon = os.path.join(os.path.dirname(crio.path), f"crio-conmon-{crio.ref.container_id}.scope")
+        conmon = os.path.join(
+            os.path.dirname(crio.path), f"crio-conmon-{crio.ref.container_id}.scope"
+        )
         model.create(conmon, model.FakeMemory())
     _write_marker(root, containers)
     return containers
@@ -155,7 +157,9 @@ def load_containers(root: str) -> list[FakeContainer]:
         if ref is None or memory is None:
             continue
         containers.append(
-            FakeContainer(entry["name"], entry["path"], ref, memory.limit_bytes, tuple(entry["pids"]))
+            FakeContainer(
+                entry["name"], entry["path"], ref, memory.limit_bytes, tuple(entry["pids"])
+            )
         )
     return containers
 

@@ -7,6 +7,7 @@ number), then close it. Closing twice is a no-op.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from types import TracebackType
 from typing import Self
@@ -33,10 +34,9 @@ class FdHolder:
         if self._fd < 0:
             return
         fd, self._fd = self._fd, -1
-        try:
+        # Outside trio (sync callers) RuntimeError: nobody can be waiting then.
+        with contextlib.suppress(RuntimeError):
             trio.lowlevel.notify_closing(fd)
-        except RuntimeError:
-            pass  # outside trio (sync callers, tests): nobody can be waiting
         os.close(fd)
 
     def __enter__(self) -> Self:
