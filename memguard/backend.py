@@ -35,6 +35,10 @@ class Backend(Protocol):
     # True when flush() blocks in the kernel and must run off the trio thread.
     flush_blocks: bool
 
+    def exists(self, cgroup_dir: str) -> bool:
+        """The cgroup directory is there (its memory files may not be, yet)."""
+        ...
+
     def snapshot(self, cgroup_dir: str) -> MemorySnapshot | None: ...
 
     def pids(self, cgroup_dir: str) -> list[int] | None: ...

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -65,6 +66,9 @@ class V1Notifier:
 class V1Backend:
     name = "cgroup-v1"
     flush_blocks = True
+
+    def exists(self, cgroup_dir: str) -> bool:
+        return os.path.isdir(cgroup_dir)
 
     def snapshot(self, cgroup_dir: str) -> MemorySnapshot | None:
         return cgroup_v1.read_snapshot(cgroup_dir)

@@ -9,6 +9,7 @@ change or the (re)check timeout wakes the guard.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import random
 import time
@@ -32,6 +33,7 @@ from memguard.watch import InotifyHub
 log = logging.getLogger(__name__)
 
 CONTAINER_KILL_BOUND_S = 2.0
+NOT_READY_RETRY_S = 0.5
 RECHECK_JITTER = 0.1  # +-10 %, so 1,000 guards do not re-check in lockstep
 
 
@@ -61,10 +63,31 @@ class Guard:
         self._armed: int | None = None
         self._woke_by_kernel = False
 
+    @property
+    def armed_threshold_bytes(self) -> int | None:
+        """The threshold the kernel (or the fake tree) watches; None: none armed."""
+        return self._armed
+
     async def run(self) -> None:
-        notifier_cm = self._ctx.backend.notifier(self.cgroup_dir, self._ctx.hub)
-        with notifier_cm as notifier, contextlib.suppress(_Gone):
-            await self._loop(notifier)
+        """Guard until the cgroup directory is gone.
+
+        A directory whose memory files cannot be read yet (cgroup v2 before the
+        memory controller is enabled for it, a fake tree being built) is not
+        gone: the guard looks again, backing off up to the recheck interval.
+        """
+        for attempt in itertools.count():
+            notifier_cm = self._ctx.backend.notifier(self.cgroup_dir, self._ctx.hub)
+            with notifier_cm as notifier, contextlib.suppress(_Gone):
+                await self._loop(notifier)
+            if not self._ctx.backend.exists(self.cgroup_dir):
+                break
+            delay_s = min(NOT_READY_RETRY_S * 2**attempt, self._settings.recheck_interval_s)
+            log.debug(
+                "%s exists but its memory files are not readable: retry in %.1fs",
+                self.cgroup_dir,
+                delay_s,
+            )
+            await trio.sleep(delay_s)
         log.debug("guard ended: %s is gone", self.cgroup_dir)
 
     def _snapshot(self) -> MemorySnapshot:

@@ -8,6 +8,7 @@ and restarted after a backoff: one bad cgroup never takes the agent down.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import trio
 
@@ -24,8 +25,10 @@ class GuardSupervisor:
         self._nursery = nursery
         self._context = context
         self._scopes: dict[str, trio.CancelScope] = {}
+        self.guards: dict[str, Guard] = {}  # the running guard of each cgroup
         self._changed = trio.Event()
         self.failures = 0
+        self._running = 0
 
     @property
     def guarded(self) -> frozenset[str]:
@@ -42,6 +45,7 @@ class GuardSupervisor:
 
     def stop(self, cgroup_dir: str) -> None:
         scope = self._scopes.pop(cgroup_dir, None)
+        self.guards.pop(cgroup_dir, None)
         if scope is not None:
             scope.cancel()
             self._notify()
@@ -50,22 +54,35 @@ class GuardSupervisor:
         for cgroup_dir in list(self._scopes):
             self.stop(cgroup_dir)
 
-    async def wait_until(self, count: int) -> None:
-        """Park until exactly count cgroups are guarded (tests and benchmarks)."""
-        while len(self._scopes) != count:
+    @property
+    def running(self) -> int:
+        """Guard tasks alive right now (a stopped guard may still be finishing)."""
+        return self._running
+
+    async def wait_for(self, predicate: Callable[[GuardSupervisor], bool]) -> None:
+        """Park until predicate(self) holds (tests, benchmarks, readiness)."""
+        while not predicate(self):
             await self._changed.wait()
+
+    async def wait_until(self, count: int) -> None:
+        """Park until exactly count cgroups are guarded by exactly count live tasks."""
+        await self.wait_for(lambda s: len(s.guarded) == count and s.running == count)
 
     def _notify(self) -> None:
         self._changed.set()
         self._changed = trio.Event()
 
     async def _run(self, cgroup_dir: str, ref: ContainerRef, scope: trio.CancelScope) -> None:
+        self._running += 1
+        self._notify()
         try:
             with scope:
                 attempt = 0
                 while True:
+                    guard = Guard(cgroup_dir, ref, self._context)
+                    self.guards[cgroup_dir] = guard
                     try:
-                        await Guard(cgroup_dir, ref, self._context).run()
+                        await guard.run()
                         return
                     except Exception:
                         self.failures += 1
@@ -76,6 +93,8 @@ class GuardSupervisor:
                         attempt += 1
                         await trio.sleep(backoff_s)
         finally:
+            self._running -= 1
             if self._scopes.get(cgroup_dir) is scope:
                 del self._scopes[cgroup_dir]
-                self._notify()
+                self.guards.pop(cgroup_dir, None)
+            self._notify()

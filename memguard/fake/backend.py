@@ -9,6 +9,7 @@ died are uncharged before every read.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -47,6 +48,9 @@ class FakeNotifier:
 class FakeBackend:
     name = "fake"
     flush_blocks = False
+
+    def exists(self, cgroup_dir: str) -> bool:
+        return os.path.isdir(cgroup_dir)
 
     def snapshot(self, cgroup_dir: str) -> MemorySnapshot | None:
         with model.locked(cgroup_dir) as memory:

@@ -102,13 +102,30 @@ def write(cgroup_dir: str, memory: FakeMemory) -> None:
     _write_atomic(path(cgroup_dir, cgroup_v1.USAGE_FILE), f"{memory.usage_bytes}\n")
 
 
-def create(cgroup_dir: str, memory: FakeMemory) -> None:
-    """Make a fake cgroup directory (and its control files) holding memory."""
-    os.makedirs(cgroup_dir, exist_ok=True)
-    for name in (cgroup_v1.FORCE_EMPTY_FILE, cgroup_v1.EVENT_CONTROL_FILE):
-        with open(os.path.join(cgroup_dir, name), "w"):
+def _write_controls(cgroup_dir: str) -> None:
+    for control in (cgroup_v1.FORCE_EMPTY_FILE, cgroup_v1.EVENT_CONTROL_FILE):
+        with open(os.path.join(cgroup_dir, control), "w"):
             pass
-    write(cgroup_dir, memory)
+
+
+def create(cgroup_dir: str, memory: FakeMemory) -> None:
+    """Make a fake cgroup directory holding memory, complete with its files.
+
+    Like mkdir on cgroupfs, the directory appears with all its files at once:
+    it is built under a temporary name and renamed into place. An existing
+    directory (a pod created by path for its container) gets its files in place.
+    """
+    if os.path.isdir(cgroup_dir):
+        _write_controls(cgroup_dir)
+        write(cgroup_dir, memory)
+        return
+    parent, name = os.path.split(cgroup_dir.rstrip("/"))
+    os.makedirs(parent, exist_ok=True)
+    staging = os.path.join(parent, f".{name}.creating{os.getpid()}")
+    os.mkdir(staging)
+    _write_controls(staging)
+    write(staging, memory)
+    os.rename(staging, cgroup_dir)
 
 
 def read(cgroup_dir: str) -> FakeMemory | None:

@@ -1,0 +1,85 @@
+"""Discovery on fake trees: what gets guarded, additions, removals, churn."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+from memguard.discovery import MatchMode
+from memguard.fake import model, tree
+from memguard.fake.model import FakeMemory
+from memguard.policy.model import MIB
+from tests.helpers import (
+    make_config,
+    open_fd_count,
+    running_agent,
+    supervisor_of,
+    trio_task_count,
+)
+
+HEX_A = "a" * 64
+HEX_B = "b" * 64
+
+
+def _container_path(root: str, pod_index: int, container_hex: str) -> str:
+    uid = f"{pod_index:08x}-0000-4000-8000-000000000000"
+    return os.path.join(root, "kubepods", "burstable", f"pod{uid}", container_hex)
+
+
+async def test_guards_every_container_of_the_init_tree_and_nothing_else(
+    fake_tree: tuple[str, list[tree.FakeContainer]],
+) -> None:
+    root, containers = fake_tree
+    async with running_agent(make_config(root)) as (agent, _):
+        guarded = supervisor_of(agent).guarded
+    assert guarded == {c.path for c in containers}
+    assert not any("crio-conmon" in path for path in guarded)
+
+
+async def test_new_container_is_guarded_and_removed_one_is_released(
+    empty_fake_root: str,
+) -> None:
+    async with running_agent(make_config(empty_fake_root)) as (agent, _):
+        supervisor = supervisor_of(agent)
+        assert supervisor.guarded == frozenset()
+        path = _container_path(empty_fake_root, 1, HEX_A)
+        model.create(path, FakeMemory(limit_bytes=64 * MIB))
+        await supervisor.wait_until(1)
+        assert supervisor.guarded == {path}
+        shutil.rmtree(os.path.dirname(path))  # the whole pod goes
+        await supervisor.wait_until(0)
+        assert supervisor.failures == 0
+
+
+async def test_leaf_mode_guards_unknown_layouts(empty_fake_root: str) -> None:
+    service = os.path.join(empty_fake_root, "system.slice", "my-app.service")
+    model.create(service, FakeMemory(limit_bytes=64 * MIB))
+    config = make_config(empty_fake_root, match=MatchMode.LEAF)
+    async with running_agent(config) as (agent, _):
+        supervisor = supervisor_of(agent)
+        assert supervisor.guarded == {service}
+        child = os.path.join(service, "worker")
+        model.create(child, FakeMemory(limit_bytes=32 * MIB))
+        await supervisor.wait_for(lambda s: s.guarded == {child} and s.running == 1)
+        # The service has a child now: the child is the leaf that is guarded.
+        assert supervisor.guarded == {child}
+
+
+async def test_500_cgroups_come_and_go_without_leaking_tasks_fds_or_watches(
+    empty_fake_root: str,
+) -> None:
+    async with running_agent(make_config(empty_fake_root)) as (agent, _):
+        supervisor = supervisor_of(agent)
+        tasks_before, fds_before = trio_task_count(), open_fd_count()
+        watches_before = agent.hub.watch_count
+        paths = [_container_path(empty_fake_root, index, HEX_B) for index in range(500)]
+        for path in paths:
+            model.create(path, FakeMemory(limit_bytes=64 * MIB))
+        await supervisor.wait_until(500)
+        assert trio_task_count() == tasks_before + 500
+        shutil.rmtree(os.path.join(empty_fake_root, "kubepods"))
+        await supervisor.wait_until(0)
+        assert trio_task_count() == tasks_before
+        assert open_fd_count() == fds_before
+        assert agent.hub.watch_count == watches_before
+        assert supervisor.failures == 0

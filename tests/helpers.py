@@ -1,0 +1,86 @@
+"""Shared test helpers: settings, a running agent, process and fd accounting."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import signal
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+import trio
+
+from memguard.agent import Agent, AgentConfig
+from memguard.backend import Backend
+from memguard.collect_sink import CollectSink
+from memguard.discovery import MatchMode
+from memguard.policy.model import GuardSettings, check_granularity_bytes
+from memguard.reporting import Sink
+from memguard.supervisor import GuardSupervisor
+
+
+def make_settings(**overrides: Any) -> GuardSettings:
+    base = GuardSettings(
+        check_granularity_bytes=check_granularity_bytes(
+            os.cpu_count() or 1, os.sysconf("SC_PAGE_SIZE")
+        )
+    )
+    return dataclasses.replace(base, **overrides)
+
+
+def make_config(parent: str, **overrides: Any) -> AgentConfig:
+    match = overrides.pop("match", MatchMode.CONTAINERS)
+    agent_fields = {f.name for f in dataclasses.fields(AgentConfig)}
+    agent_overrides = {k: overrides.pop(k) for k in list(overrides) if k in agent_fields}
+    return AgentConfig(parent=parent, settings=make_settings(**overrides), match=match,
+                       **agent_overrides)
+
+
+@asynccontextmanager
+async def running_agent(
+    config: AgentConfig, sinks: Sequence[Sink] = (), backend: Backend | None = None
+) -> AsyncIterator[tuple[Agent, CollectSink]]:
+    """An agent running in a nursery; stopped (and drained) on exit."""
+    collect = CollectSink()
+    agent = Agent(config, [collect, *sinks], backend=backend)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(agent.run)
+        try:
+            yield agent, collect
+        finally:
+            agent.stop()
+
+
+def supervisor_of(agent: Agent) -> GuardSupervisor:
+    assert agent.supervisor is not None
+    return agent.supervisor
+
+
+def open_fd_count() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def trio_task_count() -> int:
+    """Every task in the current trio run (root included)."""
+    count = 0
+    stack = [trio.lowlevel.current_root_task()]
+    while stack:
+        task = stack.pop()
+        count += 1
+        for nursery in task.child_nurseries:
+            stack.extend(nursery.child_tasks)
+    return count
+
+
+def kill_and_reap(pids: Iterable[int]) -> None:
+    """Kill and reap processes this test started (by pid); gone ones are fine."""
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        try:
+            os.waitpid(pid, 0)
+        except ChildProcessError:
+            pass
