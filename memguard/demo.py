@@ -7,10 +7,8 @@ directory, removes it afterwards and exits 0 when all three decisions were seen.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
-import signal
 import sys
 import tempfile
 from collections.abc import Callable
@@ -40,14 +38,6 @@ def _settings() -> GuardSettings:
             os.cpu_count() or 1, os.sysconf("SC_PAGE_SIZE")
         ),
     )
-
-
-def _reap(pids: list[int]) -> None:
-    for pid in pids:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(pid, 0)
 
 
 async def _run_phases(
@@ -83,7 +73,7 @@ async def run_demo(say: Callable[[str], None] = print) -> int:
             seen = await _run_phases(root, containers, collect, say)
             agent.stop()
     finally:
-        _reap(pids)
+        tree.kill_and_reap(pids)
         shutil.rmtree(root, ignore_errors=True)
     say("summary:")
     for name, report in seen:

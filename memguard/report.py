@@ -7,6 +7,7 @@ A Report carries the numbers; sinks (log, metrics, Kubernetes Events) render it.
 from __future__ import annotations
 
 import enum
+import unicodedata
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -14,6 +15,7 @@ from memguard.paths import ContainerRef
 from memguard.units import format_size
 
 MESSAGE_MAX_BYTES = 1024
+_UNPRINTABLE = frozenset({"Cc", "Cs", "Zl", "Zp"})
 
 
 class ReportKind(enum.Enum):
@@ -69,14 +71,21 @@ class Report:
         return data
 
     def message(self) -> str:
-        """One readable line with the numbers, at most MESSAGE_MAX_BYTES."""
-        parts = [f"{self.action}: {self.cgroup}"]
+        """One readable line with the numbers, at most MESSAGE_MAX_BYTES.
+
+        The numbers come first and the cgroup path last, so a very long path is
+        what gets shortened (from its start: the container id at its end stays).
+        Control characters (a process may name itself "a\nb") become '?'.
+        """
+        parts = [self.action]
         usage = f"usage {format_size(self.usage_bytes)}"
         if self.usage_after_bytes is not None:
             usage += f" -> {format_size(self.usage_after_bytes)}"
-        parts.append(usage)
-        parts.append(f"limit {format_size(self.limit_bytes)}")
-        parts.append(f"threshold {format_size(self.threshold_bytes)}")
+        parts += [
+            usage,
+            f"limit {format_size(self.limit_bytes)}",
+            f"threshold {format_size(self.threshold_bytes)}",
+        ]
         if self.cache_before_bytes is not None:
             cache = f"cache {format_size(self.cache_before_bytes)}"
             if self.cache_after_bytes is not None:
@@ -93,11 +102,26 @@ class Report:
         parts.append(f"policy {self.policy}")
         if self.reason:
             parts.append(self.reason)
-        return _truncate("; ".join(parts), MESSAGE_MAX_BYTES)
+        head = _truncate(_printable("; ".join(parts)), MESSAGE_MAX_BYTES - 64)
+        room = MESSAGE_MAX_BYTES - len(head.encode()) - len("; cgroup ")
+        return f"{head}; cgroup {_keep_tail(_printable(self.cgroup), room)}"
+
+
+def _printable(text: str) -> str:
+    """Text safe for one log line: control and unpaired surrogate characters -> '?'."""
+    cleaned = "".join("?" if unicodedata.category(c) in _UNPRINTABLE else c for c in text)
+    return cleaned
 
 
 def _victim_text(victim: Victim) -> str:
     return f"{victim.pid}/{victim.comm} (oom_score {victim.oom_score})"
+
+
+def _keep_tail(text: str, max_bytes: int) -> str:
+    encoded = text.encode()
+    if len(encoded) <= max_bytes:
+        return text
+    return "..." + encoded[len(encoded) - max_bytes + 3 :].decode(errors="ignore")
 
 
 def _truncate(text: str, max_bytes: int) -> str:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import re
+from decimal import Decimal
 
 _SIZE_RE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?|\.[0-9]+)\s*([A-Za-z]*)\s*$")
 _BINARY = {"ki": 1, "mi": 2, "gi": 3, "ti": 4, "pi": 5, "ei": 6}
@@ -49,7 +50,7 @@ def parse_size(text: str) -> int:
     multiplier = _size_multiplier(match.group(2)) if match else None
     if match is None or multiplier is None:
         raise ValueError(f"{text!r} is not {SIZE_HELP}")
-    return math.floor(float(match.group(1)) * multiplier)
+    return int(Decimal(match.group(1)) * multiplier)  # exact: no float rounding
 
 
 def parse_ratio(text: str) -> float:

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 
 from memguard.fake import model, tree
-from tests.helpers import kill_and_reap
+from memguard.fake.tree import kill_and_reap
 
 
 @pytest.fixture

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import signal
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -33,8 +32,9 @@ def make_config(parent: str, **overrides: Any) -> AgentConfig:
     match = overrides.pop("match", MatchMode.CONTAINERS)
     agent_fields = {f.name for f in dataclasses.fields(AgentConfig)}
     agent_overrides = {k: overrides.pop(k) for k in list(overrides) if k in agent_fields}
-    return AgentConfig(parent=parent, settings=make_settings(**overrides), match=match,
-                       **agent_overrides)
+    return AgentConfig(
+        parent=parent, settings=make_settings(**overrides), match=match, **agent_overrides
+    )
 
 
 @asynccontextmanager
@@ -64,23 +64,12 @@ def open_fd_count() -> int:
 def trio_task_count() -> int:
     """Every task in the current trio run (root included)."""
     count = 0
-    stack = [trio.lowlevel.current_root_task()]
+    root = trio.lowlevel.current_root_task()
+    assert root is not None
+    stack = [root]
     while stack:
         task = stack.pop()
         count += 1
         for nursery in task.child_nurseries:
             stack.extend(nursery.child_tasks)
     return count
-
-
-def kill_and_reap(pids: Iterable[int]) -> None:
-    """Kill and reap processes this test started (by pid); gone ones are fine."""
-    for pid in pids:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        try:
-            os.waitpid(pid, 0)
-        except ChildProcessError:
-            pass

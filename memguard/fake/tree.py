@@ -13,12 +13,14 @@ started, with its start time, so `memguard fake clean` kills only those.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import shutil
 import signal
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from memguard.fake import model
@@ -169,6 +171,15 @@ def started_here(root: str, pid: int) -> bool:
     with open(os.path.join(root, model.MARKER_FILE)) as file:
         processes = json.load(file)["processes"]
     return any(p["pid"] == pid and p["start_time"] == start_time_ticks(pid) for p in processes)
+
+
+def kill_and_reap(pids: Iterable[int]) -> None:
+    """SIGKILL and reap processes this process started (by pid); gone ones are fine."""
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, 0)
 
 
 def clean(root: str) -> int:

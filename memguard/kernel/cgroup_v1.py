@@ -19,11 +19,13 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 
 from memguard.errors import CgroupFormatError, KernelError
 from memguard.policy.model import MemorySnapshot
 
 UNLIMITED_AT_BYTES = 2**62
+_INTEGER = re.compile(r"-?[0-9]+")
 GONE_ERRNOS = frozenset({errno.ENOENT, errno.ENODEV, errno.ENOTDIR})
 
 USAGE_FILE = "memory.usage_in_bytes"
@@ -67,7 +69,7 @@ def parse_flat_keyed(text: str) -> dict[str, int]:
     fields: dict[str, int] = {}
     for line in text.splitlines():
         parts = line.split()
-        if len(parts) == 2 and parts[1].lstrip("-").isdigit():
+        if len(parts) == 2 and _INTEGER.fullmatch(parts[1]):
             fields[parts[0]] = int(parts[1])
     return fields
 

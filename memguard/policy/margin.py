@@ -7,12 +7,15 @@ than half the limit; threshold = limit - margin. Unlimited cgroups have none.
 
 from __future__ import annotations
 
+import math
+from fractions import Fraction
+
 from memguard.policy.model import GuardSettings
 
 
 def margin_bytes(limit_bytes: int, settings: GuardSettings) -> int:
     """The distance below limit_bytes at which memguard acts."""
-    proportional = int(limit_bytes * settings.margin_ratio)
+    proportional = math.floor(Fraction(settings.margin_ratio) * limit_bytes)  # exact
     clamped = min(max(proportional, settings.min_margin_bytes), settings.max_margin_bytes)
     raised = max(clamped, settings.check_granularity_bytes)
     return min(raised, limit_bytes // 2)

@@ -1,0 +1,145 @@
+"""`memguard run` options: flag beats env beats default; config validation."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import pytest
+
+from memguard.config import build_agent_config
+from memguard.discovery import MatchMode
+from memguard.errors import ConfigError
+from memguard.options import DEFAULT_PARENT, RUN_OPTIONS, resolve
+from memguard.policy.model import MIB, Policy, check_granularity_bytes
+
+NO_FLAGS: dict[str, str | None] = {}
+NO_ENV: dict[str, str] = {}
+
+
+def test_defaults() -> None:
+    values = resolve(RUN_OPTIONS, NO_FLAGS, NO_ENV)
+    assert values["parent"] == DEFAULT_PARENT
+    assert values["match"] == "containers"
+    assert values["policy"] == "container"
+    assert values["dry_run"] is False
+    assert values["margin_ratio"] == pytest.approx(0.02)
+    assert values["min_margin"] == 1 * MIB
+    assert values["max_margin"] == 50 * MIB
+    assert values["flush_cooldown"] == pytest.approx(10.0)
+    assert values["hot_recheck_interval"] == pytest.approx(0.1)
+    assert set(values) == {option.dest for option in RUN_OPTIONS}
+
+
+@pytest.mark.parametrize(
+    ("flags", "environ", "dest", "expected"),
+    [
+        ({}, {"MEMGUARD_POLICY": "noop"}, "policy", "noop"),
+        ({"policy": "process"}, {"MEMGUARD_POLICY": "noop"}, "policy", "process"),
+        ({"policy": None}, {"MEMGUARD_POLICY": "noop"}, "policy", "noop"),
+        ({"policy": "process"}, {"MEMGUARD_POLICY": "not-a-policy"}, "policy", "process"),
+        ({}, {"MEMGUARD_MIN_MARGIN": "4Mi"}, "min_margin", 4 * MIB),
+        ({"min_margin": "2M"}, {"MEMGUARD_MIN_MARGIN": "4Mi"}, "min_margin", 2_000_000),
+        ({}, {"MEMGUARD_MARGIN_RATIO": "5%"}, "margin_ratio", 0.05),
+        ({}, {"MEMGUARD_HOT_RECHECK_INTERVAL": "250ms"}, "hot_recheck_interval", 0.25),
+        ({}, {"MEMGUARD_DRY_RUN": "yes"}, "dry_run", True),
+        ({}, {"MEMGUARD_DRY_RUN": ""}, "dry_run", False),
+        ({"dry_run": "true"}, {"MEMGUARD_DRY_RUN": "0"}, "dry_run", True),
+        ({}, {"MEMGUARD_MATCH": "leaf"}, "match", "leaf"),
+        ({}, {"MEMGUARD_PARENT": "/tmp/tree"}, "parent", "/tmp/tree"),
+        ({}, {"memguard_policy": "noop", "POLICY": "noop"}, "policy", "container"),
+    ],
+)
+def test_flag_beats_env_beats_default(
+    flags: dict[str, str | None], environ: dict[str, str], dest: str, expected: Any
+) -> None:
+    got = resolve(RUN_OPTIONS, flags, environ)[dest]
+    assert type(got) is type(expected)
+    assert got == (pytest.approx(expected) if isinstance(expected, float) else expected)
+
+
+@pytest.mark.parametrize(
+    ("flags", "environ", "source"),
+    [
+        ({}, {"MEMGUARD_POLICY": "kill"}, "$MEMGUARD_POLICY: 'kill' is not one of"),
+        ({"policy": "kill"}, {}, "--policy: 'kill' is not one of"),
+        ({}, {"MEMGUARD_MIN_MARGIN": "1m"}, "$MEMGUARD_MIN_MARGIN: '1m' is not a size"),
+        ({"max_margin": "lots"}, {}, "--max-margin: 'lots' is not a size"),
+        ({}, {"MEMGUARD_MARGIN_RATIO": "120%"}, "$MEMGUARD_MARGIN_RATIO: '120%' is out of range"),
+        ({}, {"MEMGUARD_COOLDOWN": "5x"}, "$MEMGUARD_COOLDOWN: '5x' is not a duration"),
+        ({}, {"MEMGUARD_FLUSH_TIMEOUT": "0"}, "$MEMGUARD_FLUSH_TIMEOUT: '0' must be longer"),
+        ({"recheck_interval": "0s"}, {}, "--recheck-interval: '0s' must be longer than 0"),
+        ({}, {"MEMGUARD_DRY_RUN": "maybe"}, "$MEMGUARD_DRY_RUN: 'maybe' is not a boolean"),
+        ({}, {"MEMGUARD_PARENT": " "}, "$MEMGUARD_PARENT: an empty path"),
+        ({}, {"MEMGUARD_LOG_FORMAT": "xml"}, "$MEMGUARD_LOG_FORMAT: 'xml' is not one of"),
+    ],
+)
+def test_bad_value_is_a_config_error_naming_its_source(
+    flags: dict[str, str | None], environ: dict[str, str], source: str
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        resolve(RUN_OPTIONS, flags, environ)
+    assert str(info.value).startswith(source)
+
+
+def test_every_option_has_a_distinct_memguard_env_var() -> None:
+    names = [option.env for option in RUN_OPTIONS]
+    assert len(set(names)) == len(names)
+    assert all(name.startswith("MEMGUARD_") and name.isupper() for name in names)
+    by_flag = {option.flag: option for option in RUN_OPTIONS}
+    assert by_flag["--hot-recheck-interval"].dest == "hot_recheck_interval"
+    assert by_flag["--hot-recheck-interval"].env == "MEMGUARD_HOT_RECHECK_INTERVAL"
+    assert by_flag["--dry-run"].is_switch
+
+
+def values(**changes: Any) -> dict[str, Any]:
+    resolved = resolve(RUN_OPTIONS, NO_FLAGS, NO_ENV)
+    resolved.update(changes)
+    return resolved
+
+
+def test_build_agent_config_from_defaults() -> None:
+    config = build_agent_config(values(policy="process", match="leaf", dry_run=True))
+    assert config.parent == DEFAULT_PARENT
+    assert config.match is MatchMode.LEAF
+    assert config.settings.policy is Policy.PROCESS
+    assert config.settings.dry_run is True
+    assert config.settings.min_margin_bytes == 1 * MIB
+    assert config.settings.max_margin_bytes == 50 * MIB
+    assert config.settings.hot_recheck_interval_s == pytest.approx(0.1)
+    assert config.flush_timeout_s == pytest.approx(5.0)
+    assert config.rescan_interval_s == pytest.approx(60.0)
+    nr_cpus = os.cpu_count() or 1
+    expected = check_granularity_bytes(nr_cpus, os.sysconf("SC_PAGE_SIZE"))
+    assert config.settings.check_granularity_bytes == expected > 0
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"min_margin": 64 * MIB, "max_margin": 32 * MIB}, "--min-margin .* --max-margin"),
+        ({"margin_ratio": 0.5}, "--margin-ratio must be above 0 and below 0.5"),
+        ({"margin_ratio": 0.9}, "--margin-ratio"),
+        ({"margin_ratio": 0.0}, "--margin-ratio"),
+    ],
+)
+def test_build_agent_config_rejects_inconsistent_settings(
+    changes: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message):
+        build_agent_config(values(**changes))
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"min_margin": 32 * MIB, "max_margin": 32 * MIB},
+        {"min_margin": 0, "max_margin": 0},
+        {"margin_ratio": 0.49},
+        {"margin_ratio": 0.0001},
+    ],
+)
+def test_build_agent_config_accepts_edge_settings(changes: dict[str, Any]) -> None:
+    settings = build_agent_config(values(**changes)).settings
+    assert settings.min_margin_bytes <= settings.max_margin_bytes
+    assert 0 < settings.margin_ratio < 0.5
