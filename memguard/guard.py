@@ -54,8 +54,15 @@ class _Gone(Exception):
 
 
 class Guard:
-    def __init__(self, cgroup_dir: str, ref: ContainerRef, context: GuardContext) -> None:
+    def __init__(
+        self,
+        cgroup_dir: str,
+        ref: ContainerRef,
+        context: GuardContext,
+        on_change: Callable[[], None] = lambda: None,
+    ) -> None:
         self.cgroup_dir = cgroup_dir
+        self._on_change = on_change  # told when the armed threshold changes
         self.ref = ref
         self._ctx = context
         self._settings = context.settings
@@ -113,6 +120,7 @@ class Guard:
                     format_size(threshold),
                 )
                 self._armed = threshold
+                self._on_change()
                 continue  # usage may have crossed before the registration: read again
             retry_at_s = await self._step(snapshot, threshold, notifier)
             now_s = trio.current_time()

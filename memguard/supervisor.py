@@ -79,13 +79,14 @@ class GuardSupervisor:
             with scope:
                 attempt = 0
                 while True:
-                    guard = Guard(cgroup_dir, ref, self._context)
+                    guard = Guard(cgroup_dir, ref, self._context, on_change=self._notify)
                     self.guards[cgroup_dir] = guard
                     try:
                         await guard.run()
                         return
                     except Exception:
                         self.failures += 1
+                        self._notify()
                         backoff_s = RESTART_BACKOFF_S[min(attempt, len(RESTART_BACKOFF_S) - 1)]
                         log.exception(
                             "guard for %s failed; restarting in %.0fs", cgroup_dir, backoff_s

@@ -18,6 +18,9 @@ from memguard.fake import model, tree
 from memguard.kernel.procfs import read_procs_info
 from memguard.policy.victim import pick_victim
 
+# Anon memory of a cgroup without processes is charged here (it never dies).
+UNATTRIBUTED_PID = 0
+
 
 class Kind(enum.Enum):
     ANON = "anon"
@@ -36,9 +39,8 @@ class StepResult:
 
 def _charge(memory: model.FakeMemory, kind: Kind, size_bytes: int) -> None:
     if kind is Kind.ANON:
-        worker = memory.pids[-1] if memory.pids else None
-        if worker is not None:
-            memory.anon_by_pid[worker] = memory.anon_by_pid.get(worker, 0) + size_bytes
+        worker = memory.pids[-1] if memory.pids else UNATTRIBUTED_PID
+        memory.anon_by_pid[worker] = memory.anon_by_pid.get(worker, 0) + size_bytes
     elif kind is Kind.CACHE:
         memory.clean_cache_bytes += size_bytes
     elif kind is Kind.DIRTY:

@@ -1,0 +1,120 @@
+"""Guards under scripted faults: limit changes, vanishing files, garbage, flush cooldown."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import trio
+import trio.testing
+
+from memguard.fake import drive, model
+from memguard.fake.model import FakeMemory
+from memguard.kernel import cgroup_v1
+from memguard.policy.margin import threshold_bytes
+from memguard.policy.model import MIB, Policy
+from memguard.report import ReportKind
+from tests.helpers import make_config, make_settings, running_agent, supervisor_of
+
+HEX = "d" * 64
+
+
+@pytest.fixture
+def container(empty_fake_root: str) -> str:
+    path = os.path.join(empty_fake_root, "kubepods", f"pod{'1' * 8}-1111-1111-1111-{'1' * 12}", HEX)
+    model.create(path, FakeMemory(limit_bytes=256 * MIB, anon_by_pid={0: 100 * MIB}))
+    return path
+
+
+def _read(path: str) -> str:
+    with open(path) as file:
+        return file.read()
+
+
+def _write_in_place(path: str, text: str) -> None:
+    """As `echo text > path` does: truncate and write the same inode."""
+    with open(path, "w") as file:
+        file.write(text)
+
+
+async def test_limit_change_rearms_the_threshold(empty_fake_root: str, container: str) -> None:
+    settings = make_settings()
+    config = make_config(empty_fake_root, policy=Policy.NOOP)
+    async with running_agent(config) as (agent, collect):
+        supervisor = supervisor_of(agent)
+        expected = threshold_bytes(256 * MIB, settings)
+        await supervisor.wait_for(lambda s: s.guards[container].armed_threshold_bytes == expected)
+        _write_in_place(os.path.join(container, cgroup_v1.LIMIT_FILE), str(128 * MIB))
+        expected = threshold_bytes(128 * MIB, settings)
+        await supervisor.wait_for(lambda s: s.guards[container].armed_threshold_bytes == expected)
+        assert collect.reports == []  # 100 MiB is still under the new threshold
+        _write_in_place(os.path.join(container, cgroup_v1.LIMIT_FILE), str(96 * MIB))
+        report = await collect.wait_for_kind(container, ReportKind.NOOP)
+    assert report.limit_bytes == 96 * MIB
+    assert report.threshold_bytes == threshold_bytes(96 * MIB, settings)
+
+
+async def test_vanished_file_pauses_the_guard_without_failing(
+    empty_fake_root: str, container: str, autojump_clock: trio.testing.MockClock
+) -> None:
+    stat_path = os.path.join(container, cgroup_v1.STAT_FILE)
+    config = make_config(empty_fake_root, policy=Policy.NOOP)
+    async with running_agent(config) as (agent, collect):
+        supervisor = supervisor_of(agent)
+        await supervisor.wait_until(1)
+        saved = _read(stat_path)
+        os.unlink(stat_path)
+        usage_path = os.path.join(container, cgroup_v1.USAGE_FILE)
+        _write_in_place(usage_path, str(251 * MIB))  # wakes the guard: the stat is gone
+        await trio.sleep(30)  # virtual time: several not-ready retries pass
+        assert supervisor.guarded == {container}
+        assert collect.reports == []
+        _write_in_place(stat_path, saved)
+        report = await collect.wait_for_kind(container, ReportKind.NOOP)
+    assert report.usage_bytes == 251 * MIB
+    assert supervisor.failures == 0
+
+
+async def test_garbage_in_memory_stat_is_tolerated(empty_fake_root: str, container: str) -> None:
+    config = make_config(empty_fake_root, policy=Policy.NOOP)
+    async with running_agent(config) as (_, collect):
+        stat_path = os.path.join(container, cgroup_v1.STAT_FILE)
+        lines = _read(stat_path).splitlines()
+        garbage = ["", "total_cache", "rss x", "\x00\x01", "unknown_key 12 34", *lines, "junk"]
+        _write_in_place(stat_path, "\n".join(garbage))
+        _write_in_place(os.path.join(container, cgroup_v1.USAGE_FILE), str(255 * MIB))
+        report = await collect.wait_for_kind(container, ReportKind.NOOP)
+    assert report.usage_bytes == 255 * MIB
+
+
+async def test_garbage_usage_fails_one_guard_and_spares_the_others(
+    empty_fake_root: str, container: str, autojump_clock: trio.testing.MockClock
+) -> None:
+    other = container.replace(HEX, "e" * 64)
+    model.create(other, FakeMemory(limit_bytes=64 * MIB))
+    config = make_config(empty_fake_root, policy=Policy.NOOP)
+    async with running_agent(config) as (agent, collect):
+        supervisor = supervisor_of(agent)
+        await supervisor.wait_until(2)
+        _write_in_place(os.path.join(container, cgroup_v1.USAGE_FILE), "not a number\n")
+        await supervisor.wait_for(lambda s: s.failures >= 1)
+        drive.step(empty_fake_root, other, drive.Kind.ANON, 63 * MIB)
+        await collect.wait_for_kind(other, ReportKind.NOOP)
+        # Repaired, the failed guard comes back after its backoff and acts again.
+        drive.step(empty_fake_root, container, drive.Kind.ANON, 155 * MIB)
+        report = await collect.wait_for_kind(container, ReportKind.NOOP)
+    assert report.usage_bytes == 255 * MIB
+
+
+async def test_flush_cooldown_goes_straight_to_the_policy(
+    empty_fake_root: str, container: str, autojump_clock: trio.testing.MockClock
+) -> None:
+    config = make_config(empty_fake_root, policy=Policy.NOOP, flush_cooldown_s=600.0)
+    async with running_agent(config) as (_, collect):
+        drive.step(empty_fake_root, container, drive.Kind.CACHE, 152 * MIB)
+        flush = await collect.wait_for_kind(container, ReportKind.FLUSH)
+        assert flush.cache_after_bytes == 0
+        drive.step(empty_fake_root, container, drive.Kind.CACHE, 152 * MIB)
+        skip = await collect.wait_for_kind(container, ReportKind.SKIP)
+    assert "left to the kernel" in skip.reason
+    assert [r.kind for r in collect.reports].count(ReportKind.FLUSH) == 1
