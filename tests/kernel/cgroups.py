@@ -1,0 +1,130 @@
+"""Real cgroup v1 fixtures: a private tree under /sys/fs/cgroup/memory/memguard-test-*.
+
+Every cgroup and process a test creates is recorded here and removed by id at
+teardown, even on failure: processes first (SIGKILL, reap), then the cgroups
+deepest first. Nothing outside the test's own tree is ever touched.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+
+from memguard.fake.tree import kill_and_reap
+from memguard.kernel import cgroup_v1
+from memguard.kernel.pidfd import PidFd
+
+V1_MEMORY_ROOT = "/sys/fs/cgroup/memory"
+HOG = os.path.join(os.path.dirname(__file__), "hog.py")
+
+
+@dataclass
+class Started:
+    """A process started stopped (waiting for a line on stdin) inside a cgroup."""
+
+    process: subprocess.Popen[bytes]
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def go(self) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.write(b"go\n")
+        self.process.stdin.flush()
+
+    async def exited(self) -> int:
+        """Park until the process exits (pidfd), reap it, return its returncode."""
+        pidfd = PidFd.open(self.pid)
+        if pidfd is not None:
+            with pidfd:
+                await pidfd.wait_exit()
+        return self.process.wait()
+
+
+@dataclass
+class CgroupTree:
+    parent: str
+    cgroups: list[str] = field(default_factory=list)
+    processes: list[Started] = field(default_factory=list)
+
+    def mkdir(self, relative: str, limit_bytes: int | None = None) -> str:
+        path = self.parent
+        for part in relative.strip("/").split("/"):
+            path = os.path.join(path, part)
+            if not os.path.isdir(path):
+                os.mkdir(path)
+                self.cgroups.append(path)
+        if limit_bytes is not None:
+            self.set_limit(path, limit_bytes)
+        return path
+
+    def set_limit(self, cgroup: str, limit_bytes: int) -> None:
+        with open(os.path.join(cgroup, cgroup_v1.LIMIT_FILE), "w") as file:
+            file.write(str(limit_bytes))
+
+    def container(self, limit_bytes: int | None, index: int = 0) -> str:
+        """A container cgroup in the cgroupfs-driver layout (burstable QoS)."""
+        uid = f"{index:08x}-{uuid.uuid4().hex[:4]}-4000-8000-{uuid.uuid4().hex[:12]}"
+        return self.mkdir(f"kubepods/burstable/pod{uid}/{uuid.uuid4().hex * 2}", limit_bytes)
+
+    def spawn(self, cgroup: str, argv: list[str]) -> Started:
+        """Start argv stopped, move it into cgroup; call .go() to let it run."""
+        script = "import os,sys; sys.stdin.readline(); os.execvp(sys.argv[1], sys.argv[1:])"
+        wrapped = (
+            argv if argv[:2] == [sys.executable, HOG] else [sys.executable, "-c", script, *argv]
+        )
+        process = subprocess.Popen(wrapped, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
+        started = Started(process)
+        self.processes.append(started)
+        with open(os.path.join(cgroup, cgroup_v1.PROCS_FILE), "w") as file:
+            file.write(str(process.pid))
+        return started
+
+    def hog(self, cgroup: str, target_mib: int, rate_mib_s: float) -> Started:
+        return self.spawn(cgroup, [sys.executable, HOG, str(target_mib), str(rate_mib_s)])
+
+    def oom_kills(self, cgroup: str) -> int:
+        text = cgroup_v1.read_text(os.path.join(cgroup, cgroup_v1.OOM_CONTROL_FILE))
+        assert text is not None
+        return cgroup_v1.parse_flat_keyed(text)["oom_kill"]
+
+    def remove(self, cgroup: str) -> None:
+        os.rmdir(cgroup)
+        self.cgroups.remove(cgroup)
+
+    def cleanup(self) -> None:
+        for started in self.processes:
+            if started.process.stdin is not None:
+                started.process.stdin.close()
+        kill_and_reap(started.pid for started in self.processes)
+        for path in sorted(self.cgroups, key=len, reverse=True):
+            _rmdir_when_empty(path)
+
+
+def _rmdir_when_empty(path: str) -> None:
+    """rmdir; retried briefly while the kernel finishes reaped tasks' exit (EBUSY)."""
+    for _ in range(100):
+        try:
+            os.rmdir(path)
+            return
+        except FileNotFoundError:
+            return
+        except OSError as error:
+            if error.errno != errno.EBUSY:
+                raise
+            time.sleep(0.01)  # teardown only, bounded to 1 s
+    os.rmdir(path)
+
+
+def new_tree() -> CgroupTree:
+    parent = os.path.join(V1_MEMORY_ROOT, f"memguard-test-{uuid.uuid4().hex[:12]}")
+    os.mkdir(parent)
+    tree = CgroupTree(parent)
+    tree.cgroups.append(parent)
+    return tree

@@ -1,0 +1,146 @@
+"""memguard against the real kernel: real cgroups, hogs, page cache and kills."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import pytest
+
+from memguard.agent import Agent
+from memguard.kernel import cgroup_v1
+from memguard.policy.margin import threshold_bytes
+from memguard.policy.model import MIB, Policy
+from memguard.report import ReportKind
+from tests.helpers import (
+    make_config,
+    make_settings,
+    open_fd_count,
+    running_agent,
+    supervisor_of,
+    trio_task_count,
+)
+from tests.kernel.cgroups import CgroupTree
+
+pytestmark = pytest.mark.kernel
+KILLED = -signal.SIGKILL
+
+
+async def _armed(agent: Agent, cgroup: str) -> None:
+    """Park until the guard of cgroup has registered its threshold with the kernel."""
+    await supervisor_of(agent).wait_for(
+        lambda s: cgroup in s.guards and s.guards[cgroup].armed_threshold_bytes is not None
+    )
+
+
+async def test_process_policy_kills_a_fast_hog_before_the_kernel_does(
+    cgroups: CgroupTree,
+) -> None:
+    cgroup = cgroups.container(limit_bytes=128 * MIB)
+    hog = cgroups.hog(cgroup, target_mib=256, rate_mib_s=100)
+    config = make_config(cgroups.parent, policy=Policy.PROCESS)
+    async with running_agent(config) as (agent, collect):
+        await _armed(agent, cgroup)
+        hog.go()
+        report = await collect.wait_for_kind(cgroup, ReportKind.KILL_PROCESS)
+        assert await hog.exited() == KILLED
+    assert [v.pid for v in report.victims] == [hog.pid]
+    assert report.latency_s is not None
+    assert cgroups.oom_kills(cgroup) == 0
+    assert report.threshold_bytes == threshold_bytes(128 * MIB, make_settings())
+
+
+async def test_page_cache_is_flushed_and_nothing_is_killed(
+    cgroups: CgroupTree, tmp_path: os.PathLike[str]
+) -> None:
+    cgroup = cgroups.container(limit_bytes=128 * MIB)
+    target = os.path.join(tmp_path, "cache-filler")
+    dd = cgroups.spawn(cgroup, ["dd", "if=/dev/zero", f"of={target}", "bs=1M", "count=400"])
+    config = make_config(cgroups.parent, policy=Policy.PROCESS)
+    async with running_agent(config) as (agent, collect):
+        await _armed(agent, cgroup)
+        dd.go()
+        assert await dd.exited() == 0
+        flush = await collect.wait_for_kind(cgroup, ReportKind.FLUSH)
+    assert flush.cache_before_bytes is not None
+    assert flush.cache_after_bytes is not None
+    assert flush.cache_after_bytes < flush.cache_before_bytes
+    kills = {ReportKind.KILL_PROCESS, ReportKind.KILL_CONTAINER, ReportKind.KERNEL_OOM}
+    assert not [r for r in collect.reports if r.kind in kills]
+    assert cgroups.oom_kills(cgroup) == 0
+
+
+async def test_container_policy_kills_every_process_of_the_cgroup(cgroups: CgroupTree) -> None:
+    cgroup = cgroups.container(limit_bytes=128 * MIB)
+    sleepers = [cgroups.spawn(cgroup, ["sleep", "3600"]) for _ in range(2)]
+    hog = cgroups.hog(cgroup, target_mib=256, rate_mib_s=100)
+    config = make_config(cgroups.parent, policy=Policy.CONTAINER)
+    async with running_agent(config) as (agent, collect):
+        await _armed(agent, cgroup)
+        for process in [*sleepers, hog]:
+            process.go()
+        report = await collect.wait_for_kind(cgroup, ReportKind.KILL_CONTAINER)
+        codes = [await process.exited() for process in [*sleepers, hog]]
+    assert codes == [KILLED] * 3
+    assert sorted(v.pid for v in report.victims) == sorted(p.pid for p in [*sleepers, hog])
+    assert report.survivors == 0
+    assert cgroup_v1.read_procs(cgroup) == []
+    assert cgroups.oom_kills(cgroup) == 0
+
+
+async def test_noop_kills_nothing_and_reports_the_kernel_oom(cgroups: CgroupTree) -> None:
+    cgroup = cgroups.container(limit_bytes=64 * MIB)
+    hog = cgroups.hog(cgroup, target_mib=128, rate_mib_s=100)
+    config = make_config(cgroups.parent, policy=Policy.NOOP)
+    async with running_agent(config) as (agent, collect):
+        await _armed(agent, cgroup)
+        hog.go()
+        noop = await collect.wait_for_kind(cgroup, ReportKind.NOOP)
+        assert await hog.exited() == KILLED  # by the kernel's OOM killer
+        oom = await collect.wait_for_kind(cgroup, ReportKind.KERNEL_OOM)
+    assert noop.victims == ()
+    assert oom.oom_kills >= 1
+    assert cgroups.oom_kills(cgroup) >= 1
+
+
+async def test_rmdir_of_a_guarded_cgroup_ends_its_guard_cleanly(cgroups: CgroupTree) -> None:
+    cgroup = cgroups.container(limit_bytes=64 * MIB)
+    async with running_agent(make_config(cgroups.parent)) as (agent, _):
+        supervisor = supervisor_of(agent)
+        await _armed(agent, cgroup)
+        fds_armed = open_fd_count()
+        cgroups.remove(cgroup)
+        await supervisor.wait_until(0)
+        assert supervisor.failures == 0
+        assert open_fd_count() == fds_armed - 1  # the guard's eventfd is closed
+
+
+async def test_limit_change_rearms_the_kernel_threshold(cgroups: CgroupTree) -> None:
+    cgroup = cgroups.container(limit_bytes=256 * MIB)
+    settings = make_settings()
+    async with running_agent(make_config(cgroups.parent)) as (agent, _):
+        supervisor = supervisor_of(agent)
+        await _armed(agent, cgroup)
+        cgroups.set_limit(cgroup, 128 * MIB)
+        expected = threshold_bytes(128 * MIB, settings)
+        await supervisor.wait_for(lambda s: s.guards[cgroup].armed_threshold_bytes == expected)
+
+
+async def test_500_real_cgroups_come_and_go_without_leaks(cgroups: CgroupTree) -> None:
+    async with running_agent(make_config(cgroups.parent)) as (agent, _):
+        supervisor = supervisor_of(agent)
+        tasks_before, fds_before = trio_task_count(), open_fd_count()
+        paths = [cgroups.container(limit_bytes=64 * MIB, index=i) for i in range(500)]
+        await supervisor.wait_for(
+            lambda s: (
+                len(s.guards) == 500
+                and all(g.armed_threshold_bytes is not None for g in s.guards.values())
+            )
+        )
+        assert open_fd_count() == fds_before + 500  # one eventfd per guarded cgroup
+        for path in paths:
+            cgroups.remove(path)
+        await supervisor.wait_until(0)
+        assert trio_task_count() == tasks_before
+        assert open_fd_count() == fds_before
+        assert supervisor.failures == 0
