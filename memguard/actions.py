@@ -43,7 +43,9 @@ class KillOutcome:
     victims: tuple[Victim, ...] = ()
     survivors: int = 0  # members left that memguard may not or could not kill
     gone: bool = False
-    first_signal_at: float | None = None  # perf_counter() at the first SIGKILL
+    # perf_counter() as the first SIGKILL was issued (syscall entry: the return
+    # can come much later, when the woken victim preempts memguard to exit).
+    first_signal_at: float | None = None
 
 
 class Flusher:
@@ -110,9 +112,9 @@ class Killer:
         with pidfd:
             if candidate.pid not in (self._backend.pids(cgroup_dir) or ()):
                 return None  # left the cgroup (or a new process took the pid)
+            signalled_at = time.perf_counter()
             if not pidfd.send_signal(signal.SIGKILL):
                 return None
-            signalled_at = time.perf_counter()
             pidfd.mrelease()
             # Give the exit a moment, so the report's "usage after" shows the effect.
             await _wait_exits([pidfd], trio.current_time() + VICTIM_EXIT_WAIT_S)
@@ -153,8 +155,9 @@ class Killer:
             if pidfd is None:
                 continue
             member = info.pid in still_members and not is_protected(info, self._protected)
+            issued_at = time.perf_counter()
             if member and pidfd.send_signal(signal.SIGKILL):
-                first_at = first_at or time.perf_counter()
+                first_at = first_at or issued_at
                 pidfd.mrelease()
                 signalled.append((info, pidfd))
             else:

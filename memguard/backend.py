@@ -16,7 +16,7 @@ from memguard.watch import InotifyHub
 
 
 class Notifier(Protocol):
-    def arm(self, threshold_bytes: int | None) -> bool:
+    async def arm(self, threshold_bytes: int | None) -> bool:
         """(Re-)arm at threshold_bytes (None: OOM events only); False if gone."""
         ...
 

@@ -6,6 +6,8 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import trio
+
 from memguard.doorbell import KERNEL, Doorbell
 from memguard.kernel import cgroup_v1
 from memguard.kernel.eventfd import EventFd
@@ -16,6 +18,13 @@ from memguard.watch import InotifyHub, Subscription
 LIMIT_CHANGED = "limit"
 
 
+# Registering a usage threshold waits for an RCU grace period in the kernel
+# (synchronize_rcu in __mem_cgroup_usage_register_event): ~7 ms measured here.
+# So registrations run in worker threads, a few at once (their grace periods
+# overlap), and never stall the trio thread that every guard shares.
+MAX_PARALLEL_REGISTRATIONS = 8
+
+
 class V1Notifier:
     """One eventfd per cgroup carries both the threshold and the OOM event.
 
@@ -23,8 +32,9 @@ class V1Notifier:
     no window without a registration; closing an eventfd unregisters it.
     """
 
-    def __init__(self, cgroup_dir: str) -> None:
+    def __init__(self, cgroup_dir: str, limiter: trio.CapacityLimiter) -> None:
         self._cgroup_dir = cgroup_dir
+        self._limiter = limiter
         self._eventfd: EventFd | None = None
         self.bell = Doorbell()
 
@@ -36,12 +46,22 @@ class V1Notifier:
         if event.name == cgroup_v1.LIMIT_FILE:
             self.bell.ring(LIMIT_CHANGED)
 
-    def arm(self, threshold_bytes: int | None) -> bool:
-        fresh = EventFd()
-        registered = cgroup_v1.register_oom(fresh.fileno(), self._cgroup_dir) and (
+    def _register(self, eventfd: int, threshold_bytes: int | None) -> bool:
+        return cgroup_v1.register_oom(eventfd, self._cgroup_dir) and (
             threshold_bytes is None
-            or cgroup_v1.register_threshold(fresh.fileno(), self._cgroup_dir, threshold_bytes)
+            or cgroup_v1.register_threshold(eventfd, self._cgroup_dir, threshold_bytes)
         )
+
+    async def arm(self, threshold_bytes: int | None) -> bool:
+        fresh = EventFd()
+        try:
+            # Not abandoned on cancel: the thread uses fresh's fd until it returns.
+            registered = await trio.to_thread.run_sync(
+                self._register, fresh.fileno(), threshold_bytes, limiter=self._limiter
+            )
+        except BaseException:
+            fresh.close()
+            raise
         if not registered:
             fresh.close()
             return False
@@ -67,6 +87,9 @@ class V1Backend:
     name = "cgroup-v1"
     flush_blocks = True
 
+    def __init__(self) -> None:
+        self._registration_limiter = trio.CapacityLimiter(MAX_PARALLEL_REGISTRATIONS)
+
     def exists(self, cgroup_dir: str) -> bool:
         return os.path.isdir(cgroup_dir)
 
@@ -81,7 +104,7 @@ class V1Backend:
 
     @contextmanager
     def notifier(self, cgroup_dir: str, hub: InotifyHub) -> Iterator[V1Notifier]:
-        notifier = V1Notifier(cgroup_dir)
+        notifier = V1Notifier(cgroup_dir, self._registration_limiter)
         subscription: Subscription | None = hub.subscribe(
             cgroup_dir, IN_MODIFY | IN_CLOSE_WRITE, notifier.on_file_event
         )

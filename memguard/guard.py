@@ -68,11 +68,17 @@ class Guard:
         self._settings = context.settings
         self._state = GuardState()
         self._armed: int | None = None
+        self._is_armed = False
         self._woke_by_kernel = False
 
     @property
+    def armed(self) -> bool:
+        """The kernel (or the fake tree) notifies this guard: the first arm is done."""
+        return self._is_armed
+
+    @property
     def armed_threshold_bytes(self) -> int | None:
-        """The threshold the kernel (or the fake tree) watches; None: none armed."""
+        """The threshold being watched; None before arming or for unlimited cgroups."""
         return self._armed
 
     async def run(self) -> None:
@@ -104,14 +110,12 @@ class Guard:
         return snapshot
 
     async def _loop(self, notifier: Notifier) -> None:
-        if not notifier.arm(None):
-            raise _Gone
         while True:
             snapshot = self._snapshot()
             self._report_kernel_oom(snapshot)
             threshold = threshold_bytes(snapshot.limit_bytes, self._settings)
-            if threshold != self._armed:
-                if not notifier.arm(threshold):
+            if threshold != self._armed or not self._is_armed:
+                if not await notifier.arm(threshold):
                     raise _Gone
                 log.info(
                     "guarding %s: limit %s, threshold %s",
@@ -119,7 +123,7 @@ class Guard:
                     format_size(snapshot.limit_bytes),
                     format_size(threshold),
                 )
-                self._armed = threshold
+                self._armed, self._is_armed = threshold, True
                 self._on_change()
                 continue  # usage may have crossed before the registration: read again
             retry_at_s = await self._step(snapshot, threshold, notifier)
@@ -217,7 +221,7 @@ class Guard:
             reason=reason,
         )
         # Re-arm after every action: a fresh registration, whatever happened.
-        if not notifier.arm(self._armed):
+        if not await notifier.arm(self._armed):
             raise _Gone
 
     async def _run_policy(self) -> tuple[ReportKind, KillOutcome]:

@@ -37,7 +37,7 @@ class FakeNotifier:
         if event.name in _WATCHED_FILES:
             self.bell.ring(FILE_CHANGED)
 
-    def arm(self, threshold_bytes: int | None) -> bool:
+    async def arm(self, threshold_bytes: int | None) -> bool:
         # Every write wakes the guard; there is nothing to register.
         return model.read(self._cgroup_dir) is not None
 

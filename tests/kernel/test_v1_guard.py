@@ -28,9 +28,7 @@ KILLED = -signal.SIGKILL
 
 async def _armed(agent: Agent, cgroup: str) -> None:
     """Park until the guard of cgroup has registered its threshold with the kernel."""
-    await supervisor_of(agent).wait_for(
-        lambda s: cgroup in s.guards and s.guards[cgroup].armed_threshold_bytes is not None
-    )
+    await supervisor_of(agent).wait_for(lambda s: cgroup in s.guards and s.guards[cgroup].armed)
 
 
 async def test_process_policy_kills_a_fast_hog_before_the_kernel_does(
@@ -132,10 +130,7 @@ async def test_500_real_cgroups_come_and_go_without_leaks(cgroups: CgroupTree) -
         tasks_before, fds_before = trio_task_count(), open_fd_count()
         paths = [cgroups.container(limit_bytes=64 * MIB, index=i) for i in range(500)]
         await supervisor.wait_for(
-            lambda s: (
-                len(s.guards) == 500
-                and all(g.armed_threshold_bytes is not None for g in s.guards.values())
-            )
+            lambda s: len(s.guards) == 500 and all(g.armed for g in s.guards.values())
         )
         assert open_fd_count() == fds_before + 500  # one eventfd per guarded cgroup
         for path in paths:
