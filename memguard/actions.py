@@ -13,6 +13,7 @@ memguard itself, never oom_score_adj -1000 (memguard.policy.victim).
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import time
 from dataclasses import dataclass
@@ -53,26 +54,44 @@ class Flusher:
         self._backend = backend
         self._timeout_s = timeout_s
         self._limiter = trio.CapacityLimiter(max_parallel)
-        self._busy: set[str] = set()
+        self._busy: dict[str, trio.Event] = {}  # cgroup -> set when its flush returns
 
-    def _flush_and_release(self, cgroup_dir: str) -> bool:
-        try:
-            return self._backend.flush(cgroup_dir)
-        finally:
-            self._busy.discard(cgroup_dir)  # atomic under the GIL; read by the trio thread
+    async def wait_idle(self, cgroup_dir: str) -> None:
+        """Park until no flush of cgroup_dir is running (an abandoned one included)."""
+        done = self._busy.get(cgroup_dir)
+        if done is not None:
+            await done.wait()
+
+    def _finished(self, cgroup_dir: str, done: trio.Event) -> None:
+        if self._busy.get(cgroup_dir) is done:
+            del self._busy[cgroup_dir]
+        done.set()
 
     async def flush(self, cgroup_dir: str) -> FlushOutcome:
         if cgroup_dir in self._busy:
             return FlushOutcome(completed=False, busy=True)
+        done = trio.Event()
+        self._busy[cgroup_dir] = done
         started = time.perf_counter()
-        self._busy.add(cgroup_dir)
         if not self._backend.flush_blocks:
-            present = self._flush_and_release(cgroup_dir)
+            try:
+                present = self._backend.flush(cgroup_dir)
+            finally:
+                self._finished(cgroup_dir, done)
             return FlushOutcome(True, gone=not present, duration_s=time.perf_counter() - started)
+        token = trio.lowlevel.current_trio_token()
+
+        def flush_in_thread() -> bool:
+            try:
+                return self._backend.flush(cgroup_dir)
+            finally:
+                with contextlib.suppress(trio.RunFinishedError):
+                    token.run_sync_soon(self._finished, cgroup_dir, done)
+
         present = True
         with trio.move_on_after(self._timeout_s) as scope:
             present = await trio.to_thread.run_sync(
-                self._flush_and_release, cgroup_dir, limiter=self._limiter, abandon_on_cancel=True
+                flush_in_thread, limiter=self._limiter, abandon_on_cancel=True
             )
         duration_s = time.perf_counter() - started
         return FlushOutcome(not scope.cancelled_caught, gone=not present, duration_s=duration_s)

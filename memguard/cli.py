@@ -113,8 +113,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as error:
         sys.stderr.write(f"memguard {args.command}: error: {error}\n")
         return EXIT_USAGE
-    except MemguardError as error:
-        sys.stderr.write(f"memguard {args.command}: {error}\n")
+    except (MemguardError, OSError) as error:
+        sys.stderr.write(f"memguard {args.command}: error: {error}\n")
         return EXIT_FAILURE
     except KeyboardInterrupt:
         return 130

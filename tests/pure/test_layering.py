@@ -1,0 +1,34 @@
+"""The house rules on layering, checked on the source (like import-linter)."""
+
+from __future__ import annotations
+
+import ast
+import pathlib
+
+import pytest
+
+PACKAGE = pathlib.Path(__file__).resolve().parents[2] / "memguard"
+PURE_ALLOWED = {"__future__", "dataclasses", "enum", "fractions", "math", "collections"}
+
+
+def _imports(path: pathlib.Path) -> set[str]:
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+    return names
+
+
+@pytest.mark.parametrize("path", sorted((PACKAGE / "policy").glob("*.py")), ids=lambda p: p.name)
+def test_the_policy_core_imports_nothing_with_io(path: pathlib.Path) -> None:
+    for name in _imports(path):
+        top = name.split(".")[0]
+        assert top in PURE_ALLOWED or name.startswith("memguard.policy"), f"{path.name}: {name}"
+
+
+@pytest.mark.parametrize("module", ["cli.py", "options.py", "units.py", "errors.py", "paths.py"])
+def test_light_modules_do_not_import_trio(module: str) -> None:
+    imports = _imports(PACKAGE / module)
+    assert not any(name.split(".")[0] == "trio" for name in imports), imports
