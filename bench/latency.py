@@ -19,17 +19,12 @@ import time
 
 import trio
 
-from memguard.agent import Agent
 from memguard.policy.model import MIB, Policy
 from memguard.report import ReportKind
-from tests.helpers import make_config, running_agent, supervisor_of
+from tests.helpers import make_config, running_agent, wait_armed
 from tests.kernel.cgroups import CgroupTree, new_tree
 
 RESULTS_DIR = os.path.join(os.path.dirname(__file__), "results")
-
-
-async def _armed(agent: Agent, cgroup: str) -> None:
-    await supervisor_of(agent).wait_for(lambda s: cgroup in s.guards and s.guards[cgroup].armed)
 
 
 async def measure(
@@ -42,7 +37,7 @@ async def measure(
         for index in range(runs):
             cgroup = tree.container(limit_bytes=limit_mib * MIB, index=index)
             hog = tree.hog(cgroup, target_mib=2 * limit_mib, rate_mib_s=rate_mib_s)
-            await _armed(agent, cgroup)
+            await wait_armed(agent, cgroup)
             hog.go()
             await hog.exited()
             if tree.oom_kills(cgroup) > 0:

@@ -57,6 +57,11 @@ def supervisor_of(agent: Agent) -> GuardSupervisor:
     return agent.supervisor
 
 
+async def wait_armed(agent: Agent, cgroup: str) -> None:
+    """Park until the guard of cgroup has registered its threshold."""
+    await supervisor_of(agent).wait_for(lambda s: cgroup in s.guards and s.guards[cgroup].armed)
+
+
 def open_fd_count() -> int:
     return len(os.listdir("/proc/self/fd"))
 

@@ -7,7 +7,6 @@ import signal
 
 import pytest
 
-from memguard.agent import Agent
 from memguard.kernel import cgroup_v1
 from memguard.policy.margin import threshold_bytes
 from memguard.policy.model import MIB, Policy
@@ -19,16 +18,12 @@ from tests.helpers import (
     running_agent,
     supervisor_of,
     trio_task_count,
+    wait_armed,
 )
 from tests.kernel.cgroups import CgroupTree
 
 pytestmark = pytest.mark.kernel
 KILLED = -signal.SIGKILL
-
-
-async def _armed(agent: Agent, cgroup: str) -> None:
-    """Park until the guard of cgroup has registered its threshold with the kernel."""
-    await supervisor_of(agent).wait_for(lambda s: cgroup in s.guards and s.guards[cgroup].armed)
 
 
 async def test_process_policy_kills_a_fast_hog_before_the_kernel_does(
@@ -38,7 +33,7 @@ async def test_process_policy_kills_a_fast_hog_before_the_kernel_does(
     hog = cgroups.hog(cgroup, target_mib=256, rate_mib_s=100)
     config = make_config(cgroups.parent, policy=Policy.PROCESS)
     async with running_agent(config) as (agent, collect):
-        await _armed(agent, cgroup)
+        await wait_armed(agent, cgroup)
         hog.go()
         report = await collect.wait_for_kind(cgroup, ReportKind.KILL_PROCESS)
         assert await hog.exited() == KILLED
@@ -56,7 +51,7 @@ async def test_page_cache_is_flushed_and_nothing_is_killed(
     dd = cgroups.spawn(cgroup, ["dd", "if=/dev/zero", f"of={target}", "bs=1M", "count=400"])
     config = make_config(cgroups.parent, policy=Policy.PROCESS)
     async with running_agent(config) as (agent, collect):
-        await _armed(agent, cgroup)
+        await wait_armed(agent, cgroup)
         dd.go()
         assert await dd.exited() == 0
         flush = await collect.wait_for_kind(cgroup, ReportKind.FLUSH)
@@ -74,7 +69,7 @@ async def test_container_policy_kills_every_process_of_the_cgroup(cgroups: Cgrou
     hog = cgroups.hog(cgroup, target_mib=256, rate_mib_s=100)
     config = make_config(cgroups.parent, policy=Policy.CONTAINER)
     async with running_agent(config) as (agent, collect):
-        await _armed(agent, cgroup)
+        await wait_armed(agent, cgroup)
         for process in [*sleepers, hog]:
             process.go()
         report = await collect.wait_for_kind(cgroup, ReportKind.KILL_CONTAINER)
@@ -91,7 +86,7 @@ async def test_noop_kills_nothing_and_reports_the_kernel_oom(cgroups: CgroupTree
     hog = cgroups.hog(cgroup, target_mib=128, rate_mib_s=100)
     config = make_config(cgroups.parent, policy=Policy.NOOP)
     async with running_agent(config) as (agent, collect):
-        await _armed(agent, cgroup)
+        await wait_armed(agent, cgroup)
         hog.go()
         noop = await collect.wait_for_kind(cgroup, ReportKind.NOOP)
         assert await hog.exited() == KILLED  # by the kernel's OOM killer
@@ -105,7 +100,7 @@ async def test_rmdir_of_a_guarded_cgroup_ends_its_guard_cleanly(cgroups: CgroupT
     cgroup = cgroups.container(limit_bytes=64 * MIB)
     async with running_agent(make_config(cgroups.parent)) as (agent, _):
         supervisor = supervisor_of(agent)
-        await _armed(agent, cgroup)
+        await wait_armed(agent, cgroup)
         fds_armed = open_fd_count()
         cgroups.remove(cgroup)
         await supervisor.wait_until(0)
@@ -118,7 +113,7 @@ async def test_limit_change_rearms_the_kernel_threshold(cgroups: CgroupTree) -> 
     settings = make_settings()
     async with running_agent(make_config(cgroups.parent)) as (agent, _):
         supervisor = supervisor_of(agent)
-        await _armed(agent, cgroup)
+        await wait_armed(agent, cgroup)
         cgroups.set_limit(cgroup, 128 * MIB)
         expected = threshold_bytes(128 * MIB, settings)
         await supervisor.wait_for(lambda s: s.guards[cgroup].armed_threshold_bytes == expected)
