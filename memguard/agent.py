@@ -1,10 +1,12 @@
 """The agent: wires backend, inotify hub, discovery, guards and report sinks.
 
 Task tree (one trio nursery tree):
-    outer nursery   report delivery (one task per sink)
-      inner nursery inotify hub, discovery, one guard per container cgroup
-stop() cancels the inner nursery (guards unregister, fds close), then the
-report queues drain for at most shutdown_drain_s before the agent returns.
+    services nursery    services (pod cache, health endpoint)
+      reports nursery   report delivery (one task per sink)
+        guards nursery  inotify hub, discovery, one guard per container cgroup
+stop() cancels the guards nursery (guards unregister, fds close), then the
+report queues drain for at most shutdown_drain_s (sinks still have their
+services, e.g. the pod cache), then the services stop.
 """
 
 from __future__ import annotations
@@ -12,8 +14,9 @@ from __future__ import annotations
 import logging
 import os
 import resource
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import trio
 
@@ -34,6 +37,9 @@ from memguard.units import format_size
 from memguard.watch import InotifyHub
 
 log = logging.getLogger(__name__)
+
+# A long-running trio task: `await nursery.start(service)` (it calls task_status.started()).
+Service = Callable[..., Awaitable[Any]]
 
 
 @dataclass(frozen=True)
@@ -90,12 +96,18 @@ def raise_fd_limit() -> int:
 
 class Agent:
     def __init__(
-        self, config: AgentConfig, sinks: Sequence[Sink], backend: Backend | None = None
+        self,
+        config: AgentConfig,
+        sinks: Sequence[Sink],
+        backend: Backend | None = None,
+        services: Sequence[Service] = (),
     ) -> None:
         self.config = config
         self.backend = backend if backend is not None else select_backend(config.parent)
         self.hub = InotifyHub()
         self.bus = ReportBus(sinks, config.queue_capacity)
+        self._services = list(services)
+        self.discovered = False  # the first full scan has run
         settings = config.settings
         self._context_parts = (
             Flusher(self.backend, config.flush_timeout_s, config.max_parallel_flushes),
@@ -105,6 +117,10 @@ class Agent:
         self._stop_requested = False
         self.supervisor: GuardSupervisor | None = None
         self.discovery: Discovery | None = None
+
+    def add_service(self, service: Service) -> None:
+        """Run service beside the agent (before run() is called)."""
+        self._services.append(service)
 
     def stop(self) -> None:
         """Stop guarding, then let reports drain (bounded)."""
@@ -131,36 +147,48 @@ class Agent:
                 os.cpu_count() or 1,
             )
 
+    def ready(self) -> bool:
+        """Discovery has run and every guard found has armed its notification."""
+        supervisor = self.supervisor
+        if not self.discovered or supervisor is None:
+            return False
+        return all(guard.armed for guard in list(supervisor.guards.values()))
+
+    async def _guard_until_stopped(self, task_status: trio.TaskStatus[None]) -> None:
+        flusher, killer = self._context_parts
+        async with trio.open_nursery() as inner:
+            self._inner = inner
+            if self._stop_requested:
+                inner.cancel_scope.cancel()
+            inner.start_soon(self.hub.run)
+            context = GuardContext(
+                self.backend, self.hub, self.config.settings, flusher, killer, self.bus.publish
+            )
+            self.supervisor = GuardSupervisor(inner, context)
+            self.discovery = Discovery(
+                self.config.parent,
+                self.config.match,
+                self.hub,
+                self.supervisor.start,
+                self.supervisor.stop,
+            )
+            await inner.start(self.discovery.run, self.config.rescan_interval_s)
+            self.discovered = True
+            log.info("discovery done: guarding %d cgroups", len(self.supervisor.guarded))
+            task_status.started()
+
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         self._log_start()
-        flusher, killer = self._context_parts
         with self.hub:
-            async with trio.open_nursery() as outer:
-                outer.start_soon(self.bus.run)
-                async with trio.open_nursery() as inner:
-                    self._inner = inner
-                    if self._stop_requested:
-                        inner.cancel_scope.cancel()
-                    inner.start_soon(self.hub.run)
-                    context = GuardContext(
-                        self.backend,
-                        self.hub,
-                        self.config.settings,
-                        flusher,
-                        killer,
-                        self.bus.publish,
+            async with trio.open_nursery() as services:
+                for service in self._services:
+                    await services.start(service)
+                async with trio.open_nursery() as reports:
+                    reports.start_soon(self.bus.run)
+                    await self._guard_until_stopped(task_status)
+                    self.bus.close()
+                    reports.cancel_scope.deadline = (
+                        trio.current_time() + self.config.shutdown_drain_s
                     )
-                    self.supervisor = GuardSupervisor(inner, context)
-                    self.discovery = Discovery(
-                        self.config.parent,
-                        self.config.match,
-                        self.hub,
-                        self.supervisor.start,
-                        self.supervisor.stop,
-                    )
-                    await inner.start(self.discovery.run, self.config.rescan_interval_s)
-                    log.info("discovery done: guarding %d cgroups", len(self.supervisor.guarded))
-                    task_status.started()
-                self.bus.close()
-                outer.cancel_scope.deadline = trio.current_time() + self.config.shutdown_drain_s
+                services.cancel_scope.cancel()
         log.info("memguard stopped")

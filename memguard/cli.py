@@ -88,7 +88,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from memguard.serve import serve
 
     values = resolve(RUN_OPTIONS, vars(args), os.environ)
-    return serve(build_agent_config(values), values["log_format"], values["log_level"])
+    return serve(build_agent_config(values), values)
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:

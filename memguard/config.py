@@ -41,4 +41,5 @@ def build_agent_config(values: Mapping[str, Any]) -> AgentConfig:
         match=MatchMode(values["match"]),
         rescan_interval_s=values["rescan_interval"],
         flush_timeout_s=values["flush_timeout"],
+        queue_capacity=values["report_queue"],
     )

@@ -259,6 +259,7 @@ class Guard:
             policy=self._settings.policy.value,
             action=action,
             dry_run=self._settings.dry_run,
+            wall_time_s=time.time(),
             cache_before_bytes=before.cache_bytes,
             cache_after_bytes=None if after is None else after.cache_bytes,
             usage_after_bytes=None if after is None else after.usage_bytes,

@@ -16,7 +16,7 @@ from typing import Any
 
 from memguard.errors import ConfigError
 from memguard.logsetup import LOG_FORMATS, LOG_LEVELS
-from memguard.units import parse_duration, parse_ratio, parse_size
+from memguard.units import parse_duration, parse_listen, parse_ratio, parse_size
 
 DEFAULT_PARENT = "/sys/fs/cgroup/memory/kubepods"
 
@@ -50,6 +50,22 @@ def _path(text: str) -> str:
     if not text.strip():
         raise ValueError("an empty path")
     return text
+
+
+def _optional_path(text: str) -> str:
+    return text.strip()
+
+
+def _positive_int(text: str) -> int:
+    if not text.strip().isdigit() or int(text) < 1:
+        raise ValueError(f"{text!r} is not a whole number of at least 1")
+    return int(text)
+
+
+def _listen_address(text: str) -> str:
+    if text.strip():
+        parse_listen(text)  # raises ValueError with the expected form
+    return text.strip()
 
 
 @dataclass(frozen=True)
@@ -109,6 +125,31 @@ RUN_OPTIONS = (
         "re-read interval while a cgroup is over its threshold without action",
     ),
     Option("--rescan-interval", "60s", _positive_duration, "full rescan of the tree"),
+    Option(
+        "--kubernetes",
+        "auto",
+        _choice("auto", "off"),
+        "auto: post Events when in a cluster or given a kubeconfig; off: never",
+    ),
+    Option(
+        "--kubeconfig",
+        "",
+        _optional_path,
+        "kubeconfig for the Events and the pod cache (also $KUBECONFIG)",
+    ),
+    Option("--node-name", "", str, "this node's name (default $NODE_NAME, else the hostname)"),
+    Option(
+        "--report-queue",
+        "1024",
+        _positive_int,
+        "reports queued per sink (log, metrics, Events) before dropping",
+    ),
+    Option(
+        "--listen",
+        "",
+        _listen_address,
+        "serve /healthz, /readyz and /metrics on HOST:PORT (e.g. :9637); off when empty",
+    ),
     Option("--log-format", "text", _choice(*LOG_FORMATS), "text or json lines"),
     Option("--log-level", "info", _choice(*LOG_LEVELS), "debug, info, warning or error"),
 )

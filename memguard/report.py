@@ -58,7 +58,8 @@ class Report:
     survivors: int = 0  # processes left in the cgroup after a container kill
     oom_kills: int = 0  # kernel OOM kills seen (CgroupOOM)
     duration_s: float = 0.0  # time spent acting (flush + kill)
-    latency_s: float | None = None  # kernel notification -> signal delivered
+    latency_s: float | None = None  # kernel notification -> SIGKILL issued
+    wall_time_s: float = 0.0  # time.time() when it happened (Kubernetes eventTime)
     extra: dict[str, str] = field(default_factory=dict)
 
     def fields(self) -> dict[str, Any]:

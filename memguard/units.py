@@ -87,3 +87,11 @@ def format_size(size_bytes: int | None) -> str:
             return f"{size_bytes}B" if unit == "B" else f"{value:.1f}{unit}"
         value /= 1024
     raise AssertionError("unreachable")
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    """'127.0.0.1:9637' or ':9637' (all addresses); ValueError otherwise."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"{text!r} is not HOST:PORT (e.g. 0.0.0.0:9637 or :9637)")
+    return host.strip("[]") or "0.0.0.0", int(port)

@@ -1,0 +1,81 @@
+"""Repeated events become a series instead of a flood (pure).
+
+Like client-go's events/v1 recorder: events with the same key (the object
+they are about, reason, action and type) seen again within the window are not
+created anew; the first Event's series is bumped (count, lastObservedTime).
+On events.k8s.io/v1 only `series` may change after creation, so the note keeps
+the numbers of the first occurrence; the log has every one. The window is
+measured from the last occurrence (10 minutes, as client-go's
+EventCorrelator), and `now_s` is passed in: no clock here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from memguard.kube.events import Regarding
+
+WINDOW_S = 600.0
+
+
+@dataclass(frozen=True)
+class SeriesKey:
+    regarding: Regarding
+    reason: str
+    action: str
+    type: str
+
+
+@dataclass(frozen=True)
+class Create:
+    """Post a new Event."""
+
+
+@dataclass(frozen=True)
+class Bump:
+    """Patch the series of an existing Event."""
+
+    name: str
+    namespace: str
+    count: int
+
+
+@dataclass
+class _Series:
+    name: str
+    namespace: str
+    count: int
+    last_seen_s: float
+
+
+class Aggregator:
+    def __init__(self, window_s: float = WINDOW_S) -> None:
+        self._window_s = window_s
+        self._series: dict[SeriesKey, _Series] = {}
+
+    def plan(self, key: SeriesKey, now_s: float) -> Create | Bump:
+        self._expire(now_s)
+        series = self._series.get(key)
+        if series is None:
+            return Create()
+        return Bump(series.name, series.namespace, series.count + 1)
+
+    def created(self, key: SeriesKey, name: str, namespace: str, now_s: float) -> None:
+        self._series[key] = _Series(name, namespace, 1, now_s)
+
+    def bumped(self, key: SeriesKey, count: int, now_s: float) -> None:
+        series = self._series.get(key)
+        if series is not None:
+            series.count, series.last_seen_s = count, now_s
+
+    def forget(self, key: SeriesKey) -> None:
+        """The Event is gone (expired by its TTL): the next one is created anew."""
+        self._series.pop(key, None)
+
+    def __len__(self) -> int:
+        return len(self._series)
+
+    def _expire(self, now_s: float) -> None:
+        stale = [k for k, s in self._series.items() if now_s - s.last_seen_s > self._window_s]
+        for key in stale:
+            del self._series[key]
