@@ -38,6 +38,7 @@ class ReportBus:
         self.dropped: Counter[str] = Counter()
         self.delivered: Counter[str] = Counter()
         self.failed: Counter[str] = Counter()
+        self._progress = trio.Event()
 
     def publish(self, report: Report) -> None:
         """Queue report for every sink; never blocks (drops and counts when full)."""
@@ -76,3 +77,10 @@ class ReportBus:
                     log.exception("sink %s failed to deliver %s", sink.name, report.kind.value)
                 else:
                     self.delivered[sink.name] += 1
+                self._progress.set()
+                self._progress = trio.Event()
+
+    async def wait_handled(self, sink_name: str, count: int) -> None:
+        """Park until sink_name has handled (delivered or failed) count reports."""
+        while self.delivered[sink_name] + self.failed[sink_name] < count:
+            await self._progress.wait()

@@ -1,4 +1,10 @@
-"""Fixtures shared by every tier."""
+"""Fixtures shared by every tier.
+
+The real-kernel fixture (`cgroups`) needs root and the cgroup v1 memory
+controller; CI runs as root on a cgroup v1 host, so a missing prerequisite
+fails the test instead of skipping. MEMGUARD_SKIP_KERNEL_TESTS=1 skips
+explicitly (a developer machine without root); CI must never set it.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +15,8 @@ import pytest
 
 from memguard.fake import model, tree
 from memguard.fake.tree import kill_and_reap
+from memguard.kernel.fstype import FsKind, fs_kind
+from tests.kernel.cgroups import V1_MEMORY_ROOT, CgroupTree, new_tree
 
 
 @pytest.fixture
@@ -30,3 +38,27 @@ def empty_fake_root(tmp_path: os.PathLike[str]) -> str:
     with open(os.path.join(root, model.MARKER_FILE), "w") as file:
         file.write('{"version": 1, "processes": [], "containers": []}')
     return root
+
+
+def _missing_prerequisite() -> str | None:
+    if os.geteuid() != 0:
+        return "not running as root"
+    if fs_kind(V1_MEMORY_ROOT) is not FsKind.CGROUP_V1:
+        return f"{V1_MEMORY_ROOT} is not a cgroup v1 mount"
+    if not os.path.exists(os.path.join(V1_MEMORY_ROOT, "cgroup.event_control")):
+        return f"{V1_MEMORY_ROOT} has no cgroup.event_control (not the memory controller)"
+    return None
+
+
+@pytest.fixture
+def cgroups() -> Iterator[CgroupTree]:
+    missing = _missing_prerequisite()
+    if missing is not None:
+        if os.environ.get("MEMGUARD_SKIP_KERNEL_TESTS") == "1":
+            pytest.skip(f"real-kernel tier skipped on request: {missing}")
+        pytest.fail(f"real-kernel tier needs root and cgroup v1 memory: {missing}")
+    tree = new_tree()
+    try:
+        yield tree
+    finally:
+        tree.cleanup()

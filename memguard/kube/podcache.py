@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from memguard.kube.client import ApiError, KubeClient
@@ -38,6 +38,19 @@ class PodCache:
         self.relists = 0
         self.errors = 0
         self.resource_version: str | None = None
+        self._changed: asyncio.Event | None = None  # created on the loop, on demand
+
+    async def wait_until(self, predicate: Callable[[PodCache], bool]) -> None:
+        """Park (on the cache's loop) until predicate(self) holds."""
+        while not predicate(self):
+            if self._changed is None:
+                self._changed = asyncio.Event()
+            await self._changed.wait()
+
+    def _notify(self) -> None:
+        changed, self._changed = self._changed, None
+        if changed is not None:
+            changed.set()
 
     def lookup(self, pod_uid: str | None) -> PodInfo | None:
         return None if pod_uid is None else self._pods.get(pod_uid)
@@ -84,6 +97,7 @@ class PodCache:
         if not self.synced.is_set():
             log.info("pod cache synced: %d pods on node %s", len(pods), self._node)
         self.synced.set()
+        self._notify()
 
     async def _watch(self) -> None:
         query = [
@@ -115,3 +129,4 @@ class PodCache:
             self._pods.pop(info.uid, None)
         else:
             self._pods[info.uid] = info
+        self._notify()

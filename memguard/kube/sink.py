@@ -152,7 +152,9 @@ class KubeEventSink:
         if uid is None:
             return None
         if not self._cache.synced.is_set():
-            await trio.to_thread.run_sync(self._cache.synced.wait, SYNC_WAIT_S)
+            await trio.to_thread.run_sync(
+                self._cache.synced.wait, SYNC_WAIT_S, abandon_on_cancel=True
+            )
         return self._cache.lookup(uid)
 
     async def deliver(self, report: Report) -> None:

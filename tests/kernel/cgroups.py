@@ -68,10 +68,17 @@ class CgroupTree:
         with open(os.path.join(cgroup, cgroup_v1.LIMIT_FILE), "w") as file:
             file.write(str(limit_bytes))
 
-    def container(self, limit_bytes: int | None, index: int = 0) -> str:
+    def container(
+        self,
+        limit_bytes: int | None,
+        index: int = 0,
+        pod_uid: str | None = None,
+        container_id: str | None = None,
+    ) -> str:
         """A container cgroup in the cgroupfs-driver layout (burstable QoS)."""
-        uid = f"{index:08x}-{uuid.uuid4().hex[:4]}-4000-8000-{uuid.uuid4().hex[:12]}"
-        return self.mkdir(f"kubepods/burstable/pod{uid}/{uuid.uuid4().hex * 2}", limit_bytes)
+        uid = pod_uid or f"{index:08x}-{uuid.uuid4().hex[:4]}-4000-8000-{uuid.uuid4().hex[:12]}"
+        cid = container_id or uuid.uuid4().hex * 2
+        return self.mkdir(f"kubepods/burstable/pod{uid}/{cid}", limit_bytes)
 
     def spawn(self, cgroup: str, argv: list[str]) -> Started:
         """Start argv stopped, move it into cgroup; call .go() to let it run."""
