@@ -17,6 +17,9 @@ from memguard.kernel.fdholder import FdHolder
 from memguard.kernel.native import ffi, lib, os_error
 
 HAVE_PROCESS_MRELEASE = bool(lib.MEMGUARD_HAVE_PROCESS_MRELEASE)
+_MRELEASE_NOT_POSSIBLE = frozenset(
+    {errno.ESRCH, errno.EINVAL, errno.ENOSYS, errno.EPERM, errno.EACCES}
+)
 
 
 class PidFd(FdHolder):
@@ -47,13 +50,14 @@ class PidFd(FdHolder):
     def mrelease(self) -> bool:
         """Reap the (killed) process's memory now; False when not possible.
 
-        ESRCH (already reaped) and EINVAL (not dying yet, or a kernel that
-        cannot) are normal outcomes: the exit path frees the memory anyway.
+        It is an optimisation: ESRCH (already reaped), EINVAL (not dying yet),
+        ENOSYS and EPERM/EACCES (a seccomp profile without it) are normal
+        outcomes - the victim's exit path frees the memory anyway.
         """
         if not HAVE_PROCESS_MRELEASE:
             return False
         if lib.memguard_process_mrelease(self.fileno(), 0) == -1:
-            if ffi.errno in (errno.ESRCH, errno.EINVAL, errno.ENOSYS):
+            if ffi.errno in _MRELEASE_NOT_POSSIBLE:
                 return False
             raise os_error(f"process_mrelease {self.pid}")
         return True

@@ -1,0 +1,83 @@
+"""deploy/: every manifest validates strictly (Kubernetes 1.30 schemas) and says
+what the DaemonSet needs - and nothing more for RBAC."""
+
+from __future__ import annotations
+
+import pathlib
+from typing import Any
+
+import pytest
+import yaml
+
+from memguard.cli import build_parser
+from memguard.options import RUN_OPTIONS, resolve
+from tests.kube import apirules
+
+DEPLOY = pathlib.Path(__file__).resolve().parents[2] / "deploy"
+MANIFESTS = ["serviceaccount.yaml", "rbac.yaml", "daemonset.yaml"]
+
+
+def documents(name: str) -> list[dict[str, Any]]:
+    return [doc for doc in yaml.safe_load_all((DEPLOY / name).read_text()) if doc]
+
+
+@pytest.mark.parametrize("name", MANIFESTS)
+@pytest.mark.parametrize("version", ["1.30", "1.33", "1.37"])
+def test_manifests_validate_strictly(name: str, version: str) -> None:
+    for doc in documents(name):
+        apirules.check_schema(doc, version)
+
+
+def test_kustomization_lists_every_manifest() -> None:
+    [kustomization] = documents("kustomization.yaml")
+    assert kustomization["namespace"] == "kube-system"
+    assert sorted(kustomization["resources"]) == sorted(MANIFESTS)
+
+
+def test_rbac_is_least_privilege() -> None:
+    role, binding = documents("rbac.yaml")
+    assert role["metadata"]["name"] == "system:oomguard"
+    rules = {(tuple(r["apiGroups"]), tuple(r["resources"])): set(r["verbs"]) for r in role["rules"]}
+    assert rules == {
+        (("events.k8s.io",), ("events",)): {"create", "patch"},
+        (("",), ("pods",)): {"get", "list", "watch"},
+    }
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "oomguard", "namespace": "kube-system"}
+    ]
+
+
+def test_daemonset_has_what_the_agent_needs() -> None:
+    [daemonset] = documents("daemonset.yaml")
+    assert (daemonset["metadata"]["name"], daemonset["metadata"]["namespace"]) == (
+        "oom-guard",
+        "kube-system",
+    )
+    pod = daemonset["spec"]["template"]["spec"]
+    assert pod["hostPID"] is True
+    assert pod["serviceAccountName"] == "oomguard"
+    assert pod["priorityClassName"] == "system-node-critical"
+    assert pod["tolerations"] == [{"operator": "Exists"}]
+    assert daemonset["spec"]["updateStrategy"]["type"] == "RollingUpdate"
+    [container] = pod["containers"]
+    assert container["resources"]["requests"] == {"cpu": "20m", "memory": "120Mi"}
+    assert set(container["resources"]["limits"]) == {"cpu", "memory"}
+    [node_env] = container["env"]
+    assert node_env["valueFrom"]["fieldRef"]["fieldPath"] == "spec.nodeName"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    security = container["securityContext"]
+    assert security["capabilities"] == {"drop": ["ALL"], "add": ["KILL"]}
+    assert security["privileged"] is False
+    [volume] = pod["volumes"]
+    assert volume["hostPath"]["path"] == "/sys/fs/cgroup"
+
+
+def test_daemonset_arguments_are_valid_memguard_flags() -> None:
+    [daemonset] = documents("daemonset.yaml")
+    [container] = daemonset["spec"]["template"]["spec"]["containers"]
+    args = build_parser().parse_args(container["args"])
+    values = resolve(RUN_OPTIONS, vars(args), {})
+    assert values["listen"] == ":9637"
+    port = container["ports"][0]["containerPort"]
+    assert values["listen"].endswith(f":{port}")
