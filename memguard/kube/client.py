@@ -26,6 +26,8 @@ from typing import Any
 
 import aiohttp
 
+from memguard.errors import ConfigError
+
 log = logging.getLogger(__name__)
 
 # No answer (refused, cut, timed out): retryable, reported as status 0.
@@ -91,6 +93,8 @@ class Connection:
 def find_connection(kubeconfig_flag: str | None, environ: Mapping[str, str]) -> Connection | None:
     """An explicit --kubeconfig wins, then the in-cluster service account, then $KUBECONFIG."""
     if kubeconfig_flag:
+        if not os.path.isfile(kubeconfig_flag):
+            raise ConfigError(f"--kubeconfig {kubeconfig_flag}: no such file")
         return Connection(False, kubeconfig_flag)
     if environ.get("KUBERNETES_SERVICE_HOST") and os.path.exists(SERVICE_ACCOUNT_TOKEN):
         return Connection(True)

@@ -57,7 +57,8 @@ async def open_kube(connection: Connection, node_name: str, explicit: bool) -> K
         client = await bridge.run(KubeClient.connect(connection))
     except Exception as error:
         bridge.stop()
-        message = f"cannot load Kubernetes config ({connection.describe()}): {error}"
+        detail = " ".join(str(error).split())  # YAML errors span lines: keep one
+        message = f"cannot load Kubernetes config ({connection.describe()}): {detail}"
         if explicit:
             raise ConfigError(message) from None
         log.error("%s; Kubernetes features are off", message)

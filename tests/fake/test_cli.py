@@ -45,6 +45,9 @@ def assert_one_line_error(result: subprocess.CompletedProcess[str], *needles: st
         (["run", "--parent", "/nonexistent/dir/kubepods"], ["/nonexistent/dir", "does not exist"]),
         (["run", "--no-such-flag"], ["unrecognized arguments"]),
         (["frobnicate"], ["invalid choice"]),
+        (["run", "--listen", "nowhere"], ["--listen", "HOST:PORT"]),
+        (["run", "--report-queue", "0"], ["--report-queue", "at least 1"]),
+        (["run", "--kubernetes", "maybe"], ["--kubernetes", "auto, off"]),
     ],
 )
 def test_bad_values_give_one_line_and_exit_2(args: list[str], needles: list[str]) -> None:
@@ -54,6 +57,19 @@ def test_bad_values_give_one_line_and_exit_2(args: list[str], needles: list[str]
 def test_bad_environment_value_names_the_variable() -> None:
     result = run("run", env={"MEMGUARD_POLICY": "nuke"})
     assert_one_line_error(result, "$MEMGUARD_POLICY")
+
+
+def test_an_explicit_kubeconfig_that_cannot_be_loaded_is_refused(
+    fake_tree: tuple[str, list[object]], tmp_path: os.PathLike[str]
+) -> None:
+    missing = os.path.join(tmp_path, "no-such-kubeconfig")
+    result = run("run", "--parent", fake_tree[0], "--kubeconfig", missing)
+    assert_one_line_error(result, "--kubeconfig", missing, "no such file")
+    garbage = os.path.join(tmp_path, "garbage-kubeconfig")
+    with open(garbage, "w") as file:
+        file.write("this: [is not a kubeconfig")
+    result = run("run", "--parent", fake_tree[0], "--kubeconfig", garbage)
+    assert_one_line_error(result, "cannot load Kubernetes config", garbage)
 
 
 def test_parent_that_is_not_a_cgroup_or_fake_tree_is_refused(tmp_path: os.PathLike[str]) -> None:

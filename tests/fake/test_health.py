@@ -1,0 +1,69 @@
+"""The health/metrics endpoint on a running agent, over real loopback HTTP."""
+
+from __future__ import annotations
+
+import trio
+from prometheus_client import CollectorRegistry
+
+from memguard.fake import drive, tree
+from memguard.health import HealthServer
+from memguard.metrics import MetricsSink, StateCollector
+from memguard.policy.model import MIB, Policy
+from memguard.report import ReportKind
+from memguard.serve import _routes, state_metrics
+from tests.helpers import make_config, running_agent, supervisor_of
+
+
+async def http_get(port: int, path: str) -> tuple[int, str]:
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    async with stream:
+        await stream.send_all(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        data = b""
+        while chunk := await stream.receive_some():
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    return int(head.split()[1]), body.decode()
+
+
+async def test_health_readiness_and_metrics(
+    fake_tree: tuple[str, list[tree.FakeContainer]],
+) -> None:
+    root, containers = fake_tree
+    target = next(c for c in containers if c.name == "cache")
+    registry = CollectorRegistry()
+    config = make_config(root, policy=Policy.NOOP)
+    async with running_agent(config, sinks=[MetricsSink(registry)]) as (agent, collect):
+        registry.register(StateCollector(lambda: state_metrics(agent, None)))
+        server = HealthServer("127.0.0.1", 0, _routes(agent, registry))
+        async with trio.open_nursery() as nursery:
+            await nursery.start(server.run)
+            assert server.bound_port is not None
+            port = server.bound_port
+            assert await http_get(port, "/healthz") == (200, "ok\n")
+            await supervisor_of(agent).wait_for(lambda s: all(g.armed for g in s.guards.values()))
+            assert await http_get(port, "/readyz") == (200, "ready\n")
+            drive.step(root, target.path, drive.Kind.ANON, 248 * MIB)
+            await collect.wait_for_kind(target.path, ReportKind.NOOP)
+            await agent.bus.wait_handled("metrics", len(collect.reports))
+            status, metrics = await http_get(port, "/metrics")
+            assert status == 200
+            assert 'memguard_reports_total{reason="OomGuardNoop"} 1.0' in metrics
+            assert "memguard_guarded_cgroups 6.0" in metrics
+            assert "memguard_ready 1.0" in metrics
+            assert (await http_get(port, "/nope"))[0] == 404
+            nursery.cancel_scope.cancel()
+
+
+async def test_not_ready_before_discovery(empty_fake_root: str) -> None:
+    from memguard.agent import Agent
+
+    agent = Agent(make_config(empty_fake_root), [])
+    registry = CollectorRegistry()
+    server = HealthServer("127.0.0.1", 0, _routes(agent, registry))
+    async with trio.open_nursery() as nursery:
+        await nursery.start(server.run)
+        assert server.bound_port is not None
+        status, body = await http_get(server.bound_port, "/readyz")
+        nursery.cancel_scope.cancel()
+    assert status == 503
+    assert "not ready" in body
