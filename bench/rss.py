@@ -15,10 +15,13 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 
+from bench.kube_events import _kubeconfig
 from memguard.policy.model import MIB
 from tests.kernel.cgroups import CgroupTree, new_tree
+from tests.kube.emulator import make_pod
 
 RESULTS_DIR = os.path.join(os.path.dirname(__file__), "results")
 CLOCK_TICKS_PER_S = os.sysconf("SC_CLK_TCK")
@@ -53,7 +56,9 @@ def _wait_armed(daemon: subprocess.Popen[str], count: int) -> float:
     raise RuntimeError(f"memguard exited after arming {armed} of {count} guards")
 
 
-def measure(tree: CgroupTree, cgroups: int, idle_s: float) -> dict[str, object]:
+def measure(
+    tree: CgroupTree, cgroups: int, idle_s: float, kubeconfig: str | None
+) -> dict[str, object]:
     for index in range(cgroups):
         tree.container(limit_bytes=256 * MIB, index=index)
     command = [
@@ -65,7 +70,11 @@ def measure(tree: CgroupTree, cgroups: int, idle_s: float) -> dict[str, object]:
         tree.parent,
         "--log-format",
         "json",
+        "--kubernetes",
+        "auto" if kubeconfig else "off",
     ]
+    if kubeconfig:
+        command += ["--kubeconfig", kubeconfig, "--node-name", "bench-node"]
     daemon = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
     try:
         startup_s = _wait_armed(daemon, cgroups)
@@ -92,18 +101,42 @@ def measure(tree: CgroupTree, cgroups: int, idle_s: float) -> dict[str, object]:
     }
 
 
+def _start_stub(work: str) -> tuple[subprocess.Popen[str], int]:
+    """bench/apiserver_stub.py serving 100 pods on this node."""
+    pods = [make_pod("bench", f"p-{i}", node_name="bench-node") for i in range(100)]
+    with open(os.path.join(work, "pods.json"), "w") as file:
+        json.dump(pods, file)
+    command = [sys.executable, "-m", "bench.apiserver_stub", os.path.join(work, "pods.json")]
+    server = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    assert server.stdout is not None
+    return server, int(server.stdout.readline())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cgroups", type=int, default=200)
     parser.add_argument("--idle-s", type=float, default=10.0)
+    parser.add_argument(
+        "--kubernetes",
+        action="store_true",
+        help="Kubernetes features on, against bench/apiserver_stub.py",
+    )
     args = parser.parse_args()
     tree = new_tree()
+    work = tempfile.mkdtemp(prefix="memguard-bench-")
+    server = _start_stub(work) if args.kubernetes else None
     try:
-        result = measure(tree, args.cgroups, args.idle_s)
+        kubeconfig = _kubeconfig(work, server[1]) if server else None
+        result = measure(tree, args.cgroups, args.idle_s, kubeconfig)
+        result["kubernetes"] = args.kubernetes
     finally:
         tree.cleanup()
+        if server:
+            server[0].terminate()
+            server[0].wait()
     os.makedirs(RESULTS_DIR, exist_ok=True)
-    with open(os.path.join(RESULTS_DIR, f"rss-{args.cgroups}.json"), "w") as file:
+    suffix = "-kube" if args.kubernetes else ""
+    with open(os.path.join(RESULTS_DIR, f"rss-{args.cgroups}{suffix}.json"), "w") as file:
         json.dump(result, file, indent=1)
     print(json.dumps(result, indent=1))
 

@@ -1,26 +1,34 @@
 """`memguard run`: the composition root. Builds the agent, its sinks and
 services (pod cache, health endpoint), runs it under trio and stops it
-cleanly on SIGTERM or SIGINT."""
+cleanly on SIGTERM or SIGINT.
+
+Kubernetes (aiohttp, kubernetes-asyncio) and Prometheus code is imported only
+when it is used: an agent without a cluster and without --listen does not pay
+their memory (measured: +13 MiB RSS together).
+"""
 
 from __future__ import annotations
 
 import logging
+import os
 import signal
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
-from prometheus_client import CollectorRegistry
-from prometheus_client.core import Metric
 
 from memguard.agent import Agent, AgentConfig, Service, raise_fd_limit, select_backend
-from memguard.health import HealthServer
-from memguard.kube.features import KubeFeatures, kube_from_options
+from memguard.kube.connection import find_connection, node_name_from
 from memguard.log_sink import LogSink
 from memguard.logsetup import configure
-from memguard.metrics import MetricsSink, StateCollector, counter, gauge, render
 from memguard.reporting import Sink
 from memguard.units import parse_listen
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+    from prometheus_client.core import Metric
+
+    from memguard.kube.features import KubeFeatures
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +50,8 @@ async def serve_async(agent: Agent) -> None:
 
 
 def state_metrics(agent: Agent, kube: KubeFeatures | None) -> Iterable[Metric]:
+    from memguard.metrics import counter, gauge
+
     supervisor = agent.supervisor
     yield gauge(
         "memguard_guarded_cgroups",
@@ -83,13 +93,13 @@ def state_metrics(agent: Agent, kube: KubeFeatures | None) -> Iterable[Metric]:
         )
 
 
-def _routes(agent: Agent, registry: CollectorRegistry) -> dict[str, Any]:
+def routes(agent: Agent, registry: CollectorRegistry) -> dict[str, Any]:
+    from memguard.metrics import render
+
     def ready() -> tuple[int, str, bytes]:
-        return (
-            (200, "text/plain", b"ready\n")
-            if agent.ready()
-            else (503, "text/plain", b"not ready: discovery or arming in progress\n")
-        )
+        if agent.ready():
+            return 200, "text/plain", b"ready\n"
+        return 503, "text/plain", b"not ready: discovery or arming in progress\n"
 
     return {
         "/healthz": lambda: (200, "text/plain", b"ok\n"),
@@ -98,19 +108,41 @@ def _routes(agent: Agent, registry: CollectorRegistry) -> dict[str, Any]:
     }
 
 
+async def open_kube_from(values: Mapping[str, Any]) -> KubeFeatures | None:
+    """Kubernetes features per --kubernetes/--kubeconfig, or None with one log line."""
+    if values["kubernetes"] == "off":
+        log.info("Kubernetes features are off (--kubernetes off)")
+        return None
+    connection = find_connection(values["kubeconfig"] or None, os.environ)
+    if connection is None:
+        log.info("Kubernetes features are off: not in a cluster, no --kubeconfig, no $KUBECONFIG")
+        return None
+    from memguard.kube.features import open_kube
+
+    node = node_name_from(values["node_name"], os.environ)
+    return await open_kube(connection, node, explicit=bool(values["kubeconfig"]))
+
+
 async def _main(config: AgentConfig, values: Mapping[str, Any]) -> None:
-    kube = await kube_from_options(values["kubernetes"], values["kubeconfig"], values["node_name"])
-    registry = CollectorRegistry()
-    sinks: list[Sink] = [LogSink(), MetricsSink(registry)]
+    kube = await open_kube_from(values)
+    sinks: list[Sink] = [LogSink()]
     services: list[Service] = []
     if kube is not None:
         sinks.append(kube.sink)
         services.append(kube.run)
+    if values["listen"]:
+        from prometheus_client import CollectorRegistry
+
+        from memguard.health import HealthServer
+        from memguard.metrics import MetricsSink, StateCollector
+
+        registry = CollectorRegistry()
+        sinks.append(MetricsSink(registry))
     agent = Agent(config, sinks, services=services)
     if values["listen"]:
         host, port = parse_listen(values["listen"])
-        agent.add_service(HealthServer(host, port, _routes(agent, registry)).run)
-    registry.register(StateCollector(lambda: state_metrics(agent, kube)))
+        registry.register(StateCollector(lambda: state_metrics(agent, kube)))
+        agent.add_service(HealthServer(host, port, routes(agent, registry)).run)
     await serve_async(agent)
 
 

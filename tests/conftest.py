@@ -34,9 +34,7 @@ def fake_tree(tmp_path: os.PathLike[str]) -> Iterator[tuple[str, list[tree.FakeC
 def empty_fake_root(tmp_path: os.PathLike[str]) -> str:
     """A fake tree root (marker only) for tests that make their own cgroups."""
     root = os.path.join(tmp_path, "tree")
-    os.makedirs(root)
-    with open(os.path.join(root, model.MARKER_FILE), "w") as file:
-        file.write('{"version": 1, "processes": [], "containers": []}')
+    model.make_root(root)
     return root
 
 

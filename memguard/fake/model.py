@@ -182,6 +182,13 @@ def reclaim(memory: FakeMemory) -> int:
     return freed
 
 
+def make_root(root: str) -> None:
+    """An empty fake tree root (the marker only), for trees built cgroup by cgroup."""
+    os.makedirs(root, exist_ok=True)
+    with open(os.path.join(root, MARKER_FILE), "w") as file:
+        file.write('{"version": 1, "processes": [], "containers": []}')
+
+
 def find_marker(path: str) -> str | None:
     """The fake tree root holding path (itself or an ancestor), if any."""
     current = os.path.abspath(path)

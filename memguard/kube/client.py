@@ -20,20 +20,18 @@ import logging
 import os
 import sys
 import types
-from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
 
-from memguard.errors import ConfigError
+from memguard.kube.connection import Connection
 
 log = logging.getLogger(__name__)
 
 # No answer (refused, cut, timed out): retryable, reported as status 0.
 _TRANSPORT_ERRORS = (aiohttp.ClientError, OSError, TimeoutError)
 
-SERVICE_ACCOUNT_TOKEN = "/var/run/secrets/kubernetes.io/serviceaccount/token"
 USER_AGENT = "memguard/0.1.0"
 REQUEST_TIMEOUT_S = 10.0
 MAX_WATCH_LINE_BYTES = 16 * 1024 * 1024
@@ -77,30 +75,6 @@ class ApiError(Exception):
     @property
     def retryable(self) -> bool:
         return self.status == 0 or self.status == 429 or self.status >= 500
-
-
-@dataclass(frozen=True)
-class Connection:
-    """How to reach the API server: in-cluster or a kubeconfig file."""
-
-    in_cluster: bool
-    kubeconfig: str | None = None
-
-    def describe(self) -> str:
-        return "in-cluster service account" if self.in_cluster else f"kubeconfig {self.kubeconfig}"
-
-
-def find_connection(kubeconfig_flag: str | None, environ: Mapping[str, str]) -> Connection | None:
-    """An explicit --kubeconfig wins, then the in-cluster service account, then $KUBECONFIG."""
-    if kubeconfig_flag:
-        if not os.path.isfile(kubeconfig_flag):
-            raise ConfigError(f"--kubeconfig {kubeconfig_flag}: no such file")
-        return Connection(False, kubeconfig_flag)
-    if environ.get("KUBERNETES_SERVICE_HOST") and os.path.exists(SERVICE_ACCOUNT_TOKEN):
-        return Connection(True)
-    if environ.get("KUBECONFIG"):
-        return Connection(False, environ["KUBECONFIG"].split(os.pathsep)[0])
-    return None
 
 
 class KubeClient:

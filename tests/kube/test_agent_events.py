@@ -15,7 +15,7 @@ import trio
 from memguard.agent import Agent, AgentConfig
 from memguard.collect_sink import CollectSink
 from memguard.fake import drive, tree
-from memguard.kube.client import Connection
+from memguard.kube.connection import Connection
 from memguard.kube.features import KubeFeatures, open_kube
 from memguard.kube.pods import bare_container_id
 from memguard.paths import ContainerRef
