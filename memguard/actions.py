@@ -67,7 +67,7 @@ class Flusher:
             del self._busy[cgroup_dir]
         done.set()
 
-    async def flush(self, cgroup_dir: str) -> FlushOutcome:
+    async def flush(self, cgroup_dir: str, request_bytes: int) -> FlushOutcome:
         if cgroup_dir in self._busy:
             return FlushOutcome(completed=False, busy=True)
         done = trio.Event()
@@ -75,7 +75,7 @@ class Flusher:
         started = time.perf_counter()
         if not self._backend.flush_blocks:
             try:
-                present = self._backend.flush(cgroup_dir)
+                present = self._backend.flush(cgroup_dir, request_bytes)
             finally:
                 self._finished(cgroup_dir, done)
             return FlushOutcome(True, gone=not present, duration_s=time.perf_counter() - started)
@@ -83,7 +83,7 @@ class Flusher:
 
         def flush_in_thread() -> bool:
             try:
-                return self._backend.flush(cgroup_dir)
+                return self._backend.flush(cgroup_dir, request_bytes)
             finally:
                 with contextlib.suppress(trio.RunFinishedError):
                     token.run_sync_soon(self._finished, cgroup_dir, done)
@@ -140,7 +140,40 @@ class Killer:
         return KillOutcome((_victim(candidate, True),), first_signal_at=signalled_at)
 
     async def kill_container(self, cgroup_dir: str, deadline_s: float) -> KillOutcome:
-        """SIGKILL every member, round after round, until none is left or the deadline."""
+        """SIGKILL every member: at once (cgroup.kill) when none is protected, else
+        one by one, round after round, until none is left or the deadline."""
+        members = self._members(cgroup_dir)
+        if members is None:
+            return KillOutcome(gone=True)
+        protected = any(is_protected(m, self._protected) for m in members)
+        if not protected and not self._dry_run and members:
+            outcome = await self._kill_all_at_once(cgroup_dir, members, deadline_s)
+            if outcome is not None:
+                return outcome
+        return await self._kill_one_by_one(cgroup_dir, deadline_s)
+
+    async def _kill_all_at_once(
+        self, cgroup_dir: str, members: list[ProcInfo], deadline_s: float
+    ) -> KillOutcome | None:
+        pidfds = [pidfd for pidfd in map(PidFd.open, (m.pid for m in members)) if pidfd]
+        try:
+            issued_at = time.perf_counter()
+            done = self._backend.kill_all(cgroup_dir)
+            if done is None:
+                return None  # not supported (v1): one by one
+            if not done:
+                return KillOutcome(gone=True)
+            for pidfd in pidfds:
+                pidfd.mrelease()
+            await _wait_exits(pidfds, deadline_s)
+        finally:
+            for pidfd in pidfds:
+                pidfd.close()
+        left = self._members(cgroup_dir) or []
+        victims = tuple(_victim(m, True) for m in members)
+        return KillOutcome(victims, len(left), first_signal_at=issued_at)
+
+    async def _kill_one_by_one(self, cgroup_dir: str, deadline_s: float) -> KillOutcome:
         victims: dict[int, Victim] = {}
         first_signal_at: float | None = None
         members: list[ProcInfo] | None = []

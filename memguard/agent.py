@@ -15,7 +15,7 @@ import logging
 import os
 import resource
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import trio
@@ -23,6 +23,7 @@ import trio
 from memguard.actions import Flusher, Killer
 from memguard.backend import Backend
 from memguard.backend_v1 import V1Backend
+from memguard.backend_v2 import V2Backend, V2Settings
 from memguard.discovery import Discovery, MatchMode
 from memguard.errors import ConfigError
 from memguard.fake import model as fake_model
@@ -52,6 +53,8 @@ class AgentConfig:
     max_parallel_flushes: int = 2
     queue_capacity: int = DEFAULT_QUEUE_CAPACITY
     shutdown_drain_s: float = 5.0
+    cgroup_version: str = "auto"  # auto | 1 | 2
+    v2: V2Settings = field(default_factory=V2Settings)
 
 
 def _existing_ancestor(path: str) -> str:
@@ -61,28 +64,61 @@ def _existing_ancestor(path: str) -> str:
     return current
 
 
-def select_backend(parent: str) -> Backend:
+def _require_root() -> None:
+    if os.geteuid() != 0:
+        raise ConfigError(
+            "memguard run needs root on a real cgroupfs (it writes cgroup control files "
+            "and kills): run it as root or in the DaemonSet"
+        )
+
+
+def _check_version(parent: str, found: str, wanted: str) -> None:
+    if wanted not in ("auto", found):
+        raise ConfigError(f"--cgroup-version {wanted}, but --parent {parent} is on cgroup v{found}")
+
+
+def _check_v2_memory(parent: str, existing: str) -> None:
+    """On v2 the parent must have the memory controller (else no memory.* files)."""
+    if existing != os.path.abspath(parent):
+        return  # a parent still to be created: guards wait for their files
+    try:
+        with open(os.path.join(existing, "cgroup.controllers")) as file:
+            available = file.read().split()
+    except OSError:
+        return
+    if "memory" not in available:
+        raise ConfigError(
+            f"--parent {parent}: the memory controller is not enabled there "
+            "(add +memory to its parent's cgroup.subtree_control)"
+        )
+
+
+def select_backend(parent: str, version: str = "auto", v2: V2Settings | None = None) -> Backend:
     """The backend for the filesystem holding parent; ConfigError if none fits."""
     absolute = os.path.abspath(parent)
     if not os.path.isdir(os.path.dirname(absolute)):
         raise ConfigError(f"--parent {parent}: {os.path.dirname(absolute)} does not exist")
     if os.path.exists(absolute) and not os.path.isdir(absolute):
         raise ConfigError(f"--parent {parent}: not a directory")
-    kind = fs_kind(_existing_ancestor(absolute))
+    existing = _existing_ancestor(absolute)
+    kind = fs_kind(existing)
     if kind is FsKind.CGROUP_V1:
-        if os.geteuid() != 0:
-            raise ConfigError(
-                "memguard run needs root on a real cgroupfs (cgroup.event_control, "
-                "kill): run it as root or in the privileged DaemonSet"
-            )
+        _check_version(parent, "1", version)
+        _require_root()
         return V1Backend()
     if kind is FsKind.CGROUP_V2:
-        raise ConfigError(f"--parent {parent} is on cgroup v2, which this build does not guard yet")
-    if fake_model.find_marker(absolute) is not None:
-        return FakeBackend()
+        _check_version(parent, "2", version)
+        _check_v2_memory(parent, existing)
+        _require_root()
+        return V2Backend(v2)
+    root = fake_model.find_marker(absolute)
+    if root is not None:
+        tree_version = fake_model.tree_cgroup_version(root)
+        _check_version(parent, str(tree_version), version)
+        return FakeBackend(tree_version)
     raise ConfigError(
-        f"--parent {parent} is neither on a cgroup v1 memory filesystem nor inside a "
-        "fake tree (make one with: memguard fake init DIR)"
+        f"--parent {parent} is neither on a cgroup filesystem (v1 memory or v2) nor inside "
+        "a fake tree (make one with: memguard fake init DIR)"
     )
 
 
@@ -103,7 +139,11 @@ class Agent:
         services: Sequence[Service] = (),
     ) -> None:
         self.config = config
-        self.backend = backend if backend is not None else select_backend(config.parent)
+        self.backend = (
+            backend
+            if backend is not None
+            else select_backend(config.parent, config.cgroup_version, config.v2)
+        )
         self.hub = InotifyHub()
         self.bus = ReportBus(sinks, config.queue_capacity)
         self._services = list(services)

@@ -43,8 +43,12 @@ class Backend(Protocol):
 
     def pids(self, cgroup_dir: str) -> list[int] | None: ...
 
-    def flush(self, cgroup_dir: str) -> bool:
-        """Reclaim the cgroup's page cache; False when the cgroup is gone."""
+    def flush(self, cgroup_dir: str, request_bytes: int) -> bool:
+        """Reclaim page cache (v1: all of it; v2: request_bytes); False when gone."""
+        ...
+
+    def kill_all(self, cgroup_dir: str) -> bool | None:
+        """SIGKILL every process at once (v2 cgroup.kill); None when not supported."""
         ...
 
     def notifier(self, cgroup_dir: str, hub: InotifyHub) -> AbstractContextManager[Notifier]: ...

@@ -99,8 +99,11 @@ class V1Backend:
     def pids(self, cgroup_dir: str) -> list[int] | None:
         return cgroup_v1.read_procs(cgroup_dir)
 
-    def flush(self, cgroup_dir: str) -> bool:
-        return cgroup_v1.force_empty(cgroup_dir)
+    def flush(self, cgroup_dir: str, request_bytes: int) -> bool:
+        return cgroup_v1.force_empty(cgroup_dir)  # v1 has no partial reclaim
+
+    def kill_all(self, cgroup_dir: str) -> bool | None:
+        return None  # no cgroup.kill on v1: processes are killed one by one
 
     @contextmanager
     def notifier(self, cgroup_dir: str, hub: InotifyHub) -> Iterator[V1Notifier]:

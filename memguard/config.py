@@ -7,9 +7,20 @@ from collections.abc import Mapping
 from typing import Any
 
 from memguard.agent import AgentConfig
+from memguard.backend_v2 import V2Settings
 from memguard.discovery import MatchMode
 from memguard.errors import ConfigError
+from memguard.kernel.mounts import default_parent, read_host
 from memguard.policy.model import GuardSettings, Policy, check_granularity_bytes
+from memguard.policy.poll import PollSettings
+
+
+def resolve_parent(parent: str, version: str) -> str:
+    """--parent auto: the kubelet's tree under this host's memory controller."""
+    if parent != "auto":
+        return parent
+    mode, mounts = read_host()
+    return default_parent(mode, mounts, version)
 
 
 def build_agent_config(values: Mapping[str, Any]) -> AgentConfig:
@@ -35,9 +46,23 @@ def build_agent_config(values: Mapping[str, Any]) -> AgentConfig:
         recheck_interval_s=values["recheck_interval"],
         hot_recheck_interval_s=values["hot_recheck_interval"],
     )
+    if values["poll_min_interval"] > values["poll_max_interval"]:
+        raise ConfigError("--poll-min-interval is longer than --poll-max-interval")
+    v2 = V2Settings(
+        signals=values["v2_signals"],
+        psi_trigger=values["psi_trigger"],
+        poll=PollSettings(
+            values["poll_min_interval"],
+            values["poll_max_interval"],
+            float(values["poll_assumed_rate"]),
+        ),
+        high_tripwire=values["high_tripwire"],
+    )
     return AgentConfig(
-        parent=values["parent"],
+        parent=resolve_parent(values["parent"], values["cgroup_version"]),
         settings=settings,
+        cgroup_version=values["cgroup_version"],
+        v2=v2,
         match=MatchMode(values["match"]),
         rescan_interval_s=values["rescan_interval"],
         flush_timeout_s=values["flush_timeout"],

@@ -14,6 +14,9 @@ import trio
 
 KERNEL = "kernel"  # the kernel notification fd became readable
 TIMEOUT = "timeout"
+# Wake-ups that are notifications of memory use (latency is measured from them):
+# v1's eventfd, v2's memory.events, PSI trigger and poll, a fake tree's writes.
+NOTIFICATIONS = frozenset({KERNEL, "events", "psi", "poll", "file"})
 
 
 class Doorbell:

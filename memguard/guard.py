@@ -20,7 +20,7 @@ import trio
 
 from memguard.actions import Flusher, FlushOutcome, Killer, KillOutcome
 from memguard.backend import Backend, Notifier
-from memguard.doorbell import KERNEL
+from memguard.doorbell import NOTIFICATIONS, TIMEOUT
 from memguard.paths import ContainerRef
 from memguard.policy import decide as policy
 from memguard.policy.decide import Decision, GuardState, Step
@@ -69,7 +69,7 @@ class Guard:
         self._state = GuardState()
         self._armed: int | None = None
         self._is_armed = False
-        self._woke_by_kernel = False
+        self._woke_by: frozenset[str] = frozenset({TIMEOUT})
 
     @property
     def armed(self) -> bool:
@@ -132,7 +132,7 @@ class Guard:
                 jitter = random.uniform(1 - RECHECK_JITTER, 1 + RECHECK_JITTER)
                 retry_at_s = now_s + self._settings.recheck_interval_s * jitter
             reasons = await notifier.wait(retry_at_s - now_s)
-            self._woke_by_kernel = KERNEL in reasons
+            self._woke_by = reasons
 
     def _report_kernel_oom(self, snapshot: MemorySnapshot) -> None:
         fresh, self._state = policy.new_oom_kills(self._state, snapshot)
@@ -154,7 +154,9 @@ class Guard:
         flushed: FlushOutcome | None = None
         before = snapshot
         if decision.step is Step.FLUSH:
-            flushed = await self._ctx.flusher.flush(self.cgroup_dir)
+            assert threshold is not None  # FLUSH is only decided over a threshold
+            request_bytes = policy.flush_request_bytes(snapshot, threshold)
+            flushed = await self._ctx.flusher.flush(self.cgroup_dir, request_bytes)
             self._state = policy.after_flush(self._state, now_s)
             snapshot = self._snapshot()
             now_s = trio.current_time()
@@ -200,7 +202,7 @@ class Guard:
         reason: str,
     ) -> None:
         started = time.perf_counter()
-        woke_at = notifier.kernel_woke_at if self._woke_by_kernel else None
+        woke_at = notifier.kernel_woke_at if self._woke_by & NOTIFICATIONS else None
         kind, outcome = await self._run_policy()
         self._state = policy.after_action(self._state, self._settings, trio.current_time())
         if outcome.gone:
@@ -260,6 +262,7 @@ class Guard:
             action=action,
             dry_run=self._settings.dry_run,
             wall_time_s=time.time(),
+            woke_by=",".join(sorted(self._woke_by)),
             cache_before_bytes=before.cache_bytes,
             cache_after_bytes=None if after is None else after.cache_bytes,
             usage_after_bytes=None if after is None else after.usage_bytes,

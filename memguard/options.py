@@ -18,7 +18,8 @@ from memguard.errors import ConfigError
 from memguard.logsetup import LOG_FORMATS, LOG_LEVELS
 from memguard.units import parse_duration, parse_listen, parse_ratio, parse_size
 
-DEFAULT_PARENT = "/sys/fs/cgroup/memory/kubepods"
+DEFAULT_PARENT = "auto"  # the kubelet's tree on this host (memguard.kernel.mounts)
+PSI_WINDOW_MIN_US, PSI_WINDOW_MAX_US = 500_000, 10_000_000
 
 
 def _choice(*allowed: str) -> Callable[[str], str]:
@@ -68,6 +69,30 @@ def _listen_address(text: str) -> str:
     return text.strip()
 
 
+def _signals(text: str) -> frozenset[str]:
+    chosen = frozenset(part.strip() for part in text.split(",") if part.strip())
+    unknown = chosen - {"events", "psi", "poll"}
+    if not chosen or unknown:
+        raise ValueError(f"{text!r}: choose from events, psi, poll (comma-separated)")
+    return chosen
+
+
+def _psi_trigger(text: str) -> str:
+    parts = text.split()
+    well_formed = (
+        len(parts) == 3 and parts[0] in ("some", "full")
+        and parts[1].isdigit() and parts[2].isdigit()
+    )  # fmt: skip
+    if not well_formed:
+        raise ValueError(f"{text!r} is not 'some|full STALL_US WINDOW_US'")
+    stall_us, window_us = int(parts[1]), int(parts[2])
+    if not PSI_WINDOW_MIN_US <= window_us <= PSI_WINDOW_MAX_US or not 0 < stall_us <= window_us:
+        raise ValueError(
+            f"{text!r}: need 500000 <= WINDOW_US <= 10000000 and 0 < STALL_US <= WINDOW_US"
+        )
+    return " ".join(parts)
+
+
 @dataclass(frozen=True)
 class Option:
     flag: str
@@ -86,7 +111,19 @@ class Option:
 
 
 RUN_OPTIONS = (
-    Option("--parent", DEFAULT_PARENT, _path, "cgroup tree to guard (a fake tree works too)"),
+    Option(
+        "--parent",
+        DEFAULT_PARENT,
+        _path,
+        "cgroup tree to guard; auto: kubepods or kubepods.slice of this host's memory "
+        "controller (a fake tree works too)",
+    ),
+    Option(
+        "--cgroup-version",
+        "auto",
+        _choice("auto", "1", "2"),
+        "auto: from the filesystem of --parent; 1 or 2 to insist",
+    ),
     Option(
         "--match",
         "containers",
@@ -125,6 +162,44 @@ RUN_OPTIONS = (
         "re-read interval while a cgroup is over its threshold without action",
     ),
     Option("--rescan-interval", "60s", _positive_duration, "full rescan of the tree"),
+    Option(
+        "--v2-signals",
+        "events,psi,poll",
+        _signals,
+        "cgroup v2 wake-ups: any of events (memory.events), psi (trigger), poll",
+    ),
+    Option(
+        "--psi-trigger",
+        "some 50000 500000",
+        _psi_trigger,
+        "cgroup v2 PSI trigger: some|full STALL_US WINDOW_US (window 0.5 s .. 10 s)",
+    ),
+    Option(
+        "--poll-min-interval",
+        "10ms",
+        _positive_duration,
+        "cgroup v2: shortest interval between reads of memory.current",
+    ),
+    Option(
+        "--poll-max-interval",
+        "1s",
+        _positive_duration,
+        "cgroup v2: longest interval between reads of memory.current",
+    ),
+    Option(
+        "--poll-assumed-rate",
+        "16Mi",
+        parse_size,
+        "cgroup v2: growth per second assumed at least, even for an idle cgroup",
+    ),
+    Option(
+        "--high-tripwire",
+        "false",
+        _bool,
+        "cgroup v2: set memory.high to the threshold where it is 'max' (throttles "
+        "the allocator past it; off by default)",
+        is_switch=True,
+    ),
     Option(
         "--kubernetes",
         "auto",

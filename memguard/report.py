@@ -59,6 +59,7 @@ class Report:
     oom_kills: int = 0  # kernel OOM kills seen (CgroupOOM)
     duration_s: float = 0.0  # time spent acting (flush + kill)
     latency_s: float | None = None  # kernel notification -> SIGKILL issued
+    woke_by: str = ""  # what woke the guard: kernel, events, psi, poll, timeout, ...
     wall_time_s: float = 0.0  # time.time() when it happened (Kubernetes eventTime)
     extra: dict[str, str] = field(default_factory=dict)
 

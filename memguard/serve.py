@@ -148,7 +148,7 @@ async def _main(config: AgentConfig, values: Mapping[str, Any]) -> None:
 
 def serve(config: AgentConfig, values: Mapping[str, Any]) -> int:
     configure(values["log_format"], values["log_level"])
-    select_backend(config.parent)  # a ConfigError here, before anything starts
+    select_backend(config.parent, config.cgroup_version, config.v2)  # ConfigError: exit 2
     raise_fd_limit()
     trio.run(_main, config, values)
     return 0

@@ -1,32 +1,41 @@
-"""Backend for fake trees: memguard's real v1 readers, inotify instead of eventfd.
+"""Backend for fake trees: memguard's real readers, inotify instead of kernel events.
 
-A fake tree is not cgroupfs (statfs says so), so there is no threshold eventfd:
-the guard is woken by inotify whenever the fake kernel rewrites a cgroup's
-usage, limit or OOM files. Kernel effects that are synchronous on a real
-cgroup happen here too: a flush drops clean cache at once, and processes that
-died are uncharged before every read.
+A fake tree is not cgroupfs (statfs says so), so there is no threshold
+eventfd, PSI or memory.events notification: the guard is woken by inotify
+whenever the fake kernel rewrites a cgroup's usage, limit or event files.
+Kernel effects that are synchronous on a real cgroup happen here too: a flush
+drops clean cache at once (all of it on v1, the request on v2), cgroup.kill
+(v2) kills every member, and processes that died are uncharged before every
+read. The tree's marker says which cgroup version it imitates.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 from memguard.doorbell import Doorbell
-from memguard.fake import model
-from memguard.kernel import cgroup_v1
+from memguard.fake import files, model
+from memguard.kernel import cgroup_v1, cgroup_v2
 from memguard.kernel.inotify import IN_CLOSE_WRITE, IN_MOVED_TO, InotifyEvent
 from memguard.policy.model import MemorySnapshot
 from memguard.watch import InotifyHub
 
 FILE_CHANGED = "file"
-_WATCHED_FILES = frozenset({cgroup_v1.USAGE_FILE, cgroup_v1.LIMIT_FILE, cgroup_v1.OOM_CONTROL_FILE})
 
 
 class FakeNotifier:
-    def __init__(self, cgroup_dir: str) -> None:
+    def __init__(self, cgroup_dir: str, version: int) -> None:
         self._cgroup_dir = cgroup_dir
+        self._watched = {
+            files.usage_file(version),
+            files.limit_file(version),
+            cgroup_v1.OOM_CONTROL_FILE,
+            cgroup_v2.EVENTS_FILE,
+        }
         self.bell = Doorbell()
 
     @property
@@ -34,7 +43,7 @@ class FakeNotifier:
         return self.bell.kernel_woke_at
 
     def on_file_event(self, event: InotifyEvent) -> None:
-        if event.name in _WATCHED_FILES:
+        if event.name in self._watched:
             self.bell.ring(FILE_CHANGED)
 
     async def arm(self, threshold_bytes: int | None) -> bool:
@@ -49,6 +58,10 @@ class FakeBackend:
     name = "fake"
     flush_blocks = False
 
+    def __init__(self, cgroup_version: int = 1) -> None:
+        self.cgroup_version = cgroup_version
+        self.name = f"fake-v{cgroup_version}"
+
     def exists(self, cgroup_dir: str) -> bool:
         return os.path.isdir(cgroup_dir)
 
@@ -57,7 +70,9 @@ class FakeBackend:
             if memory is None:
                 return None
             model.settle(memory)
-        return cgroup_v1.read_snapshot(cgroup_dir)
+        if self.cgroup_version == 1:
+            return cgroup_v1.read_snapshot(cgroup_dir)
+        return cgroup_v2.read_snapshot(cgroup_dir)
 
     def pids(self, cgroup_dir: str) -> list[int] | None:
         with model.locked(cgroup_dir) as memory:
@@ -66,16 +81,27 @@ class FakeBackend:
             model.settle(memory)
             return list(memory.pids)
 
-    def flush(self, cgroup_dir: str) -> bool:
+    def flush(self, cgroup_dir: str, request_bytes: int) -> bool:
         with model.locked(cgroup_dir) as memory:
             if memory is None:
                 return False
-            model.reclaim(memory)
+            model.reclaim(memory, None if self.cgroup_version == 1 else request_bytes)
+            return True
+
+    def kill_all(self, cgroup_dir: str) -> bool | None:
+        if self.cgroup_version == 1:
+            return None
+        with model.locked(cgroup_dir) as memory:
+            if memory is None:
+                return False
+            for pid in memory.pids:  # the fake tree's own processes
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
             return True
 
     @contextmanager
     def notifier(self, cgroup_dir: str, hub: InotifyHub) -> Iterator[FakeNotifier]:
-        notifier = FakeNotifier(cgroup_dir)
+        notifier = FakeNotifier(cgroup_dir, self.cgroup_version)
         subscription = hub.subscribe(
             cgroup_dir, IN_CLOSE_WRITE | IN_MOVED_TO, notifier.on_file_event
         )

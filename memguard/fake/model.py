@@ -1,12 +1,13 @@
-"""The fake kernel: a cgroup v1 memory directory kept as ordinary files.
+"""The fake kernel: a cgroup v1 or v2 memory directory kept as ordinary files.
 
-A fake cgroup holds the same files memguard reads on a real one
-(memory.usage_in_bytes, memory.limit_in_bytes, memory.stat, memory.oom_control,
-cgroup.procs, ...), so memguard's real readers work on it unchanged. What the
-kernel would account is kept in `memguard.fake.json` beside them: anonymous
-memory charged per process, clean and dirty page cache, shmem, OOM kills.
-memory.limit_in_bytes itself is the source of truth for the limit, so
-`echo 200Mi > memory.limit_in_bytes`-style edits work as on a real cgroup.
+A fake cgroup holds the same files memguard reads on a real one (v1:
+memory.usage_in_bytes, memory.limit_in_bytes, memory.stat, memory.oom_control;
+v2: memory.current, memory.max, memory.stat, memory.events; cgroup.procs ...:
+memguard.fake.files), so memguard's real readers work on it unchanged. What
+the kernel would account is kept in `memguard.fake.json` beside them:
+anonymous memory charged per process, clean and dirty page cache, shmem, OOM
+kills. The limit file itself (memory.limit_in_bytes / memory.max) is the source
+of truth for the limit, so `echo 200M > memory.max`-style edits work.
 
 Every change rewrites the derived files by rename, so readers never see a
 half-written file and inotify reports IN_MOVED_TO; changes are serialised with
@@ -24,12 +25,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
+from memguard.fake import files
 from memguard.kernel import cgroup_v1
 from memguard.kernel.procfs import is_alive
 
 STATE_FILE = "memguard.fake.json"
 MARKER_FILE = "memguard-fake-tree"
-UNLIMITED_TEXT = "9223372036854771712"
 
 
 @dataclass
@@ -41,6 +42,8 @@ class FakeMemory:
     shmem_bytes: int = 0  # tmpfs: cache that nothing drops without swap
     pids: list[int] = field(default_factory=list)
     oom_kills: int = 0
+    limit_hits: int = 0  # v2 memory.events "max"
+    version: int = 1  # 1: cgroup v1 files, 2: cgroup v2 files
 
     @property
     def anon_bytes(self) -> int:
@@ -62,25 +65,6 @@ def _write_atomic(path: str, text: str) -> None:
     os.replace(temporary, path)
 
 
-def _stat_text(memory: FakeMemory) -> str:
-    local = {
-        "cache": memory.cache_bytes,
-        "rss": memory.anon_bytes,
-        "shmem": memory.shmem_bytes,
-        "dirty": memory.dirty_cache_bytes,
-        "writeback": 0,
-        "inactive_file": memory.clean_cache_bytes,
-        "active_file": memory.dirty_cache_bytes,
-        "inactive_anon": memory.anon_bytes + memory.shmem_bytes,
-        "active_anon": 0,
-    }
-    lines = [f"{key} {value}" for key, value in local.items()]
-    limit = memory.limit_bytes
-    lines.append(f"hierarchical_memory_limit {UNLIMITED_TEXT if limit is None else limit}")
-    lines += [f"total_{key} {value}" for key, value in local.items()]
-    return "\n".join(lines) + "\n"
-
-
 def write(cgroup_dir: str, memory: FakeMemory) -> None:
     """Write the state and every derived kernel file of one fake cgroup."""
     state = {
@@ -90,20 +74,16 @@ def write(cgroup_dir: str, memory: FakeMemory) -> None:
         "shmem_bytes": memory.shmem_bytes,
         "pids": memory.pids,
         "oom_kills": memory.oom_kills,
+        "limit_hits": memory.limit_hits,
+        "version": memory.version,
     }
-    path = os.path.join
-    limit_text = UNLIMITED_TEXT if memory.limit_bytes is None else str(memory.limit_bytes)
-    _write_atomic(path(cgroup_dir, STATE_FILE), json.dumps(state))
-    _write_atomic(path(cgroup_dir, cgroup_v1.LIMIT_FILE), limit_text + "\n")
-    _write_atomic(path(cgroup_dir, cgroup_v1.STAT_FILE), _stat_text(memory))
-    oom = f"oom_kill_disable 0\nunder_oom 0\noom_kill {memory.oom_kills}\n"
-    _write_atomic(path(cgroup_dir, cgroup_v1.OOM_CONTROL_FILE), oom)
-    _write_atomic(path(cgroup_dir, cgroup_v1.PROCS_FILE), "".join(f"{p}\n" for p in memory.pids))
-    _write_atomic(path(cgroup_dir, cgroup_v1.USAGE_FILE), f"{memory.usage_bytes}\n")
+    _write_atomic(os.path.join(cgroup_dir, STATE_FILE), json.dumps(state))
+    for name, text in files.kernel_files(memory).items():
+        _write_atomic(os.path.join(cgroup_dir, name), text)
 
 
-def _write_controls(cgroup_dir: str) -> None:
-    for control in (cgroup_v1.FORCE_EMPTY_FILE, cgroup_v1.EVENT_CONTROL_FILE):
+def _write_controls(cgroup_dir: str, version: int) -> None:
+    for control in files.control_files(version):
         with open(os.path.join(cgroup_dir, control), "w"):
             pass
 
@@ -116,14 +96,14 @@ def create(cgroup_dir: str, memory: FakeMemory) -> None:
     directory (a pod created by path for its container) gets its files in place.
     """
     if os.path.isdir(cgroup_dir):
-        _write_controls(cgroup_dir)
+        _write_controls(cgroup_dir, memory.version)
         write(cgroup_dir, memory)
         return
     parent, name = os.path.split(cgroup_dir.rstrip("/"))
     os.makedirs(parent, exist_ok=True)
     staging = os.path.join(parent, f".{name}.creating{os.getpid()}")
     os.mkdir(staging)
-    _write_controls(staging)
+    _write_controls(staging, memory.version)
     write(staging, memory)
     os.rename(staging, cgroup_dir)
 
@@ -131,19 +111,24 @@ def create(cgroup_dir: str, memory: FakeMemory) -> None:
 def read(cgroup_dir: str) -> FakeMemory | None:
     """The state of one fake cgroup, or None when it is gone."""
     state_text = cgroup_v1.read_text(os.path.join(cgroup_dir, STATE_FILE))
-    limit_text = cgroup_v1.read_text(os.path.join(cgroup_dir, cgroup_v1.LIMIT_FILE))
-    if state_text is None or limit_text is None:
+    if state_text is None:
         return None
     state = json.loads(state_text)
-    limit_path = os.path.join(cgroup_dir, cgroup_v1.LIMIT_FILE)
+    version = state.get("version", 1)
+    limit_path = os.path.join(cgroup_dir, files.limit_file(version))
+    limit_text = cgroup_v1.read_text(limit_path)
+    if limit_text is None:
+        return None
     return FakeMemory(
-        limit_bytes=cgroup_v1.parse_limit(cgroup_v1.parse_int(limit_text, limit_path)),
+        limit_bytes=files.parse_limit_text(version, limit_text, limit_path),
         anon_by_pid={int(pid): size for pid, size in state["anon_by_pid"].items()},
         clean_cache_bytes=state["clean_cache_bytes"],
         dirty_cache_bytes=state["dirty_cache_bytes"],
         shmem_bytes=state["shmem_bytes"],
         pids=list(state["pids"]),
         oom_kills=state["oom_kills"],
+        limit_hits=state.get("limit_hits", 0),
+        version=version,
     )
 
 
@@ -175,18 +160,27 @@ def settle(memory: FakeMemory) -> bool:
     return bool(dead)
 
 
-def reclaim(memory: FakeMemory) -> int:
-    """What memory.force_empty does here: drop clean page cache; bytes freed."""
-    freed = memory.clean_cache_bytes
-    memory.clean_cache_bytes = 0
+def reclaim(memory: FakeMemory, request_bytes: int | None = None) -> int:
+    """What force_empty (all) or memory.reclaim (request_bytes) does here:
+    drop clean page cache; the bytes freed."""
+    limit = memory.clean_cache_bytes if request_bytes is None else request_bytes
+    freed = min(memory.clean_cache_bytes, max(limit, 0))
+    memory.clean_cache_bytes -= freed
     return freed
 
 
-def make_root(root: str) -> None:
+def make_root(root: str, cgroup_version: int = 1) -> None:
     """An empty fake tree root (the marker only), for trees built cgroup by cgroup."""
     os.makedirs(root, exist_ok=True)
+    marker = {"version": 1, "cgroup_version": cgroup_version, "processes": [], "containers": []}
     with open(os.path.join(root, MARKER_FILE), "w") as file:
-        file.write('{"version": 1, "processes": [], "containers": []}')
+        json.dump(marker, file)
+
+
+def tree_cgroup_version(root: str) -> int:
+    """The cgroup version a fake tree imitates (1 for trees without the field)."""
+    with open(os.path.join(root, MARKER_FILE)) as file:
+        return int(json.load(file).get("cgroup_version", 1))
 
 
 def find_marker(path: str) -> str | None:

@@ -82,6 +82,14 @@ def _act_reason(state: GuardState, settings: GuardSettings, now_s: float) -> str
     return f"still over threshold {now_s - state.last_flush_at_s:.1f}s after a flush"
 
 
+def flush_request_bytes(snapshot: MemorySnapshot, threshold_bytes: int) -> int:
+    """What a bounded reclaim (v2 memory.reclaim) asks for: enough to bring usage
+    one margin under the threshold, never more than the reclaimable cache."""
+    margin = (snapshot.limit_bytes or threshold_bytes) - threshold_bytes
+    wanted = snapshot.usage_bytes - (threshold_bytes - margin)
+    return max(0, min(wanted, snapshot.reclaimable_cache_bytes))
+
+
 def flush_could_help(snapshot: MemorySnapshot, threshold_bytes: int) -> bool:
     """A flush can only help if dropping all reclaimable cache gets under threshold.
 

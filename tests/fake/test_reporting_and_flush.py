@@ -101,10 +101,13 @@ class BlockingFlushBackend:
     def pids(self, cgroup_dir: str) -> list[int] | None:
         return []
 
-    def flush(self, cgroup_dir: str) -> bool:
+    def flush(self, cgroup_dir: str, request_bytes: int) -> bool:
         self.calls += 1
         self.entered.set()
         return self.release.wait(timeout=60)
+
+    def kill_all(self, cgroup_dir: str) -> bool | None:
+        return None
 
     def notifier(self, cgroup_dir: str, hub: InotifyHub) -> AbstractContextManager[Notifier]:
         raise NotImplementedError
@@ -113,15 +116,15 @@ class BlockingFlushBackend:
 async def test_flush_is_bounded_in_time_and_never_doubled() -> None:
     backend = BlockingFlushBackend()
     flusher = Flusher(backend, timeout_s=0.2, max_parallel=2)
-    first = await flusher.flush("/cg/a")
+    first = await flusher.flush("/cg/a", 1)
     assert not first.completed  # gave up waiting after 0.2 s; the thread still runs
-    second = await flusher.flush("/cg/a")
+    second = await flusher.flush("/cg/a", 1)
     assert second.busy
     assert backend.calls == 1  # never twice at once on one cgroup
-    other = await flusher.flush("/cg/b")  # other cgroups are not held up
+    other = await flusher.flush("/cg/b", 1)  # other cgroups are not held up
     assert other.busy is False
     backend.release.set()
     await flusher.wait_idle("/cg/a")  # the abandoned thread has returned
-    third = await flusher.flush("/cg/a")
+    third = await flusher.flush("/cg/a", 1)
     assert third.completed
     assert backend.calls == 3

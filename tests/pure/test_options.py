@@ -100,7 +100,10 @@ def values(**changes: Any) -> dict[str, Any]:
 
 def test_build_agent_config_from_defaults() -> None:
     config = build_agent_config(values(policy="process", match="leaf", dry_run=True))
-    assert config.parent == DEFAULT_PARENT
+    assert DEFAULT_PARENT == "auto"
+    assert config.parent.startswith("/")  # resolved from this host's mounts
+    assert config.parent.rsplit("/", 1)[1] in ("kubepods", "kubepods.slice")
+    assert build_agent_config(values(parent="/x/kubepods")).parent == "/x/kubepods"
     assert config.match is MatchMode.LEAF
     assert config.settings.policy is Policy.PROCESS
     assert config.settings.dry_run is True
@@ -143,3 +146,36 @@ def test_build_agent_config_accepts_edge_settings(changes: dict[str, Any]) -> No
     settings = build_agent_config(values(**changes)).settings
     assert settings.min_margin_bytes <= settings.max_margin_bytes
     assert 0 < settings.margin_ratio < 0.5
+
+
+@pytest.mark.parametrize(
+    ("flag", "bad", "needle"),
+    [
+        ("psi_trigger", "some 1 2", "WINDOW_US"),
+        ("psi_trigger", "half 50000 500000", "some|full"),
+        ("psi_trigger", "some 600000 500000", "STALL_US <= WINDOW_US"),
+        ("v2_signals", "events,smoke", "choose from"),
+        ("cgroup_version", "3", "auto, 1, 2"),
+    ],
+)
+def test_bad_v2_options(flag: str, bad: str, needle: str) -> None:
+    with pytest.raises(ConfigError, match=needle):
+        resolve(RUN_OPTIONS, {flag: bad}, NO_ENV)
+
+
+def test_v2_options_reach_the_config() -> None:
+    given = {
+        "v2_signals": "psi, poll",
+        "psi_trigger": "full  10000 1000000",
+        "poll_min_interval": "5ms",
+        "poll_max_interval": "2s",
+        "high_tripwire": "true",
+    }
+    config = build_agent_config(resolve(RUN_OPTIONS, given, NO_ENV))
+    assert config.v2.signals == {"psi", "poll"}
+    assert config.v2.psi_trigger == "full 10000 1000000"
+    assert config.v2.poll.min_interval_s == pytest.approx(0.005)
+    assert config.v2.poll.max_interval_s == pytest.approx(2.0)
+    assert config.v2.high_tripwire is True
+    with pytest.raises(ConfigError, match="poll-min-interval"):
+        build_agent_config(resolve(RUN_OPTIONS, {"poll_min_interval": "3s"}, NO_ENV))

@@ -1,0 +1,188 @@
+"""cgroup v2 backend: memory.events, PSI triggers and adaptive polling.
+
+v2 has no usage-threshold event, so a guard is woken by whichever comes first:
+- memory.events changed (inotify on the cgroup directory): high, max, oom and
+  oom_kill counters - the kernel batches these notifications (10 ms);
+- the PSI trigger on memory.pressure fired (tasks stalled on memory);
+- the adaptive poll of memory.current found usage at or over the threshold
+  (interval: half of headroom / fill rate, 10 ms .. 1 s by default;
+  memguard.policy.poll);
+- optionally the memory.high tripwire: memory.high = threshold makes the
+  kernel count "high" events (and throttle the allocator) from the threshold
+  on. Off by default: it throttles, and kubelet's MemoryQoS manages
+  memory.high itself; memguard only sets it where it reads "max", and puts
+  "max" back when it stops guarding.
+Flush is memory.reclaim of what brings usage one margin under the threshold;
+a container kill is cgroup.kill.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import trio
+
+from memguard.doorbell import KERNEL, TIMEOUT, Doorbell
+from memguard.errors import Unsupported
+from memguard.kernel import cgroup_v1, cgroup_v2
+from memguard.kernel.inotify import IN_MODIFY, InotifyEvent
+from memguard.kernel.psi import PsiTrigger
+from memguard.policy.model import MemorySnapshot
+from memguard.policy.poll import PollSettings, PollState, next_interval_s, observe
+from memguard.watch import InotifyHub
+
+log = logging.getLogger(__name__)
+
+SIGNAL_EVENTS = "events"
+SIGNAL_PSI = "psi"
+SIGNAL_POLL = "poll"
+LIMIT_CHANGED = "limit"
+ALL_SIGNALS = frozenset({SIGNAL_EVENTS, SIGNAL_PSI, SIGNAL_POLL})
+
+
+@dataclass(frozen=True)
+class V2Settings:
+    signals: frozenset[str] = ALL_SIGNALS
+    psi_trigger: str = "some 50000 500000"  # 50 ms of stall within 500 ms
+    poll: PollSettings = field(default_factory=PollSettings)
+    high_tripwire: bool = False
+
+
+class V2Notifier:
+    def __init__(self, cgroup_dir: str, settings: V2Settings) -> None:
+        self._cgroup_dir = cgroup_dir
+        self._settings = settings
+        self.bell = Doorbell()
+        self._psi: PsiTrigger | None = None
+        self._current_fd: int | None = None
+        self._threshold: int | None = None
+        self._poll = PollState()
+        self._tripwire_bytes: int | None = None  # memory.high as memguard set it
+        self.woke_at: float | None = None
+
+    @property
+    def kernel_woke_at(self) -> float | None:
+        return self.woke_at
+
+    def on_file_event(self, event: InotifyEvent) -> None:
+        if event.name == cgroup_v2.EVENTS_FILE and SIGNAL_EVENTS in self._settings.signals:
+            self.bell.ring(SIGNAL_EVENTS)
+        elif event.name == cgroup_v2.MAX_FILE:
+            self.bell.ring(LIMIT_CHANGED)
+
+    def open(self) -> bool:
+        """Open the PSI trigger and memory.current; False when the cgroup is gone."""
+        if SIGNAL_POLL in self._settings.signals:
+            self._current_fd = cgroup_v2.open_current(self._cgroup_dir)
+            if self._current_fd is None:
+                return False
+        if SIGNAL_PSI in self._settings.signals:
+            try:
+                self._psi = PsiTrigger.open(self._cgroup_dir, self._settings.psi_trigger)
+            except Unsupported as error:
+                log.warning(
+                    "no PSI trigger for %s (%s): events and polling only", self._cgroup_dir, error
+                )
+        return True
+
+    async def arm(self, threshold_bytes: int | None) -> bool:
+        self._threshold = threshold_bytes
+        if self._settings.high_tripwire:
+            return self._set_tripwire(threshold_bytes)
+        return cgroup_v2.read_max(self._cgroup_dir)[0]
+
+    def _set_tripwire(self, threshold_bytes: int | None) -> bool:
+        present, high = cgroup_v2.read_max(self._cgroup_dir, cgroup_v2.HIGH_FILE)
+        if not present:
+            return False
+        if high is not None and high != self._tripwire_bytes:
+            return True  # someone else manages memory.high (kubelet MemoryQoS): leave it
+        self._tripwire_bytes = threshold_bytes
+        return cgroup_v2.write_high(self._cgroup_dir, threshold_bytes)
+
+    def _poll_now(self) -> frozenset[str] | None:
+        """Read memory.current; the wake reasons when it is over the threshold (or gone)."""
+        if self._current_fd is None:
+            return None
+        usage = cgroup_v2.pread_current(self._current_fd)
+        if usage is None:
+            return frozenset({SIGNAL_POLL})  # gone: the guard's read will say so
+        self._poll = observe(self._poll, usage, trio.current_time())
+        if self._threshold is not None and usage >= self._threshold:
+            return frozenset({SIGNAL_POLL})
+        return None
+
+    async def wait(self, timeout_s: float) -> frozenset[str]:
+        deadline_s = trio.current_time() + timeout_s
+        psi_fd = None if self._psi is None else self._psi.fileno()
+        while True:
+            step_s = deadline_s - trio.current_time()
+            if self._current_fd is not None:
+                interval_s = next_interval_s(self._poll, self._threshold, self._settings.poll)
+                step_s = min(step_s, interval_s)
+            reasons = await self.bell.wait(psi_fd, step_s)
+            if reasons != {TIMEOUT}:
+                if KERNEL in reasons and self._psi is not None:
+                    self._psi.drain()
+                    reasons = (reasons - {KERNEL}) | {SIGNAL_PSI}
+                self.woke_at = time.perf_counter()
+                return reasons
+            polled = self._poll_now()
+            if polled is not None:
+                self.woke_at = time.perf_counter()
+                return polled
+            if trio.current_time() >= deadline_s:
+                return reasons
+
+    def close(self) -> None:
+        if self._psi is not None:
+            self._psi.close()
+            self._psi = None
+        if self._current_fd is not None:
+            os.close(self._current_fd)
+            self._current_fd = None
+        if self._tripwire_bytes is not None:
+            present, high = cgroup_v2.read_max(self._cgroup_dir, cgroup_v2.HIGH_FILE)
+            if present and high == self._tripwire_bytes:
+                cgroup_v2.write_high(self._cgroup_dir, None)  # give "max" back
+            self._tripwire_bytes = None
+
+
+class V2Backend:
+    name = "cgroup-v2"
+    flush_blocks = True
+
+    def __init__(self, settings: V2Settings | None = None) -> None:
+        self.settings = settings or V2Settings()
+
+    def exists(self, cgroup_dir: str) -> bool:
+        return os.path.isdir(cgroup_dir)
+
+    def snapshot(self, cgroup_dir: str) -> MemorySnapshot | None:
+        return cgroup_v2.read_snapshot(cgroup_dir)
+
+    def pids(self, cgroup_dir: str) -> list[int] | None:
+        return cgroup_v1.read_procs(cgroup_dir)  # cgroup.procs: the same format
+
+    def flush(self, cgroup_dir: str, request_bytes: int) -> bool:
+        return cgroup_v2.reclaim(cgroup_dir, request_bytes)
+
+    def kill_all(self, cgroup_dir: str) -> bool | None:
+        return cgroup_v2.kill_all(cgroup_dir)
+
+    @contextmanager
+    def notifier(self, cgroup_dir: str, hub: InotifyHub) -> Iterator[V2Notifier]:
+        notifier = V2Notifier(cgroup_dir, self.settings)
+        subscription = hub.subscribe(cgroup_dir, IN_MODIFY, notifier.on_file_event)
+        try:
+            notifier.open()
+            yield notifier
+        finally:
+            notifier.close()
+            if subscription is not None:
+                hub.unsubscribe(subscription)
