@@ -58,6 +58,13 @@ def _add_fake(commands: argparse._SubParsersAction[_Parser]) -> None:
     fake_commands = fake.add_subparsers(dest="fake_command", required=True, metavar="COMMAND")
     init = fake_commands.add_parser("init", help="create a fake kubepods tree with real processes")
     init.add_argument("dir", help="directory to create (must be empty or absent)")
+    init.add_argument(
+        "--cgroup-version",
+        type=int,
+        choices=(1, 2),
+        default=1,
+        help="imitate cgroup v1 (default) or v2 files",
+    )
     drive = fake_commands.add_parser(
         "drive", help="grow usage in a fake tree (the scripted flush/skip/kill scenario by default)"
     )
@@ -77,7 +84,16 @@ def build_parser() -> _Parser:
         dest="command", required=True, metavar="COMMAND", parser_class=_Parser
     )
     _add_run(commands)
-    commands.add_parser("demo", help="run the agent on a fake tree: a flush, a skip and a kill")
+    demo = commands.add_parser(
+        "demo", help="run the agent on a fake tree: a flush, a skip and a kill"
+    )
+    demo.add_argument(
+        "--cgroup-version",
+        type=int,
+        choices=(1, 2),
+        default=1,
+        help="the fake tree imitates cgroup v1 (default) or v2",
+    )
     _add_fake(commands)
     return parser
 
@@ -94,7 +110,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from memguard.demo import main
 
-    return main()
+    return main(args.cgroup_version)
 
 
 def _cmd_fake(args: argparse.Namespace) -> int:

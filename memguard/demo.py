@@ -60,9 +60,9 @@ async def _run_phases(
     return seen
 
 
-async def run_demo(say: Callable[[str], None] = print) -> int:
+async def run_demo(say: Callable[[str], None] = print, cgroup_version: int = 1) -> int:
     root = tempfile.mkdtemp(prefix="memguard-demo-")
-    containers = tree.build(root)
+    containers = tree.build(root, cgroup_version=cgroup_version)
     pids = [pid for c in containers for pid in c.pids]
     say(f"fake kubepods tree in {root}: {len(containers)} containers, {len(pids)} real processes")
     collect = CollectSink()
@@ -81,6 +81,10 @@ async def run_demo(say: Callable[[str], None] = print) -> int:
     return 0 if all(report is not None for _, report in seen) else 1
 
 
-def main() -> int:
+def main(cgroup_version: int = 1) -> int:
     configure("text", "info", sys.stdout)
-    return trio.run(run_demo, lambda line: print(line, file=sys.stdout, flush=True))
+
+    def say(line: str) -> None:
+        print(line, file=sys.stdout, flush=True)
+
+    return trio.run(run_demo, say, cgroup_version)

@@ -27,12 +27,12 @@ def _require_tree(root: str) -> list[tree.FakeContainer]:
     return tree.load_containers(root)
 
 
-def _init(root: str) -> int:
+def _init(root: str, cgroup_version: int) -> int:
     try:
-        containers = tree.build(root)
+        containers = tree.build(root, cgroup_version=cgroup_version)
     except FileExistsError as error:
         raise ConfigError(str(error)) from None
-    _say(f"fake kubepods tree in {os.path.abspath(root)}:")
+    _say(f"fake kubepods tree (cgroup v{cgroup_version} files) in {os.path.abspath(root)}:")
     for container in containers:
         relative = os.path.relpath(container.path, root)
         _say(
@@ -88,7 +88,7 @@ def _drive(args: argparse.Namespace) -> int:
 
 def dispatch(args: argparse.Namespace) -> int:
     if args.fake_command == "init":
-        return _init(args.dir)
+        return _init(args.dir, args.cgroup_version)
     if args.fake_command == "drive":
         return _drive(args)
     _require_tree(args.dir)

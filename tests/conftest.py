@@ -30,6 +30,19 @@ def fake_tree(tmp_path: os.PathLike[str]) -> Iterator[tuple[str, list[tree.FakeC
         kill_and_reap(pid for c in containers for pid in c.pids)
 
 
+@pytest.fixture(params=[1, 2], ids=["v1", "v2"])
+def any_fake_tree(
+    request: pytest.FixtureRequest, tmp_path: os.PathLike[str]
+) -> Iterator[tuple[str, list[tree.FakeContainer]]]:
+    """The init tree imitating cgroup v1, then v2 (both kubelet drivers in each)."""
+    root = os.path.join(tmp_path, "tree")
+    containers = tree.build(root, cgroup_version=request.param)
+    try:
+        yield root, containers
+    finally:
+        kill_and_reap(pid for c in containers for pid in c.pids)
+
+
 @pytest.fixture
 def empty_fake_root(tmp_path: os.PathLike[str]) -> str:
     """A fake tree root (marker only) for tests that make their own cgroups."""

@@ -54,6 +54,7 @@ def _enforce_limit(root: str, memory: model.FakeMemory) -> int | None:
     limit = memory.limit_bytes
     if limit is None or memory.usage_bytes <= limit:
         return None
+    memory.limit_hits += 1  # v2 memory.events "max": usage reached the limit
     over = memory.usage_bytes - limit
     memory.clean_cache_bytes -= min(over, memory.clean_cache_bytes)
     if memory.usage_bytes <= limit:

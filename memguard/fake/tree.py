@@ -103,17 +103,24 @@ def spawn_sleeper(oom_score_adj: int | None = None) -> int:
     return pid
 
 
-def _ancestors_with_files(root: str, container_dir: str, limit_bytes: int | None) -> None:
+def _ancestors_with_files(
+    root: str, container_dir: str, limit_bytes: int | None, version: int
+) -> None:
     """Give pod and QoS directories cgroup files too, as on a real tree."""
     current = os.path.dirname(container_dir)
     while len(current) > len(root):
         if not os.path.exists(os.path.join(current, model.STATE_FILE)):
-            model.create(current, model.FakeMemory(limit_bytes=limit_bytes))
+            model.create(current, model.FakeMemory(limit_bytes=limit_bytes, version=version))
         current = os.path.dirname(current)
 
 
-def build(root: str, pods: tuple[PodSpec, ...] = DEFAULT_PODS) -> list[FakeContainer]:
-    """Create the tree under root (which must be empty or absent) and its processes."""
+def build(
+    root: str, pods: tuple[PodSpec, ...] = DEFAULT_PODS, cgroup_version: int = 1
+) -> list[FakeContainer]:
+    """Create the tree under root (which must be empty or absent) and its processes.
+
+    cgroup_version 2 writes v2 files (memory.current, memory.max, memory.events, ...).
+    """
     os.makedirs(root, exist_ok=True)
     if os.listdir(root):
         raise FileExistsError(f"{root} is not empty")
@@ -122,10 +129,12 @@ def build(root: str, pods: tuple[PodSpec, ...] = DEFAULT_PODS) -> list[FakeConta
         path = _container_dir(root, pod)
         adj = QOS_OOM_SCORE_ADJ[pod.qos]
         pids = tuple(spawn_sleeper(min(adj + 10 * index, 1000)) for index in range(pod.processes))
-        memory = model.FakeMemory(limit_bytes=pod.limit_bytes, pids=list(pids))
+        memory = model.FakeMemory(
+            limit_bytes=pod.limit_bytes, pids=list(pids), version=cgroup_version
+        )
         memory.anon_by_pid = dict.fromkeys(pids, 4 * MIB)
         model.create(path, memory)
-        _ancestors_with_files(root, path, None)
+        _ancestors_with_files(root, path, None, cgroup_version)
         ref = parse_container_path(path)
         assert ref is not None, path
         containers.append(FakeContainer(pod.name, path, ref, pod.limit_bytes, pids))
@@ -134,18 +143,24 @@ def build(root: str, pods: tuple[PodSpec, ...] = DEFAULT_PODS) -> list[FakeConta
         conmon = os.path.join(
             os.path.dirname(crio.path), f"crio-conmon-{crio.ref.container_id}.scope"
         )
-        model.create(conmon, model.FakeMemory())
-    _write_marker(root, containers)
+        model.create(conmon, model.FakeMemory(version=cgroup_version))
+    _write_marker(root, containers, cgroup_version)
     return containers
 
 
-def _write_marker(root: str, containers: list[FakeContainer]) -> None:
+def _write_marker(root: str, containers: list[FakeContainer], cgroup_version: int) -> None:
     processes = [
         {"pid": pid, "start_time": start_time_ticks(pid)} for c in containers for pid in c.pids
     ]
     listing = [{"name": c.name, "path": c.path, "pids": list(c.pids)} for c in containers]
     with open(os.path.join(root, model.MARKER_FILE), "w") as file:
-        json.dump({"version": 1, "processes": processes, "containers": listing}, file, indent=1)
+        marker = {
+            "version": 1,
+            "cgroup_version": cgroup_version,
+            "processes": processes,
+            "containers": listing,
+        }
+        json.dump(marker, file, indent=1)
 
 
 def load_containers(root: str) -> list[FakeContainer]:

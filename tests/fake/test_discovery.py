@@ -27,9 +27,9 @@ def _container_path(root: str, pod_index: int, container_hex: str) -> str:
 
 
 async def test_guards_every_container_of_the_init_tree_and_nothing_else(
-    fake_tree: tuple[str, list[tree.FakeContainer]],
+    any_fake_tree: tuple[str, list[tree.FakeContainer]],
 ) -> None:
-    root, containers = fake_tree
+    root, containers = any_fake_tree
     async with running_agent(make_config(root)) as (agent, _):
         guarded = supervisor_of(agent).guarded
     assert guarded == {c.path for c in containers}

@@ -118,3 +118,29 @@ async def test_flush_cooldown_goes_straight_to_the_policy(
         skip = await collect.wait_for_kind(container, ReportKind.SKIP)
     assert "left to the kernel" in skip.reason
     assert [r.kind for r in collect.reports].count(ReportKind.FLUSH) == 1
+
+
+async def test_v2_memory_max_change_rearms_and_events_wake_the_guard(
+    tmp_path: os.PathLike[str],
+) -> None:
+    root = os.path.join(tmp_path, "v2tree")
+    model.make_root(root, cgroup_version=2)
+    path = os.path.join(
+        root,
+        "kubepods.slice",
+        "kubepods-burstable.slice",
+        f"kubepods-burstable-pod{'2' * 8}_2222_2222_2222_{'2' * 12}.slice",
+        f"cri-containerd-{HEX}.scope",
+    )
+    model.create(path, FakeMemory(limit_bytes=256 * MIB, anon_by_pid={0: 100 * MIB}, version=2))
+    settings = make_settings()
+    async with running_agent(make_config(root, policy=Policy.NOOP)) as (agent, collect):
+        supervisor = supervisor_of(agent)
+        expected = threshold_bytes(256 * MIB, settings)
+        await supervisor.wait_for(lambda s: s.guards[path].armed_threshold_bytes == expected)
+        _write_in_place(os.path.join(path, "memory.max"), "max")
+        await supervisor.wait_for(lambda s: s.guards[path].armed_threshold_bytes is None)
+        _write_in_place(os.path.join(path, "memory.max"), str(100 * MIB))
+        report = await collect.wait_for_kind(path, ReportKind.NOOP)
+    assert report.limit_bytes == 100 * MIB
+    assert report.ref.qos_class == "Burstable"

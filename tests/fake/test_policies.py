@@ -37,9 +37,9 @@ def _over_threshold(root: str, container: tree.FakeContainer) -> None:
     assert result.usage_bytes == 252 * MIB
 
 
-async def test_process_policy_kills_the_worker_only(fake_tree: Tree) -> None:
-    root, _ = fake_tree
-    target = _container(fake_tree, "cache")
+async def test_process_policy_kills_the_worker_only(any_fake_tree: Tree) -> None:
+    root, _ = any_fake_tree
+    target = _container(any_fake_tree, "cache")
     first, worker = target.pids
     async with running_agent(make_config(root, policy=Policy.PROCESS)) as (_, collect):
         _over_threshold(root, target)
@@ -52,9 +52,9 @@ async def test_process_policy_kills_the_worker_only(fake_tree: Tree) -> None:
     assert _alive(first)
 
 
-async def test_container_policy_kills_every_member(fake_tree: Tree) -> None:
-    root, _ = fake_tree
-    target = _container(fake_tree, "cache")
+async def test_container_policy_kills_every_member(any_fake_tree: Tree) -> None:
+    root, _ = any_fake_tree
+    target = _container(any_fake_tree, "cache")
     async with running_agent(make_config(root, policy=Policy.CONTAINER)) as (_, collect):
         _over_threshold(root, target)
         report = await collect.wait_for_kind(target.path, ReportKind.KILL_CONTAINER)
@@ -65,9 +65,9 @@ async def test_container_policy_kills_every_member(fake_tree: Tree) -> None:
     assert report.usage_after_bytes < report.usage_bytes
 
 
-async def test_noop_policy_reports_and_kills_nothing(fake_tree: Tree) -> None:
-    root, _ = fake_tree
-    target = _container(fake_tree, "cache")
+async def test_noop_policy_reports_and_kills_nothing(any_fake_tree: Tree) -> None:
+    root, _ = any_fake_tree
+    target = _container(any_fake_tree, "cache")
     async with running_agent(make_config(root, policy=Policy.NOOP)) as (_, collect):
         _over_threshold(root, target)
         report = await collect.wait_for_kind(target.path, ReportKind.NOOP)
@@ -75,9 +75,9 @@ async def test_noop_policy_reports_and_kills_nothing(fake_tree: Tree) -> None:
     assert all(_alive(pid) for pid in target.pids)
 
 
-async def test_dry_run_names_the_victim_and_kills_nothing(fake_tree: Tree) -> None:
-    root, _ = fake_tree
-    target = _container(fake_tree, "cache")
+async def test_dry_run_names_the_victim_and_kills_nothing(any_fake_tree: Tree) -> None:
+    root, _ = any_fake_tree
+    target = _container(any_fake_tree, "cache")
     config = make_config(root, policy=Policy.PROCESS, dry_run=True)
     async with running_agent(config) as (_, collect):
         _over_threshold(root, target)
@@ -105,9 +105,9 @@ async def test_never_kills_memguard_itself_or_pid_1(empty_fake_root: str) -> Non
         tree.kill_and_reap([sleeper])
 
 
-async def test_kernel_oom_kill_is_reported(fake_tree: Tree) -> None:
-    root, _ = fake_tree
-    target = _container(fake_tree, "cache")
+async def test_kernel_oom_kill_is_reported(any_fake_tree: Tree) -> None:
+    root, _ = any_fake_tree
+    target = _container(any_fake_tree, "cache")
     async with running_agent(make_config(root, policy=Policy.NOOP)) as (_, collect):
         result = drive.step(root, target.path, drive.Kind.ANON, 300 * MIB)
         assert result is not None
