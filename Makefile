@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck pytest bench clean
+.PHONY: run test lint typecheck pytest bench clean vm-deps
 
 $(STAMP): pyproject.toml setup.py native/build_native.py
 	$(PYTHON) -m venv $(VENV)
@@ -21,14 +21,25 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-pytest: $(STAMP)
+# The cgroup v2 real-kernel tier boots a VM (virtme-ng, QEMU TCG, Debian's kernel):
+# its host tools come from Debian's packages, installed as root when missing.
+vm-deps:
+	@if ! command -v qemu-system-x86_64 >/dev/null || ! command -v busybox >/dev/null \
+	    || ! ls /boot/vmlinuz-* >/dev/null 2>&1; then \
+	  echo "installing the cgroup v2 test VM's tools: qemu-system-x86 linux-image-amd64 busybox-static"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	    --no-install-recommends qemu-system-x86 linux-image-amd64 busybox-static >/dev/null; \
+	fi
+
+pytest: $(STAMP) vm-deps
 	$(BIN)/pytest
 
 test: lint typecheck pytest
 
 bench: $(STAMP)
-	$(BIN)/python bench/latency.py
-	$(BIN)/python bench/rss.py
+	$(BIN)/python -m bench.latency
+	$(BIN)/python -m bench.rss
+	$(BIN)/python -m bench.kube_events
 
 clean:
 	rm -rf $(VENV) build *.egg-info memguard/_native.*

@@ -9,6 +9,8 @@ explicitly (a developer machine without root); CI must never set it.
 from __future__ import annotations
 
 import os
+import pathlib
+import subprocess
 from collections.abc import Iterator
 
 import pytest
@@ -16,7 +18,13 @@ import pytest
 from memguard.fake import model, tree
 from memguard.fake.tree import kill_and_reap
 from memguard.kernel.fstype import FsKind, fs_kind
-from tests.kernel.cgroups import V1_MEMORY_ROOT, CgroupTree, new_tree
+from tests.kernel.cgroups import (
+    TEST_CGROUP_VERSION,
+    V1_MEMORY_ROOT,
+    V2_ROOT,
+    CgroupTree,
+    new_tree,
+)
 
 
 @pytest.fixture
@@ -54,6 +62,13 @@ def empty_fake_root(tmp_path: os.PathLike[str]) -> str:
 def _missing_prerequisite() -> str | None:
     if os.geteuid() != 0:
         return "not running as root"
+    if TEST_CGROUP_VERSION == 2:
+        if fs_kind(V2_ROOT) is not FsKind.CGROUP_V2:
+            return f"{V2_ROOT} is not a cgroup v2 mount"
+        with open(os.path.join(V2_ROOT, "cgroup.controllers")) as file:
+            if "memory" not in file.read().split():
+                return "cgroup v2 without the memory controller"
+        return None
     if fs_kind(V1_MEMORY_ROOT) is not FsKind.CGROUP_V1:
         return f"{V1_MEMORY_ROOT} is not a cgroup v1 mount"
     if not os.path.exists(os.path.join(V1_MEMORY_ROOT, "cgroup.event_control")):
@@ -67,9 +82,31 @@ def cgroups() -> Iterator[CgroupTree]:
     if missing is not None:
         if os.environ.get("MEMGUARD_SKIP_KERNEL_TESTS") == "1":
             pytest.skip(f"real-kernel tier skipped on request: {missing}")
-        pytest.fail(f"real-kernel tier needs root and cgroup v1 memory: {missing}")
-    tree = new_tree()
+        pytest.fail(f"real-kernel tier needs root and the memory controller: {missing}")
+    tree = new_tree(TEST_CGROUP_VERSION)
     try:
         yield tree
     finally:
         tree.cleanup()
+
+
+@pytest.fixture
+def page_cache_dir(tmp_path: pathlib.Path) -> Iterator[pathlib.Path]:
+    """A directory on a filesystem with page cache: tmp_path on the host; in the v2
+    VM (whose / is 9p and /tmp an overlay) an ext4 on a brd RAM disk."""
+    if TEST_CGROUP_VERSION == 1:
+        yield tmp_path
+        return
+    mount_point = tmp_path / "ram"
+    mount_point.mkdir()
+    commands = [
+        ["modprobe", "brd", "rd_nr=1", "rd_size=524288"],
+        ["mkfs.ext4", "-q", "-F", "/dev/ram0"],
+        ["mount", "-t", "ext4", "/dev/ram0", str(mount_point)],
+    ]
+    for command in commands:
+        subprocess.run(command, check=True, capture_output=True, timeout=60)
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", str(mount_point)], check=True, timeout=60)

@@ -1,5 +1,8 @@
-"""Real cgroup v1 fixtures: a private tree under /sys/fs/cgroup/memory/memguard-test-*.
+"""Real cgroup fixtures: a private tree under <memory root>/memguard-test-*.
 
+cgroup v1 (this host: /sys/fs/cgroup/memory) or v2 (the test VM:
+/sys/fs/cgroup, where every directory that gets children first gets +memory in
+its cgroup.subtree_control, and processes live only in leaves).
 Every cgroup and process a test creates is recorded here and removed by id at
 teardown, even on failure: processes first (SIGKILL, reap), then the cgroups
 deepest first. Nothing outside the test's own tree is ever touched.
@@ -16,10 +19,16 @@ import uuid
 from dataclasses import dataclass, field
 
 from memguard.fake.tree import kill_and_reap
-from memguard.kernel import cgroup_v1
+from memguard.kernel import cgroup_v1, cgroup_v2
 from memguard.kernel.pidfd import PidFd
 
 V1_MEMORY_ROOT = "/sys/fs/cgroup/memory"
+V2_ROOT = "/sys/fs/cgroup"
+# The real-kernel tier runs on this host's cgroup v1 and, inside the test VM
+# (tests/vm/test_v2_tier.py sets this to 2), on cgroup v2.
+TEST_CGROUP_VERSION = int(os.environ.get("MEMGUARD_TEST_CGROUP_VERSION", "1"))
+# fds a guard holds: v1 one eventfd; v2 memory.current, memory.pressure and its epoll.
+FDS_PER_GUARD = {1: 1, 2: 3}[TEST_CGROUP_VERSION]
 HOG = os.path.join(os.path.dirname(__file__), "hog.py")
 
 
@@ -50,12 +59,15 @@ class Started:
 @dataclass
 class CgroupTree:
     parent: str
+    version: int = 1
     cgroups: list[str] = field(default_factory=list)
     processes: list[Started] = field(default_factory=list)
 
     def mkdir(self, relative: str, limit_bytes: int | None = None) -> str:
         path = self.parent
         for part in relative.strip("/").split("/"):
+            if self.version == 2:
+                _enable_memory(path)  # path gets a child: delegate the controller
             path = os.path.join(path, part)
             if not os.path.isdir(path):
                 os.mkdir(path)
@@ -65,7 +77,8 @@ class CgroupTree:
         return path
 
     def set_limit(self, cgroup: str, limit_bytes: int) -> None:
-        with open(os.path.join(cgroup, cgroup_v1.LIMIT_FILE), "w") as file:
+        name = cgroup_v1.LIMIT_FILE if self.version == 1 else cgroup_v2.MAX_FILE
+        with open(os.path.join(cgroup, name), "w") as file:
             file.write(str(limit_bytes))
 
     def container(
@@ -97,7 +110,8 @@ class CgroupTree:
         return self.spawn(cgroup, [sys.executable, HOG, str(target_mib), str(rate_mib_s)])
 
     def oom_kills(self, cgroup: str) -> int:
-        text = cgroup_v1.read_text(os.path.join(cgroup, cgroup_v1.OOM_CONTROL_FILE))
+        name = cgroup_v1.OOM_CONTROL_FILE if self.version == 1 else cgroup_v2.EVENTS_FILE
+        text = cgroup_v1.read_text(os.path.join(cgroup, name))
         assert text is not None
         return cgroup_v1.parse_flat_keyed(text)["oom_kill"]
 
@@ -129,9 +143,21 @@ def _rmdir_when_empty(path: str) -> None:
     os.rmdir(path)
 
 
-def new_tree() -> CgroupTree:
-    parent = os.path.join(V1_MEMORY_ROOT, f"memguard-test-{uuid.uuid4().hex[:12]}")
+def _enable_memory(cgroup: str) -> None:
+    control = os.path.join(cgroup, "cgroup.subtree_control")
+    with open(control) as file:
+        if "memory" in file.read().split():
+            return
+    with open(control, "w") as file:
+        file.write("+memory")
+
+
+def new_tree(version: int = 1) -> CgroupTree:
+    root = V1_MEMORY_ROOT if version == 1 else V2_ROOT
+    parent = os.path.join(root, f"memguard-test-{uuid.uuid4().hex[:12]}")
+    if version == 2:
+        _enable_memory(root)  # the VM's root: memguard-test-* gets memory files
     os.mkdir(parent)
-    tree = CgroupTree(parent)
+    tree = CgroupTree(parent, version)
     tree.cgroups.append(parent)
     return tree

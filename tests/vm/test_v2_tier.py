@@ -1,0 +1,47 @@
+"""The real-kernel tier on cgroup v2: tests/kernel, run inside one VM boot.
+
+This host's memory controller is bound to cgroup v1, so a virtme-ng VM (the
+host's own userspace, Debian's kernel, QEMU TCG) runs the same real-kernel
+tests against cgroup v2 (MEMGUARD_TEST_CGROUP_VERSION=2). A VM that cannot
+boot, or missing tools, fail this test loudly: `make test` installs them.
+"""
+
+from __future__ import annotations
+
+import pathlib
+import xml.etree.ElementTree as ET
+
+import pytest
+
+from tests.vm.run_in_vm import run_in_vm_result
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+KERNEL_TESTS = ROOT / "tests" / "kernel"
+
+
+def _expected_test_count() -> int:
+    count = 0
+    for path in KERNEL_TESTS.glob("test_*.py"):
+        count += sum(
+            line.startswith(("async def test_", "def test_"))
+            for line in path.read_text().splitlines()
+        )
+    return count
+
+
+@pytest.mark.timeout(1800)
+def test_the_real_kernel_tier_passes_on_cgroup_v2(tmp_path: pathlib.Path) -> None:
+    junit = tmp_path / "junit.xml"
+    command = (
+        f"cd {ROOT} && MEMGUARD_TEST_CGROUP_VERSION=2 PYTHONDONTWRITEBYTECODE=1 "
+        f"{ROOT}/.venv/bin/python -m pytest tests/kernel -q -p no:cacheprovider "
+        f"--basetemp=/tmp/memguard-pytest -o timeout=900 --junitxml={junit}"
+    )
+    result = run_in_vm_result(command, str(tmp_path), memory_mib=1536, timeout_s=1500, capture=True)
+    output = (result.stdout + result.stderr).decode("utf-8", "replace")
+    assert result.returncode == 0, output[-6000:]
+    suite = ET.parse(junit).getroot()
+    suite = suite if suite.tag == "testsuite" else suite[0]
+    assert int(suite.get("tests", "0")) == _expected_test_count(), output[-3000:]
+    for counter in ("failures", "errors", "skipped"):
+        assert suite.get(counter) == "0", output[-3000:]
