@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck pytest bench clean vm-deps
+.PHONY: run test lint typecheck pytest bench clean vm-deps probe-zipapp
 
 $(STAMP): pyproject.toml setup.py native/build_native.py
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,12 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.latency
 	$(BIN)/python -m bench.rss
 	$(BIN)/python -m bench.kube_events
+	$(BIN)/python -m bench.probe
+	$(BIN)/python -m bench.v2_vm
+
+# memguard-probe: the liveness probe as one stdlib-only file for application images.
+probe-zipapp:
+	$(PYTHON) packaging/build_probe_zipapp.py --output build/memguard-probe
 
 clean:
 	rm -rf $(VENV) build *.egg-info memguard/_native.*

@@ -14,14 +14,13 @@ from __future__ import annotations
 import logging
 import os
 import resource
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import trio
 
 from memguard.actions import Flusher, Killer
-from memguard.backend import Backend
+from memguard.backend import Backend, Service
 from memguard.backend_v1 import V1Backend
 from memguard.backend_v2 import V2Backend, V2Settings
 from memguard.discovery import Discovery, MatchMode
@@ -38,9 +37,6 @@ from memguard.units import format_size
 from memguard.watch import InotifyHub
 
 log = logging.getLogger(__name__)
-
-# A long-running trio task: `await nursery.start(service)` (it calls task_status.started()).
-Service = Callable[..., Awaitable[Any]]
 
 
 @dataclass(frozen=True)
@@ -201,6 +197,8 @@ class Agent:
             if self._stop_requested:
                 inner.cancel_scope.cancel()
             inner.start_soon(self.hub.run)
+            for backend_service in self.backend.services():
+                await inner.start(backend_service)
             context = GuardContext(
                 self.backend, self.hub, self.config.settings, flusher, killer, self.bus.publish
             )

@@ -8,11 +8,15 @@ fake trees in memguard.fake.backend; cgroup v2 plugs in the same way.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from contextlib import AbstractContextManager
-from typing import Protocol
+from typing import Any, Protocol
 
 from memguard.policy.model import MemorySnapshot
 from memguard.watch import InotifyHub
+
+# A long-running trio task: `await nursery.start(service)` (it calls task_status.started()).
+Service = Callable[..., Awaitable[Any]]
 
 
 class Notifier(Protocol):
@@ -52,3 +56,7 @@ class Backend(Protocol):
         ...
 
     def notifier(self, cgroup_dir: str, hub: InotifyHub) -> AbstractContextManager[Notifier]: ...
+
+    def services(self) -> list[Service]:
+        """Tasks the backend needs beside the guards (v2: the memory.current poller)."""
+        ...

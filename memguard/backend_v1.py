@@ -8,6 +8,7 @@ from contextlib import contextmanager
 
 import trio
 
+from memguard.backend import Service
 from memguard.doorbell import KERNEL, Doorbell
 from memguard.kernel import cgroup_v1
 from memguard.kernel.eventfd import EventFd
@@ -104,6 +105,9 @@ class V1Backend:
 
     def kill_all(self, cgroup_dir: str) -> bool | None:
         return None  # no cgroup.kill on v1: processes are killed one by one
+
+    def services(self) -> list[Service]:
+        return []
 
     @contextmanager
     def notifier(self, cgroup_dir: str, hub: InotifyHub) -> Iterator[V1Notifier]:

@@ -6,7 +6,7 @@ v2 has no usage-threshold event, so a guard is woken by whichever comes first:
 - the PSI trigger on memory.pressure fired (tasks stalled on memory);
 - the adaptive poll of memory.current found usage at or over the threshold
   (interval: half of headroom / fill rate, 10 ms .. 1 s by default;
-  memguard.policy.poll);
+  memguard.policy.poll; one shared poller task: memguard.v2poller);
 - optionally the memory.high tripwire: memory.high = threshold makes the
   kernel count "high" events (and throttle the allocator) from the threshold
   on. Off by default: it throttles, and kubelet's MemoryQoS manages
@@ -25,15 +25,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-import trio
-
+from memguard.backend import Service
 from memguard.doorbell import KERNEL, TIMEOUT, Doorbell
 from memguard.errors import Unsupported
 from memguard.kernel import cgroup_v1, cgroup_v2
 from memguard.kernel.inotify import IN_MODIFY, InotifyEvent
 from memguard.kernel.psi import PsiTrigger
 from memguard.policy.model import MemorySnapshot
-from memguard.policy.poll import PollSettings, PollState, next_interval_s, observe
+from memguard.policy.poll import PollSettings
+from memguard.v2poller import PollEntry, Poller, close_entry
 from memguard.watch import InotifyHub
 
 log = logging.getLogger(__name__)
@@ -54,14 +54,13 @@ class V2Settings:
 
 
 class V2Notifier:
-    def __init__(self, cgroup_dir: str, settings: V2Settings) -> None:
+    def __init__(self, cgroup_dir: str, settings: V2Settings, poller: Poller) -> None:
         self._cgroup_dir = cgroup_dir
         self._settings = settings
+        self._poller = poller
         self.bell = Doorbell()
         self._psi: PsiTrigger | None = None
-        self._current_fd: int | None = None
-        self._threshold: int | None = None
-        self._poll = PollState()
+        self._poll: PollEntry | None = None
         self._tripwire_bytes: int | None = None  # memory.high as memguard set it
         self.woke_at: float | None = None
 
@@ -78,9 +77,11 @@ class V2Notifier:
     def open(self) -> bool:
         """Open the PSI trigger and memory.current; False when the cgroup is gone."""
         if SIGNAL_POLL in self._settings.signals:
-            self._current_fd = cgroup_v2.open_current(self._cgroup_dir)
-            if self._current_fd is None:
+            fd = cgroup_v2.open_current(self._cgroup_dir)
+            if fd is None:
                 return False
+            self._poll = PollEntry(fd, self.bell)
+            self._poller.add(self._poll)
         if SIGNAL_PSI in self._settings.signals:
             try:
                 self._psi = PsiTrigger.open(self._cgroup_dir, self._settings.psi_trigger)
@@ -91,7 +92,8 @@ class V2Notifier:
         return True
 
     async def arm(self, threshold_bytes: int | None) -> bool:
-        self._threshold = threshold_bytes
+        if self._poll is not None:
+            self._poll.threshold_bytes = threshold_bytes
         if self._settings.high_tripwire:
             return self._set_tripwire(threshold_bytes)
         return cgroup_v2.read_max(self._cgroup_dir)[0]
@@ -105,47 +107,26 @@ class V2Notifier:
         self._tripwire_bytes = threshold_bytes
         return cgroup_v2.write_high(self._cgroup_dir, threshold_bytes)
 
-    def _poll_now(self) -> frozenset[str] | None:
-        """Read memory.current; the wake reasons when it is over the threshold (or gone)."""
-        if self._current_fd is None:
-            return None
-        usage = cgroup_v2.pread_current(self._current_fd)
-        if usage is None:
-            return frozenset({SIGNAL_POLL})  # gone: the guard's read will say so
-        self._poll = observe(self._poll, usage, trio.current_time())
-        if self._threshold is not None and usage >= self._threshold:
-            return frozenset({SIGNAL_POLL})
-        return None
-
     async def wait(self, timeout_s: float) -> frozenset[str]:
-        deadline_s = trio.current_time() + timeout_s
         psi_fd = None if self._psi is None else self._psi.fileno()
-        while True:
-            step_s = deadline_s - trio.current_time()
-            if self._current_fd is not None:
-                interval_s = next_interval_s(self._poll, self._threshold, self._settings.poll)
-                step_s = min(step_s, interval_s)
-            reasons = await self.bell.wait(psi_fd, step_s)
-            if reasons != {TIMEOUT}:
-                if KERNEL in reasons and self._psi is not None:
-                    self._psi.drain()
-                    reasons = (reasons - {KERNEL}) | {SIGNAL_PSI}
-                self.woke_at = time.perf_counter()
-                return reasons
-            polled = self._poll_now()
-            if polled is not None:
-                self.woke_at = time.perf_counter()
-                return polled
-            if trio.current_time() >= deadline_s:
-                return reasons
+        reasons = await self.bell.wait(psi_fd, timeout_s)
+        if KERNEL in reasons and self._psi is not None:
+            self._psi.drain()
+            reasons = (reasons - {KERNEL}) | {SIGNAL_PSI}
+        polled_at = self._poll.woke_at if self._poll is not None else None
+        if SIGNAL_POLL in reasons and polled_at is not None:
+            self.woke_at = polled_at  # when the poller saw it, not when the guard woke
+        elif reasons != {TIMEOUT}:
+            self.woke_at = time.perf_counter()
+        return reasons
 
     def close(self) -> None:
         if self._psi is not None:
             self._psi.close()
             self._psi = None
-        if self._current_fd is not None:
-            os.close(self._current_fd)
-            self._current_fd = None
+        if self._poll is not None:
+            close_entry(self._poll)
+            self._poll = None
         if self._tripwire_bytes is not None:
             present, high = cgroup_v2.read_max(self._cgroup_dir, cgroup_v2.HIGH_FILE)
             if present and high == self._tripwire_bytes:
@@ -159,6 +140,10 @@ class V2Backend:
 
     def __init__(self, settings: V2Settings | None = None) -> None:
         self.settings = settings or V2Settings()
+        self.poller = Poller(self.settings.poll)
+
+    def services(self) -> list[Service]:
+        return [self.poller.run] if SIGNAL_POLL in self.settings.signals else []
 
     def exists(self, cgroup_dir: str) -> bool:
         return os.path.isdir(cgroup_dir)
@@ -177,7 +162,7 @@ class V2Backend:
 
     @contextmanager
     def notifier(self, cgroup_dir: str, hub: InotifyHub) -> Iterator[V2Notifier]:
-        notifier = V2Notifier(cgroup_dir, self.settings)
+        notifier = V2Notifier(cgroup_dir, self.settings, self.poller)
         subscription = hub.subscribe(cgroup_dir, IN_MODIFY, notifier.on_file_event)
         try:
             notifier.open()

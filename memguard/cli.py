@@ -1,4 +1,4 @@
-"""Command line: `memguard run | demo | fake init | fake drive | fake clean`.
+"""Command line: `memguard run | demo | probe | fake init | fake drive | fake clean`.
 
 Kept light at import (argparse only): each command imports what it needs, so
 quick commands do not pay for trio. Errors are one line on stderr and a
@@ -94,6 +94,9 @@ def build_parser() -> _Parser:
         default=1,
         help="the fake tree imitates cgroup v1 (default) or v2",
     )
+    commands.add_parser(
+        "probe", help="exec liveness probe: the container's memory against its limit (see --help)"
+    )
     _add_fake(commands)
     return parser
 
@@ -113,6 +116,12 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return main(args.cgroup_version)
 
 
+def _cmd_probe(args: argparse.Namespace) -> int:
+    from memguard import probe
+
+    return probe.main([])
+
+
 def _cmd_fake(args: argparse.Namespace) -> int:
     from memguard import fake_cli
 
@@ -120,10 +129,18 @@ def _cmd_fake(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    if arguments[:1] == ["probe"]:
+        # Fast path: the liveness probe runs every few seconds in every pod and
+        # parses its own arguments; it must not pay for the big parser.
+        from memguard import probe
+
+        return probe.main(arguments[1:])
     from memguard.errors import ConfigError, MemguardError
 
-    args = build_parser().parse_args(argv)
-    handler = {"run": _cmd_run, "demo": _cmd_demo, "fake": _cmd_fake}[args.command]
+    args = build_parser().parse_args(arguments)
+    handlers = {"run": _cmd_run, "demo": _cmd_demo, "probe": _cmd_probe, "fake": _cmd_fake}
+    handler = handlers[args.command]
     try:
         return handler(args)
     except ConfigError as error:

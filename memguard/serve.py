@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from memguard.agent import Agent, AgentConfig, Service, raise_fd_limit, select_backend
+from memguard.agent import Agent, AgentConfig, raise_fd_limit, select_backend
+from memguard.backend import Service
 from memguard.kube.connection import find_connection, node_name_from
 from memguard.log_sink import LogSink
 from memguard.logsetup import configure

@@ -17,6 +17,7 @@ import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from memguard.backend import Service
 from memguard.doorbell import Doorbell
 from memguard.fake import files, model
 from memguard.kernel import cgroup_v1, cgroup_v2
@@ -98,6 +99,9 @@ class FakeBackend:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
             return True
+
+    def services(self) -> list[Service]:
+        return []
 
     @contextmanager
     def notifier(self, cgroup_dir: str, hub: InotifyHub) -> Iterator[FakeNotifier]:

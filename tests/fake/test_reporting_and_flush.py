@@ -9,7 +9,7 @@ import trio
 import trio.testing
 
 from memguard.actions import Flusher
-from memguard.backend import Notifier
+from memguard.backend import Notifier, Service
 from memguard.paths import ContainerRef
 from memguard.policy.model import MemorySnapshot
 from memguard.report import Report, ReportKind
@@ -108,6 +108,9 @@ class BlockingFlushBackend:
 
     def kill_all(self, cgroup_dir: str) -> bool | None:
         return None
+
+    def services(self) -> list[Service]:
+        return []
 
     def notifier(self, cgroup_dir: str, hub: InotifyHub) -> AbstractContextManager[Notifier]:
         raise NotImplementedError

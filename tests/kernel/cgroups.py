@@ -93,21 +93,28 @@ class CgroupTree:
         cid = container_id or uuid.uuid4().hex * 2
         return self.mkdir(f"kubepods/burstable/pod{uid}/{cid}", limit_bytes)
 
-    def spawn(self, cgroup: str, argv: list[str]) -> Started:
+    def spawn(self, cgroup: str, argv: list[str], stdout: int = subprocess.DEVNULL) -> Started:
         """Start argv stopped, move it into cgroup; call .go() to let it run."""
         script = "import os,sys; sys.stdin.readline(); os.execvp(sys.argv[1], sys.argv[1:])"
         wrapped = (
             argv if argv[:2] == [sys.executable, HOG] else [sys.executable, "-c", script, *argv]
         )
-        process = subprocess.Popen(wrapped, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
+        process = subprocess.Popen(wrapped, stdin=subprocess.PIPE, stdout=stdout)
         started = Started(process)
         self.processes.append(started)
         with open(os.path.join(cgroup, cgroup_v1.PROCS_FILE), "w") as file:
             file.write(str(process.pid))
         return started
 
-    def hog(self, cgroup: str, target_mib: int, rate_mib_s: float) -> Started:
-        return self.spawn(cgroup, [sys.executable, HOG, str(target_mib), str(rate_mib_s)])
+    def hog(
+        self, cgroup: str, target_mib: int, rate_mib_s: float, progress: bool = False
+    ) -> Started:
+        argv = [sys.executable, HOG, str(target_mib), str(rate_mib_s)]
+        return self.spawn(
+            cgroup,
+            argv + (["--progress"] if progress else []),
+            stdout=subprocess.PIPE if progress else subprocess.DEVNULL,
+        )
 
     def oom_kills(self, cgroup: str) -> int:
         name = cgroup_v1.OOM_CONTROL_FILE if self.version == 1 else cgroup_v2.EVENTS_FILE
