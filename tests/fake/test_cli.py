@@ -72,6 +72,24 @@ def test_an_explicit_kubeconfig_that_cannot_be_loaded_is_refused(
     assert_one_line_error(result, "cannot load Kubernetes config", garbage)
 
 
+def test_cgroup_version_must_match_the_tree(fake_tree: tuple[str, list[object]]) -> None:
+    result = run("run", "--parent", fake_tree[0], "--cgroup-version", "2")
+    assert_one_line_error(result, "--cgroup-version 2", "cgroup v1")
+
+
+def test_fake_init_v2_and_demo_v2(tmp_path: os.PathLike[str]) -> None:
+    root = os.path.join(tmp_path, "tree2")
+    created = run("fake", "init", root, "--cgroup-version", "2")
+    assert created.returncode == 0, created.stderr
+    assert "cgroup v2 files" in created.stdout
+    assert model.tree_cgroup_version(root) == 2
+    assert run("fake", "clean", root).returncode == 0
+    demo = run("demo", "--cgroup-version", "2")
+    assert demo.returncode == 0, demo.stdout + demo.stderr
+    assert "backend fake-v2" in demo.stdout
+    assert "memguard decided: OomGuardKillProcess" in demo.stdout
+
+
 def test_parent_that_is_not_a_cgroup_or_fake_tree_is_refused(tmp_path: os.PathLike[str]) -> None:
     assert_one_line_error(run("run", "--parent", str(tmp_path)), "fake init")
 
