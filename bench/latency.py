@@ -5,8 +5,10 @@
 Each run: a fresh container cgroup limited to --limit-mib, a hog allocating
 towards 2x the limit at --rate-mib-s, memguard (process policy) guarding it.
 Latency is measured inside memguard from the moment its eventfd woke it to the
-moment pidfd_send_signal returned (Report.latency_s). A run where the kernel's
-OOM killer acted first (oom_kill > 0) counts as a lost race.
+moment pidfd_send_signal was called (Report.latency_s). Crossing -> kill: from
+the hog's own reading of usage at or over the threshold (it prints one per MiB)
+to the report's wall time - the figure bench/v2_signals.py gives for cgroup v2.
+A run where the kernel's OOM killer acted first (oom_kill > 0) counts as lost.
 """
 
 from __future__ import annotations
@@ -31,12 +33,13 @@ async def measure(
     tree: CgroupTree, runs: int, limit_mib: int, rate_mib_s: float
 ) -> dict[str, object]:
     latencies_s: list[float] = []
+    crossing_s: list[float] = []
     lost = 0
     config = make_config(tree.parent, policy=Policy.PROCESS)
     async with running_agent(config) as (agent, collect):
         for index in range(runs):
             cgroup = tree.container(limit_bytes=limit_mib * MIB, index=index)
-            hog = tree.hog(cgroup, target_mib=2 * limit_mib, rate_mib_s=rate_mib_s)
+            hog = tree.hog(cgroup, target_mib=2 * limit_mib, rate_mib_s=rate_mib_s, progress=True)
             await wait_armed(agent, cgroup)
             hog.go()
             await hog.exited()
@@ -51,6 +54,15 @@ async def measure(
                 report = await collect.wait_for_kind(cgroup, ReportKind.KILL_PROCESS)
                 assert report.latency_s is not None
                 latencies_s.append(report.latency_s)
+                assert hog.process.stdout is not None
+                threshold = report.threshold_bytes or 0
+                crossed = [
+                    float(line.split()[1])
+                    for line in hog.process.stdout.read().splitlines()
+                    if int(line.split()[2]) >= threshold
+                ]
+                if crossed:
+                    crossing_s.append(report.wall_time_s - crossed[0])
             tree.remove(cgroup)
     latencies_ms = sorted(value * 1000 for value in latencies_s)
     p99_index = min(len(latencies_ms) - 1, round(0.99 * (len(latencies_ms) - 1)))
@@ -62,6 +74,10 @@ async def measure(
         "p99_ms": round(latencies_ms[p99_index], 3),
         "max_ms": round(latencies_ms[-1], 3),
         "min_ms": round(latencies_ms[0], 3),
+        "crossing_to_kill_median_ms": round(statistics.median(crossing_s) * 1000, 3)
+        if crossing_s
+        else None,
+        "crossing_to_kill_max_ms": round(max(crossing_s) * 1000, 3) if crossing_s else None,
         "limit_mib": limit_mib,
         "rate_mib_s": rate_mib_s,
         "cpus": os.cpu_count(),

@@ -210,6 +210,9 @@ class Guard:
         latency_s = None
         if woke_at is not None and outcome.first_signal_at is not None:
             latency_s = outcome.first_signal_at - woke_at
+        wall_time_s = time.time()
+        if outcome.first_signal_at is not None:  # when the kill happened, not now
+            wall_time_s -= time.perf_counter() - outcome.first_signal_at
         after = self._ctx.backend.snapshot(self.cgroup_dir) or current
         self._publish(
             kind,
@@ -221,6 +224,7 @@ class Guard:
             duration_s=time.perf_counter() - started + (flushed.duration_s if flushed else 0.0),
             latency_s=latency_s,
             reason=reason,
+            wall_time_s=wall_time_s,
         )
         # Re-arm after every action: a fresh registration, whatever happened.
         if not await notifier.arm(self._armed):
@@ -251,6 +255,7 @@ class Guard:
         after: MemorySnapshot | None = None,
         **details: object,
     ) -> None:
+        details.setdefault("wall_time_s", time.time())
         report = Report(
             kind=kind,
             cgroup=self.cgroup_dir,
@@ -261,7 +266,6 @@ class Guard:
             policy=self._settings.policy.value,
             action=action,
             dry_run=self._settings.dry_run,
-            wall_time_s=time.time(),
             woke_by=",".join(sorted(self._woke_by)),
             cache_before_bytes=before.cache_bytes,
             cache_after_bytes=None if after is None else after.cache_bytes,
