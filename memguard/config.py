@@ -45,6 +45,8 @@ def build_agent_config(values: Mapping[str, Any]) -> AgentConfig:
         cooldown_s=values["cooldown"],
         recheck_interval_s=values["recheck_interval"],
         hot_recheck_interval_s=values["hot_recheck_interval"],
+        cache_flush_above=values["flush_cache_above"],
+        cache_flush_interval_s=values["flush_interval"],
     )
     if values["poll_min_interval"] > values["poll_max_interval"]:
         raise ConfigError("--poll-min-interval is longer than --poll-max-interval")

@@ -23,6 +23,7 @@ from memguard.backend import Backend, Notifier
 from memguard.doorbell import NOTIFICATIONS, TIMEOUT
 from memguard.paths import ContainerRef
 from memguard.policy import decide as policy
+from memguard.policy.cacheflush import CacheStep, decide_cache_flush
 from memguard.policy.decide import Decision, GuardState, Step
 from memguard.policy.margin import threshold_bytes
 from memguard.policy.model import GuardSettings, MemorySnapshot, Policy
@@ -70,6 +71,7 @@ class Guard:
         self._armed: int | None = None
         self._is_armed = False
         self._woke_by: frozenset[str] = frozenset({TIMEOUT})
+        self._unlimited_noted = False
 
     @property
     def armed(self) -> bool:
@@ -163,13 +165,49 @@ class Guard:
             decision = policy.decide(snapshot, threshold, self._state, self._settings, now_s)
             if decision.step is Step.IDLE:
                 self._report_flush(before, snapshot, flushed)
-                return None
+                return self._next_look_s()
         if decision.step is Step.SKIP:
             self._report_skip(decision, before, snapshot, now_s)
         elif decision.step is Step.ACT:
             await self._act(before, snapshot, flushed, notifier, decision.reason)
             return self._state.cooldown_until_s
+        elif decision.step is Step.IDLE:
+            await self._flush_cache_if_above(snapshot, now_s)
+            return self._next_look_s()
         return decision.retry_at_s
+
+    def _next_look_s(self) -> float | None:
+        """With the cache flusher on, look again every --flush-interval."""
+        settings = self._settings
+        if settings.cache_flush_above is None:
+            return None
+        interval_s = min(settings.cache_flush_interval_s, settings.recheck_interval_s)
+        return trio.current_time() + interval_s
+
+    async def _flush_cache_if_above(self, snapshot: MemorySnapshot, now_s: float) -> None:
+        limit = self._settings.cache_flush_above
+        decision = decide_cache_flush(snapshot, limit, self._state, self._settings, now_s)
+        if decision.step is CacheStep.UNLIMITED and not self._unlimited_noted:
+            self._unlimited_noted = True
+            log.info(
+                "%s has no memory limit: --flush-cache-above %s does not apply to it",
+                self.cgroup_dir,
+                limit.describe() if limit else "",
+            )
+        if decision.step is not CacheStep.FLUSH:
+            return
+        flushed = await self._ctx.flusher.flush(self.cgroup_dir, decision.request_bytes)
+        self._state = policy.after_flush(self._state, now_s)
+        after = self._snapshot()
+        self._publish(
+            ReportKind.FLUSH,
+            snapshot,
+            "flushed page cache",
+            after=after,
+            reason=f"page cache {format_size(snapshot.reclaimable_cache_bytes)} was over "
+            f"--flush-cache-above {format_size(decision.above_bytes)}",
+            duration_s=flushed.duration_s,
+        )
 
     def _report_flush(
         self, before: MemorySnapshot, after: MemorySnapshot, flushed: FlushOutcome

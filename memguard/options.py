@@ -16,6 +16,7 @@ from typing import Any
 
 from memguard.errors import ConfigError
 from memguard.logsetup import LOG_FORMATS, LOG_LEVELS
+from memguard.policy.model import CacheLimit
 from memguard.units import parse_duration, parse_listen, parse_ratio, parse_size
 
 DEFAULT_PARENT = "auto"  # the kubelet's tree on this host (memguard.kernel.mounts)
@@ -93,6 +94,19 @@ def _psi_trigger(text: str) -> str:
     return " ".join(parts)
 
 
+def _cache_limit(text: str) -> CacheLimit | None:
+    """'' (off), '25%' (a share of the limit) or a size ('512Mi', '1G', bytes)."""
+    stripped = text.strip()
+    if not stripped:
+        return None
+    if stripped.endswith("%"):
+        ratio = parse_ratio(stripped)
+        if ratio <= 0:
+            raise ValueError(f"{text!r}: a share must be above 0%")
+        return CacheLimit(ratio=ratio)
+    return CacheLimit(size_bytes=parse_size(stripped))
+
+
 @dataclass(frozen=True)
 class Option:
     flag: str
@@ -147,6 +161,19 @@ RUN_OPTIONS = (
         "after a flush, leave it to the kernel if reclaimable cache is above this share",
     ),
     Option("--flush-cooldown", "10s", parse_duration, "at most one flush per cgroup this often"),
+    Option(
+        "--flush-cache-above",
+        "",
+        _cache_limit,
+        "flush a container's page cache above this share of its limit (25%) or size "
+        "(512Mi); off when empty",
+    ),
+    Option(
+        "--flush-interval",
+        "30s",
+        _positive_duration,
+        "how often --flush-cache-above is checked (also on every notification)",
+    ),
     Option("--flush-timeout", "5s", _positive_duration, "stop waiting for a flush after this"),
     Option("--cooldown", "5s", parse_duration, "after acting on a cgroup, wait this long"),
     Option(

@@ -55,6 +55,19 @@ class ProcInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class CacheLimit:
+    """--flush-cache-above: a share of the limit (ratio) or a size (bytes)."""
+
+    ratio: float | None = None
+    size_bytes: int | None = None
+
+    def describe(self) -> str:
+        if self.ratio is not None:
+            return f"{self.ratio:.0%} of the limit"
+        return f"{self.size_bytes} bytes"
+
+
+@dataclass(frozen=True, slots=True)
 class GuardSettings:
     """The policy-relevant part of the configuration (built in cli.py)."""
 
@@ -70,6 +83,9 @@ class GuardSettings:
     cooldown_s: float = 5.0
     recheck_interval_s: float = 60.0
     hot_recheck_interval_s: float = 0.1
+    # The page-cache flusher (policy.cacheflush): off when cache_flush_above is None.
+    cache_flush_above: CacheLimit | None = None
+    cache_flush_interval_s: float = 30.0
 
 
 def check_granularity_bytes(nr_cpus: int, page_bytes: int) -> int:

@@ -12,7 +12,7 @@ from memguard.fake import drive, model
 from memguard.fake.model import FakeMemory
 from memguard.kernel import cgroup_v1
 from memguard.policy.margin import threshold_bytes
-from memguard.policy.model import MIB, Policy
+from memguard.policy.model import MIB, CacheLimit, Policy
 from memguard.report import ReportKind
 from tests.helpers import make_config, make_settings, running_agent, supervisor_of
 
@@ -144,3 +144,37 @@ async def test_v2_memory_max_change_rearms_and_events_wake_the_guard(
         report = await collect.wait_for_kind(path, ReportKind.NOOP)
     assert report.limit_bytes == 100 * MIB
     assert report.ref.qos_class == "Burstable"
+
+
+async def test_cache_flusher_flushes_above_its_share_and_respects_the_cooldown(
+    empty_fake_root: str, container: str, autojump_clock: trio.testing.MockClock
+) -> None:
+    config = make_config(
+        empty_fake_root, cache_flush_above=CacheLimit(ratio=0.25), flush_cooldown_s=30.0
+    )
+    async with running_agent(config) as (_, collect):
+        drive.step(empty_fake_root, container, drive.Kind.CACHE, 80 * MIB)  # over 64 MiB
+        first = await collect.wait_for_kind(container, ReportKind.FLUSH)
+        first_at_s = trio.current_time()
+        assert "--flush-cache-above" in first.reason
+        assert first.cache_before_bytes == 80 * MIB
+        assert first.cache_after_bytes == 0  # v1 fake: force_empty drops all clean cache
+        drive.step(empty_fake_root, container, drive.Kind.CACHE, 80 * MIB)
+        second = await collect.wait_for(lambda r: r.kind is ReportKind.FLUSH and r is not first)
+        waited_s = trio.current_time() - first_at_s
+    assert waited_s >= 30.0  # not before --flush-cooldown, though the cache was back at once
+    assert second.cache_before_bytes == 80 * MIB
+    flushes = [r for r in collect.reports if r.kind is ReportKind.FLUSH]
+    assert len(flushes) == 2
+
+
+async def test_cache_flusher_skips_unlimited_cgroups_for_a_share(
+    empty_fake_root: str, autojump_clock: trio.testing.MockClock
+) -> None:
+    path = os.path.join(empty_fake_root, "kubepods", f"pod{'3' * 8}-3333-3333-3333-{'3' * 12}", HEX)
+    model.create(path, FakeMemory(limit_bytes=None, clean_cache_bytes=500 * MIB))
+    config = make_config(empty_fake_root, cache_flush_above=CacheLimit(ratio=0.25))
+    async with running_agent(config) as (agent, collect):
+        await supervisor_of(agent).wait_until(1)
+        await trio.sleep(120)  # virtual time: several flush intervals pass
+    assert collect.reports == []

@@ -16,7 +16,7 @@ from memguard.agent import AgentConfig
 from memguard.backend_v2 import V2Settings
 from memguard.kernel import cgroup_v1
 from memguard.policy.margin import threshold_bytes
-from memguard.policy.model import MIB, Policy
+from memguard.policy.model import MIB, CacheLimit, Policy
 from memguard.report import ReportKind
 from tests.helpers import (
     make_config,
@@ -150,3 +150,28 @@ async def test_many_real_cgroups_come_and_go_without_leaks(cgroups: CgroupTree) 
         assert trio_task_count() == tasks_before
         assert open_fd_count() == fds_before
         assert supervisor.failures == 0
+
+
+async def test_cache_flusher_reclaims_page_cache_above_its_limit(
+    cgroups: CgroupTree, page_cache_dir: pathlib.Path
+) -> None:
+    cgroup = cgroups.container(limit_bytes=1024 * MIB)
+    target = os.path.join(page_cache_dir, "flusher-cache")
+    dd = cgroups.spawn(cgroup, ["dd", "if=/dev/zero", f"of={target}", "bs=1M", "count=200"])
+    config = make_config(
+        cgroups.parent,
+        cache_flush_above=CacheLimit(size_bytes=64 * MIB),
+        cache_flush_interval_s=0.5,
+    )
+    async with running_agent(config) as (agent, collect):
+        await wait_armed(agent, cgroup)
+        dd.go()
+        assert await dd.exited() == 0
+        flush = await collect.wait_for_kind(cgroup, ReportKind.FLUSH)
+    assert "--flush-cache-above" in flush.reason
+    assert flush.cache_before_bytes is not None
+    assert flush.cache_after_bytes is not None
+    assert flush.cache_before_bytes > 64 * MIB
+    # v1 force_empty drops it all; v2 reclaims the excess over 64 MiB
+    assert flush.cache_after_bytes <= 64 * MIB + 4 * MIB
+    assert not [r for r in collect.reports if r.kind is not ReportKind.FLUSH]
