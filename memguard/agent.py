@@ -29,8 +29,10 @@ from memguard.fake import model as fake_model
 from memguard.fake.backend import FakeBackend
 from memguard.guard import GuardContext
 from memguard.kernel.fstype import FsKind, fs_kind
+from memguard.memory_qos import MemoryQos
 from memguard.policy.margin import granularity_raised_margin
 from memguard.policy.model import GuardSettings
+from memguard.policy.qos import QosConfig
 from memguard.reporting import DEFAULT_QUEUE_CAPACITY, ReportBus, Sink
 from memguard.supervisor import GuardSupervisor
 from memguard.units import format_size
@@ -51,6 +53,7 @@ class AgentConfig:
     shutdown_drain_s: float = 5.0
     cgroup_version: str = "auto"  # auto | 1 | 2
     v2: V2Settings = field(default_factory=V2Settings)
+    memory_qos: QosConfig | None = None  # classes / unifiedannotations from --config
 
 
 def _existing_ancestor(path: str) -> str:
@@ -149,6 +152,19 @@ class Agent:
             Flusher(self.backend, config.flush_timeout_s, config.max_parallel_flushes),
             Killer(self.backend, frozenset({os.getpid()}), settings.dry_run),
         )
+        self.memory_qos = (
+            MemoryQos(
+                config.memory_qos,
+                self.backend,
+                self.bus.publish,
+                os.sysconf("SC_PAGE_SIZE"),
+                settings.dry_run,
+            )
+            if config.memory_qos is not None and config.memory_qos.enabled
+            else None
+        )
+        if self.memory_qos is not None:
+            self._services.append(self.memory_qos.run)
         self._inner: trio.Nursery | None = None
         self._stop_requested = False
         self.supervisor: GuardSupervisor | None = None
@@ -200,7 +216,13 @@ class Agent:
             for backend_service in self.backend.services():
                 await inner.start(backend_service)
             context = GuardContext(
-                self.backend, self.hub, self.config.settings, flusher, killer, self.bus.publish
+                self.backend,
+                self.hub,
+                self.config.settings,
+                flusher,
+                killer,
+                self.bus.publish,
+                self.memory_qos,
             )
             self.supervisor = GuardSupervisor(inner, context)
             self.discovery = Discovery(

@@ -60,3 +60,18 @@ class Backend(Protocol):
     def services(self) -> list[Service]:
         """Tasks the backend needs beside the guards (v2: the memory.current poller)."""
         ...
+
+    @property
+    def unified_settings(self) -> bool:
+        """cgroup v2 control files (memory QoS) exist: v1 has no memory.high, memory.swap.max."""
+        ...
+
+    def read_setting(self, cgroup_dir: str, file: str) -> str | None:
+        """A control file's value; None when absent (or on v1)."""
+        ...
+
+    def write_setting(self, cgroup_dir: str, file: str, value: str) -> bool:
+        """Write a control file (blocks: call off the trio thread); False when gone.
+
+        Raises KernelError when the kernel refuses the value."""
+        ...

@@ -106,6 +106,14 @@ class V1Backend:
     def kill_all(self, cgroup_dir: str) -> bool | None:
         return None  # no cgroup.kill on v1: processes are killed one by one
 
+    unified_settings = False
+
+    def read_setting(self, cgroup_dir: str, file: str) -> str | None:
+        return None
+
+    def write_setting(self, cgroup_dir: str, file: str, value: str) -> bool:
+        return False  # no memory.high / memory.swap.max on v1 (unified_settings)
+
     def services(self) -> list[Service]:
         return []
 

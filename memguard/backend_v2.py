@@ -160,6 +160,14 @@ class V2Backend:
     def kill_all(self, cgroup_dir: str) -> bool | None:
         return cgroup_v2.kill_all(cgroup_dir)
 
+    unified_settings = True
+
+    def read_setting(self, cgroup_dir: str, file: str) -> str | None:
+        return cgroup_v2.read_setting(cgroup_dir, file)
+
+    def write_setting(self, cgroup_dir: str, file: str, value: str) -> bool:
+        return cgroup_v2.write_setting(cgroup_dir, file, value)
+
     @contextmanager
     def notifier(self, cgroup_dir: str, hub: InotifyHub) -> Iterator[V2Notifier]:
         notifier = V2Notifier(cgroup_dir, self.settings, self.poller)

@@ -15,6 +15,7 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import trio
 
@@ -30,6 +31,9 @@ from memguard.policy.model import GuardSettings, MemorySnapshot, Policy
 from memguard.report import Report, ReportKind
 from memguard.units import format_size
 from memguard.watch import InotifyHub
+
+if TYPE_CHECKING:
+    from memguard.memory_qos import MemoryQos
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +52,7 @@ class GuardContext:
     flusher: Flusher
     killer: Killer
     publish: Callable[[Report], None]
+    memory_qos: MemoryQos | None = None  # told of each container and limit (--config classes)
 
 
 class _Gone(Exception):
@@ -117,6 +122,10 @@ class Guard:
             self._report_kernel_oom(snapshot)
             threshold = threshold_bytes(snapshot.limit_bytes, self._settings)
             if threshold != self._armed or not self._is_armed:
+                if self._ctx.memory_qos is not None:  # before the tripwire: QoS owns memory.high
+                    self._ctx.memory_qos.container_seen(
+                        self.cgroup_dir, self.ref, snapshot.limit_bytes
+                    )
                 if not await notifier.arm(threshold):
                     raise _Gone
                 log.info(

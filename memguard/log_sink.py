@@ -14,6 +14,9 @@ _LEVELS = {
     ReportKind.NOOP: logging.WARNING,
     ReportKind.NO_VICTIM: logging.WARNING,
     ReportKind.KERNEL_OOM: logging.WARNING,
+    ReportKind.QOS_APPLIED: logging.INFO,
+    ReportKind.QOS_INVALID: logging.WARNING,
+    ReportKind.QOS_UNSUPPORTED: logging.WARNING,
 }
 
 

@@ -28,6 +28,12 @@ class ReportKind(enum.Enum):
     NOOP = "OomGuardNoop"  # over threshold after flush, policy noop: reported only
     NO_VICTIM = "OomGuardNoVictim"  # over threshold, nothing memguard may kill
     KERNEL_OOM = "CgroupOOM"  # the kernel's OOM killer acted in this cgroup
+    QOS_APPLIED = "OomGuardMemoryQoS"  # memory QoS settings written
+    QOS_INVALID = "OomGuardMemoryQoSInvalid"  # bad annotation or refused value: nothing written
+    QOS_UNSUPPORTED = "OomGuardMemoryQoSUnsupported"  # cgroup v1: no equivalent settings
+
+
+QOS_KINDS = frozenset({ReportKind.QOS_APPLIED, ReportKind.QOS_INVALID, ReportKind.QOS_UNSUPPORTED})
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +85,10 @@ class Report:
         what gets shortened (from its start: the container id at its end stays).
         Control characters (a process may name itself "a\nb") become '?'.
         """
+        if self.kind in QOS_KINDS:  # settings, not a memory emergency: no usage figures
+            head = _truncate(_printable(f"{self.action}; {self.reason}"), MESSAGE_MAX_BYTES - 64)
+            room = MESSAGE_MAX_BYTES - len(head.encode()) - len("; cgroup ")
+            return f"{head}; cgroup {_keep_tail(_printable(self.cgroup), room)}"
         parts = [self.action]
         usage = f"usage {format_size(self.usage_bytes)}"
         if self.usage_after_bytes is not None:

@@ -98,4 +98,6 @@ class GuardSupervisor:
             if self._scopes.get(cgroup_dir) is scope:
                 del self._scopes[cgroup_dir]
                 self.guards.pop(cgroup_dir, None)
+                if self._context.memory_qos is not None:
+                    self._context.memory_qos.container_gone(cgroup_dir)
             self._notify()

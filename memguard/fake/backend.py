@@ -100,6 +100,27 @@ class FakeBackend:
                     os.kill(pid, signal.SIGKILL)
             return True
 
+    @property
+    def unified_settings(self) -> bool:
+        return self.cgroup_version == 2
+
+    def read_setting(self, cgroup_dir: str, file: str) -> str | None:
+        """A fake v2 tree's setting; an absent file reads as the kernel's default."""
+        if self.cgroup_version == 1 or not os.path.isdir(cgroup_dir):
+            return None
+        try:
+            with open(os.path.join(cgroup_dir, file)) as handle:
+                return handle.read().strip()
+        except FileNotFoundError:
+            return "max"
+
+    def write_setting(self, cgroup_dir: str, file: str, value: str) -> bool:
+        if self.cgroup_version == 1 or not os.path.isdir(cgroup_dir):
+            return False
+        with open(os.path.join(cgroup_dir, file), "w") as handle:
+            handle.write(value + "\n")
+        return True
+
     def services(self) -> list[Service]:
         return []
 

@@ -141,6 +141,21 @@ def write_high(cgroup_dir: str, high_bytes: int | None) -> bool:
     return _write(os.path.join(cgroup_dir, HIGH_FILE), value)
 
 
+def read_setting(cgroup_dir: str, file: str) -> str | None:
+    """A control file's text, stripped (e.g. memory.high "max"); None when absent."""
+    text = read_text(os.path.join(cgroup_dir, file))
+    return None if text is None else text.strip()
+
+
+def write_setting(cgroup_dir: str, file: str, value: str) -> bool:
+    """Write a control file (memory.high, memory.swap.max, ...); False when gone.
+
+    A value the kernel refuses raises KernelError (EINVAL). Writing memory.high
+    under the current usage reclaims in the writer: call it off the trio thread.
+    """
+    return _write(os.path.join(cgroup_dir, file), value.encode())
+
+
 def open_current(cgroup_dir: str) -> int | None:
     """An fd on memory.current for cheap repeated reads (pread), or None when gone."""
     try:

@@ -29,6 +29,9 @@ _ACTIONS = {
     ReportKind.NOOP: "Report",
     ReportKind.NO_VICTIM: "Report",
     ReportKind.KERNEL_OOM: "Observe",
+    ReportKind.QOS_APPLIED: "SetMemoryQoS",
+    ReportKind.QOS_INVALID: "SetMemoryQoS",
+    ReportKind.QOS_UNSUPPORTED: "SetMemoryQoS",
 }
 
 
@@ -61,7 +64,7 @@ def regarding_for(report: Report, pod: PodInfo | None, node_name: str) -> Regard
 
 
 def event_type(kind: ReportKind) -> str:
-    return "Normal" if kind is ReportKind.FLUSH else "Warning"
+    return "Normal" if kind in (ReportKind.FLUSH, ReportKind.QOS_APPLIED) else "Warning"
 
 
 def event_action(report: Report) -> str:

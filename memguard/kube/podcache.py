@@ -39,6 +39,9 @@ class PodCache:
         self.errors = 0
         self.resource_version: str | None = None
         self._changed: asyncio.Event | None = None  # created on the loop, on demand
+        # Called on the cache's loop with a changed pod's uid (None: all, after a list);
+        # they must not block (memory QoS hands the uid over to trio).
+        self.listeners: list[Callable[[str | None], None]] = []
 
     async def wait_until(self, predicate: Callable[[PodCache], bool]) -> None:
         """Park (on the cache's loop) until predicate(self) holds."""
@@ -47,7 +50,12 @@ class PodCache:
                 self._changed = asyncio.Event()
             await self._changed.wait()
 
-    def _notify(self) -> None:
+    def _notify(self, pod_uid: str | None = None) -> None:
+        for listener in self.listeners:
+            try:
+                listener(pod_uid)
+            except Exception:
+                log.exception("pod cache listener failed")
         changed, self._changed = self._changed, None
         if changed is not None:
             changed.set()
@@ -129,4 +137,4 @@ class PodCache:
             self._pods.pop(info.uid, None)
         else:
             self._pods[info.uid] = info
-        self._notify()
+        self._notify(info.uid)

@@ -112,6 +112,14 @@ class BlockingFlushBackend:
     def services(self) -> list[Service]:
         return []
 
+    unified_settings = False
+
+    def read_setting(self, cgroup_dir: str, file: str) -> str | None:
+        return None
+
+    def write_setting(self, cgroup_dir: str, file: str, value: str) -> bool:
+        return False
+
     def notifier(self, cgroup_dir: str, hub: InotifyHub) -> AbstractContextManager[Notifier]:
         raise NotImplementedError
 

@@ -132,7 +132,8 @@ def test_every_event_body_passes_the_strict_schema_and_server_rules(
     apirules.check_schema(body)
     assert apirules.event_create_errors(body, apirules.EVENTS_V1) == []
     assert body["reportingController"] == REPORTING_CONTROLLER
-    assert body["type"] == ("Normal" if kind is ReportKind.FLUSH else "Warning")
+    normal = kind in (ReportKind.FLUSH, ReportKind.QOS_APPLIED)
+    assert body["type"] == ("Normal" if normal else "Warning")
     if about_pod:
         assert body["regarding"]["fieldPath"] == "spec.containers{app}"
     else:

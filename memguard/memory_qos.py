@@ -1,0 +1,273 @@
+"""Memory QoS classes and direct annotations, applied to guarded containers.
+
+Guards say when a container cgroup is armed (it appeared, or its limit
+changed) and the supervisor when it is gone; the pod cache says when a pod
+changed (its annotations, or the container ids in its status). One task
+recomputes the plan (memguard.policy.qos) of each container marked dirty and
+writes what differs from what it wrote before, in a worker thread: writing
+memory.high under the usage makes the writer reclaim. A setting memguard wrote
+and no longer wants is put back to the value it found, if nobody changed it
+since. Warnings (an unknown class, a file not allow-listed, a value the kernel
+refuses) go out once per pod and problem; on cgroup v1 "not supported" goes
+out once per pod. With --dry-run nothing is written: the report says "would set".
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import trio
+
+from memguard.backend import Backend
+from memguard.errors import KernelError
+from memguard.kube.pods import PodInfo
+from memguard.paths import ContainerRef
+from memguard.policy.qos import HIGH_FILE, QosConfig, QosPlan, plan_memory_qos
+from memguard.report import Report, ReportKind
+from memguard.units import format_size
+
+log = logging.getLogger(__name__)
+
+POLICY_NAME = "memory-qos"
+
+
+class PodSource(Protocol):
+    def lookup(self, pod_uid: str | None) -> PodInfo | None: ...
+
+
+@dataclass
+class _Tracked:
+    ref: ContainerRef
+    limit_bytes: int | None
+    # file -> (the value memguard wrote, the value it found there before)
+    written: dict[str, tuple[str, str | None]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    written: Mapping[str, tuple[str, str | None]]
+    restored: tuple[str, ...]
+    errors: tuple[str, ...]
+    gone: bool
+
+
+class MemoryQos:
+    def __init__(
+        self,
+        config: QosConfig,
+        backend: Backend,
+        publish: Callable[[Report], None],
+        page_bytes: int,
+        dry_run: bool = False,
+    ) -> None:
+        self.config = config
+        self.pods: PodSource | None = None  # the pod cache, when Kubernetes is on
+        self._backend = backend
+        self._publish = publish
+        self._page_bytes = page_bytes
+        self._dry_run = dry_run
+        self._tracked: dict[str, _Tracked] = {}
+        self._dirty: set[str] = set()
+        self._wake = trio.Event()
+        self._said: dict[str, set[str]] = {}  # pod uid -> warnings already reported
+        self._token: trio.lowlevel.TrioToken | None = None
+        self.applied = 0  # containers whose settings were written (tests, metrics)
+
+    # -- inputs -------------------------------------------------------------------------
+
+    def container_seen(self, cgroup_dir: str, ref: ContainerRef, limit_bytes: int | None) -> None:
+        """A guard armed: the cgroup is new or its limit changed."""
+        tracked = self._tracked.get(cgroup_dir)
+        if tracked is None:
+            self._tracked[cgroup_dir] = _Tracked(ref, limit_bytes)
+        else:
+            tracked.limit_bytes = limit_bytes
+        self._mark(cgroup_dir)
+
+    def container_gone(self, cgroup_dir: str) -> None:
+        tracked = self._tracked.pop(cgroup_dir, None)
+        self._dirty.discard(cgroup_dir)
+        uid = tracked.ref.pod_uid if tracked else None
+        if uid is not None and not any(t.ref.pod_uid == uid for t in self._tracked.values()):
+            self._said.pop(uid, None)
+
+    def pod_changed(self, pod_uid: str | None) -> None:
+        """On trio: a pod changed (None: maybe all of them)."""
+        for cgroup_dir, tracked in self._tracked.items():
+            if pod_uid is None or tracked.ref.pod_uid == pod_uid:
+                self._mark(cgroup_dir)
+
+    def pod_changed_threadsafe(self, pod_uid: str | None) -> None:
+        """From the pod cache's thread: hand the change over to trio."""
+        token = self._token
+        if token is not None:
+            with contextlib.suppress(trio.RunFinishedError):
+                token.run_sync_soon(self.pod_changed, pod_uid)
+
+    def _mark(self, cgroup_dir: str) -> None:
+        self._dirty.add(cgroup_dir)
+        self._wake.set()
+
+    # -- the task -----------------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        self._token = trio.lowlevel.current_trio_token()
+        task_status.started()
+        try:
+            while True:
+                await self._wake.wait()
+                self._wake = trio.Event()
+                while self._dirty:
+                    await self._apply(self._dirty.pop())
+        finally:
+            self._token = None
+
+    async def _apply(self, cgroup_dir: str) -> None:
+        tracked = self._tracked.get(cgroup_dir)
+        pod = self.pods.lookup(tracked.ref.pod_uid) if tracked and self.pods else None
+        if tracked is None or pod is None:
+            return  # not known yet: the pod cache says when it is
+        container = pod.container(tracked.ref.container_id)
+        if container is None:
+            return  # not in the pod's status yet (or a sandbox): wait for the pod's update
+        plan = plan_memory_qos(
+            pod.annotations, container.name, tracked.limit_bytes, self._page_bytes, self.config
+        )
+        if plan.problems:
+            self._warn_once(cgroup_dir, tracked, ReportKind.QOS_INVALID, plan.problems)
+            return
+        if not self._backend.unified_settings:
+            if plan.writes:
+                self._unsupported_once(cgroup_dir, tracked, plan)
+            return
+        changes = {
+            file: value
+            for file, value in plan.writes.items()
+            if tracked.written.get(file, ("", None))[0] != value
+        }
+        stale = {f: w for f, w in tracked.written.items() if f not in plan.writes}
+        if not changes and not stale:
+            return
+        if self._dry_run:
+            self._report_applied(cgroup_dir, tracked, plan, changes, (), "would set memory QoS")
+            tracked.written.update({f: (v, None) for f, v in changes.items()})
+            return
+        outcome = await trio.to_thread.run_sync(
+            _write_all, self._backend, cgroup_dir, changes, dict(tracked.written), stale,
+            abandon_on_cancel=True,
+        )  # fmt: skip
+        if outcome.gone or self._tracked.get(cgroup_dir) is not tracked:
+            return
+        for file in stale:
+            tracked.written.pop(file, None)
+        tracked.written.update(outcome.written)
+        if outcome.errors:
+            self._warn_once(cgroup_dir, tracked, ReportKind.QOS_INVALID, outcome.errors)
+        done = {f: v for f, v in changes.items() if not _failed(f, outcome)}
+        if done or outcome.restored:
+            self.applied += 1
+            action = "set memory QoS"
+            self._report_applied(cgroup_dir, tracked, plan, done, outcome.restored, action)
+
+    # -- reports ------------------------------------------------------------------------
+
+    def _report(
+        self, kind: ReportKind, cgroup_dir: str, tracked: _Tracked, action: str, reason: str
+    ) -> None:
+        self._publish(
+            Report(
+                kind=kind,
+                cgroup=cgroup_dir,
+                ref=tracked.ref,
+                usage_bytes=0,
+                limit_bytes=tracked.limit_bytes,
+                threshold_bytes=None,
+                policy=POLICY_NAME,
+                action=action,
+                reason=reason,
+                dry_run=self._dry_run,
+                wall_time_s=time.time(),
+            )
+        )
+
+    def _report_applied(
+        self,
+        cgroup_dir: str,
+        tracked: _Tracked,
+        plan: QosPlan,
+        done: Mapping[str, str],
+        restored: tuple[str, ...],
+        action: str,
+    ) -> None:
+        limit = tracked.limit_bytes
+        parts = [f"{file}={_describe(file, value, limit)}" for file, value in done.items()]
+        parts += [f"{file} put back" for file in restored]
+        if plan.class_name:
+            parts.append(f"class {plan.class_name}")
+        parts += plan.notes
+        self._report(ReportKind.QOS_APPLIED, cgroup_dir, tracked, action, ", ".join(parts))
+
+    def _warn_once(
+        self, cgroup_dir: str, tracked: _Tracked, kind: ReportKind, problems: tuple[str, ...]
+    ) -> None:
+        said = self._said.setdefault(tracked.ref.pod_uid or cgroup_dir, set())
+        fresh = [problem for problem in problems if problem not in said]
+        if fresh:
+            said.update(fresh)
+            reason = "; ".join(fresh)
+            self._report(kind, cgroup_dir, tracked, "memory QoS not applied", reason)
+
+    def _unsupported_once(self, cgroup_dir: str, tracked: _Tracked, plan: QosPlan) -> None:
+        files = ", ".join(plan.writes)
+        reason = (
+            f"cgroup v1 has no equivalent of {files}"
+            + (f" (class {plan.class_name})" if plan.class_name else "")
+            + "; the pod runs without them"
+        )
+        self._warn_once(cgroup_dir, tracked, ReportKind.QOS_UNSUPPORTED, (reason,))
+
+
+def _failed(file: str, outcome: _Outcome) -> bool:
+    return any(error.startswith(f"{file}:") for error in outcome.errors)
+
+
+def _describe(file: str, value: str, limit_bytes: int | None) -> str:
+    if file == HIGH_FILE and value.isdigit():
+        share = f", {int(value) / limit_bytes:.0%} of the limit" if limit_bytes else ""
+        return f"{value} ({format_size(int(value))}{share})"
+    return value
+
+
+def _write_all(
+    backend: Backend,
+    cgroup_dir: str,
+    changes: Mapping[str, str],
+    written: Mapping[str, tuple[str, str | None]],
+    stale: Mapping[str, tuple[str, str | None]],
+) -> _Outcome:
+    """In a worker thread: write the changes, put stale settings back."""
+    done: dict[str, tuple[str, str | None]] = {}
+    restored: list[str] = []
+    errors: list[str] = []
+    for file, value in changes.items():
+        original = written[file][1] if file in written else backend.read_setting(cgroup_dir, file)
+        done[file] = (value, original)  # remembered even when refused: not retried each update
+        try:
+            if not backend.write_setting(cgroup_dir, file, value):
+                return _Outcome(done, (), (), gone=True)
+        except KernelError as error:
+            errors.append(f"{file}: the kernel refused {value!r} ({error})")
+    for file, (value, original) in stale.items():
+        if original is None or backend.read_setting(cgroup_dir, file) != value:
+            continue  # nothing to put back, or somebody else changed it since
+        try:
+            if backend.write_setting(cgroup_dir, file, original):
+                restored.append(file)
+        except KernelError as error:
+            errors.append(f"{file}: the kernel refused {original!r} ({error})")
+    return _Outcome(done, tuple(restored), tuple(errors), gone=False)
