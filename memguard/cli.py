@@ -33,6 +33,14 @@ def _add_run(commands: argparse._SubParsersAction[_Parser]) -> None:
         description="Guard container cgroups. Every flag also reads MEMGUARD_<FLAG> "
         "(e.g. MEMGUARD_POLICY=process).",
     )
+    run.add_argument(
+        "--config",
+        dest="config",
+        default=None,
+        metavar="FILE",
+        help="YAML file with any of these flags (without --) and memory QoS classes; "
+        "flags and env vars win over it [$MEMGUARD_CONFIG]",
+    )
     for option in RUN_OPTIONS:
         if option.is_switch:
             run.add_argument(
@@ -106,7 +114,15 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from memguard.options import RUN_OPTIONS, resolve
     from memguard.serve import serve
 
-    values = resolve(RUN_OPTIONS, vars(args), os.environ)
+    path = args.config or os.environ.get("MEMGUARD_CONFIG", "")
+    if path.strip():
+        from memguard.configfile import load_config_file
+
+        file = load_config_file(path, RUN_OPTIONS)
+        values = resolve(RUN_OPTIONS, vars(args), os.environ, file.values, path)
+        values["memory_qos"] = file.memory_qos
+    else:
+        values = resolve(RUN_OPTIONS, vars(args), os.environ)
     return serve(build_agent_config(values), values)
 
 

@@ -61,6 +61,7 @@ def build_agent_config(values: Mapping[str, Any]) -> AgentConfig:
         high_tripwire=values["high_tripwire"],
     )
     return AgentConfig(
+        memory_qos=values.get("memory_qos"),
         parent=resolve_parent(values["parent"], values["cgroup_version"]),
         settings=settings,
         cgroup_version=values["cgroup_version"],

@@ -3,7 +3,8 @@
 Light on purpose (no trio): the CLI builds its parser from this table.
 
 Precedence: command-line flag, then environment variable (MEMGUARD_<FLAG>,
-e.g. MEMGUARD_POLICY, MEMGUARD_MIN_MARGIN), then the default. Every value goes
+e.g. MEMGUARD_POLICY, MEMGUARD_MIN_MARGIN), then the --config file
+(memguard.configfile), then the default. Every value goes
 through the same parser whatever its source, and a bad one becomes a
 ConfigError naming where it came from.
 """
@@ -258,15 +259,23 @@ RUN_OPTIONS = (
 
 
 def resolve(
-    options: tuple[Option, ...], given: Mapping[str, str | None], environ: Mapping[str, str]
+    options: tuple[Option, ...],
+    given: Mapping[str, str | None],
+    environ: Mapping[str, str],
+    from_file: Mapping[str, str] | None = None,
+    file_path: str = "",
 ) -> dict[str, Any]:
-    """Parsed values by dest; flags beat env vars beat defaults."""
+    """Parsed values by dest; flags beat env vars beat the --config file beat defaults."""
     values: dict[str, Any] = {}
+    from_file = from_file or {}
     for option in options:
         raw = given.get(option.dest)
         source = option.flag
         if raw is None and option.env in environ:
             raw, source = environ[option.env], f"${option.env}"
+        if raw is None and option.dest in from_file:
+            raw = from_file[option.dest]
+            source = f"--config {file_path}: {option.flag.removeprefix('--')}"
         if raw is None:
             raw, source = option.default, f"default of {option.flag}"
         try:

@@ -140,6 +140,15 @@ async def _main(config: AgentConfig, values: Mapping[str, Any]) -> None:
         registry = CollectorRegistry()
         sinks.append(MetricsSink(registry))
     agent = Agent(config, sinks, services=services)
+    if agent.memory_qos is not None:
+        if kube is None:
+            log.warning(
+                "memory QoS classes/annotations are configured, but Kubernetes is off: "
+                "without pod annotations nothing is applied"
+            )
+        else:
+            agent.memory_qos.pods = kube.cache
+            kube.cache.listeners.append(agent.memory_qos.pod_changed_threadsafe)
     if values["listen"]:
         host, port = parse_listen(values["listen"])
         registry.register(StateCollector(lambda: state_metrics(agent, kube)))
