@@ -9,9 +9,10 @@
     unifiedannotations: [memory.high, memory.swap.max]
 
 Keys are the flags without "--" (underscores work too); values are what the
-flag takes, parsed by the same parsers. Precedence: flag, then environment,
-then the file, then the default. Only true/false are booleans here: YAML 1.1
-would read `kubernetes: off` as false, this loader keeps it the string "off".
+flag takes, as written, parsed by the same parsers. Precedence: flag, then
+environment, then the file, then the default. Only true/false are booleans
+here: YAML 1.1 would read `kubernetes: off` as false and `report-queue: 010` as
+8; this loader keeps every other plain scalar as the text written.
 Any problem (no file, bad YAML, an unknown key, a bad value) is a ConfigError
 naming the file: exit 2, one line.
 """
@@ -36,15 +37,30 @@ MAX_FILE_BYTES = 1 << 20
 
 
 class _Loader(yaml.SafeLoader):
-    """SafeLoader whose only booleans are true/false (not yes/no/on/off)."""
+    """A SafeLoader that keeps plain scalars as written, except true/false and null.
+
+    YAML 1.1 would turn `off` into false, `010` into 8, `1:30` into 90 and
+    `1.10` into 1.1 before the flag's parser saw them. Duplicate keys are errors.
+    """
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r}", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
 
 
-_Loader.yaml_implicit_resolvers = {
-    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:bool"]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-}
+_Loader.yaml_implicit_resolvers = {}
 _Loader.add_implicit_resolver(
     "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:null", re.compile(r"^(?:~|null|Null|NULL|)$"), ["~", "n", "N", ""]
 )
 
 
@@ -95,8 +111,12 @@ def load_config_file(path: str, options: Sequence[Option]) -> ConfigFile:
         raise ConfigError(f"--config {path}: expected a mapping of flag names to values")
     by_key = {option.flag.removeprefix("--"): option for option in options}
     values: dict[str, str] = {}
+    spelled: dict[str, str] = {}
     for raw_key, value in data.items():
         key = str(raw_key).replace("_", "-")
+        if key in spelled:
+            raise ConfigError(f"--config {path}: {raw_key!r} and {spelled[key]!r} are one key")
+        spelled[key] = str(raw_key)
         if key in QOS_KEYS:
             continue
         option = by_key.get(key)

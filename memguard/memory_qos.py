@@ -19,7 +19,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import trio
 
@@ -31,9 +31,13 @@ from memguard.policy.qos import HIGH_FILE, QosConfig, QosPlan, plan_memory_qos
 from memguard.report import Report, ReportKind
 from memguard.units import format_size
 
+if TYPE_CHECKING:
+    from memguard.kube.podcache import PodCache
+
 log = logging.getLogger(__name__)
 
 POLICY_NAME = "memory-qos"
+_UNSUPPORTED = "\0v1"  # marks a pod told that cgroup v1 has no memory QoS
 
 
 class PodSource(Protocol):
@@ -74,6 +78,8 @@ class MemoryQos:
         self._tracked: dict[str, _Tracked] = {}
         self._dirty: set[str] = set()
         self._wake = trio.Event()
+        self._settled = trio.Event()  # set (and replaced) each time the dirty set is empty
+        self._busy = False
         self._said: dict[str, set[str]] = {}  # pod uid -> warnings already reported
         self._token: trio.lowlevel.TrioToken | None = None
         self.applied = 0  # containers whose settings were written (tests, metrics)
@@ -95,6 +101,11 @@ class MemoryQos:
         uid = tracked.ref.pod_uid if tracked else None
         if uid is not None and not any(t.ref.pod_uid == uid for t in self._tracked.values()):
             self._said.pop(uid, None)
+
+    def follow(self, cache: PodCache) -> None:
+        """Take annotations from the pod cache and hear of its changes."""
+        self.pods = cache
+        cache.listeners.append(self.pod_changed_threadsafe)
 
     def pod_changed(self, pod_uid: str | None) -> None:
         """On trio: a pod changed (None: maybe all of them)."""
@@ -122,10 +133,19 @@ class MemoryQos:
             while True:
                 await self._wake.wait()
                 self._wake = trio.Event()
+                self._busy = True
                 while self._dirty:
                     await self._apply(self._dirty.pop())
+                self._busy = False
+                self._settled.set()
+                self._settled = trio.Event()
         finally:
             self._token = None
+
+    async def wait_settled(self) -> None:
+        """Park until every container marked so far has been looked at."""
+        while self._dirty or self._busy:
+            await self._settled.wait()
 
     async def _apply(self, cgroup_dir: str) -> None:
         tracked = self._tracked.get(cgroup_dir)
@@ -223,6 +243,10 @@ class MemoryQos:
             self._report(kind, cgroup_dir, tracked, "memory QoS not applied", reason)
 
     def _unsupported_once(self, cgroup_dir: str, tracked: _Tracked, plan: QosPlan) -> None:
+        said = self._said.setdefault(tracked.ref.pod_uid or cgroup_dir, set())
+        if _UNSUPPORTED in said:
+            return  # once per pod, whatever its class becomes
+        said.add(_UNSUPPORTED)
         files = ", ".join(plan.writes)
         reason = (
             f"cgroup v1 has no equivalent of {files}"
@@ -259,7 +283,9 @@ def _write_all(
         done[file] = (value, original)  # remembered even when refused: not retried each update
         try:
             if not backend.write_setting(cgroup_dir, file, value):
-                return _Outcome(done, (), (), gone=True)
+                if not backend.exists(cgroup_dir):
+                    return _Outcome(done, (), (), gone=True)
+                errors.append(f"{file}: this kernel has no {file} in the cgroup")
         except KernelError as error:
             errors.append(f"{file}: the kernel refused {value!r} ({error})")
     for file, (value, original) in stale.items():

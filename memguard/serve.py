@@ -147,8 +147,7 @@ async def _main(config: AgentConfig, values: Mapping[str, Any]) -> None:
                 "without pod annotations nothing is applied"
             )
         else:
-            agent.memory_qos.pods = kube.cache
-            kube.cache.listeners.append(agent.memory_qos.pod_changed_threadsafe)
+            agent.memory_qos.follow(kube.cache)
     if values["listen"]:
         host, port = parse_listen(values["listen"])
         registry.register(StateCollector(lambda: state_metrics(agent, kube)))

@@ -38,6 +38,17 @@ def fake_tree(tmp_path: os.PathLike[str]) -> Iterator[tuple[str, list[tree.FakeC
         kill_and_reap(pid for c in containers for pid in c.pids)
 
 
+@pytest.fixture
+def fake_v2_tree(tmp_path: os.PathLike[str]) -> Iterator[tuple[str, list[tree.FakeContainer]]]:
+    """The init tree imitating cgroup v2."""
+    root = os.path.join(tmp_path, "tree")
+    containers = tree.build(root, cgroup_version=2)
+    try:
+        yield root, containers
+    finally:
+        kill_and_reap(pid for c in containers for pid in c.pids)
+
+
 @pytest.fixture(params=[1, 2], ids=["v1", "v2"])
 def any_fake_tree(
     request: pytest.FixtureRequest, tmp_path: os.PathLike[str]

@@ -24,6 +24,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from fractions import Fraction
 from typing import Any
 
 ANNOTATION_SUFFIX = ".memory-qos.nri.io"
@@ -36,7 +37,7 @@ MAX_VALUE_CHARS = 64
 @dataclass(frozen=True, slots=True)
 class QosClass:
     name: str
-    swap_limit_ratio: float  # 0.0 .. 1.0
+    swap_limit_ratio: Fraction  # 0 .. 1, exact (parsed from its decimal text)
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,23 +61,35 @@ class QosPlan:
 
 
 def _file_name(text: Any, where: str) -> str:
-    if not isinstance(text, str) or not text.startswith("memory.") or "/" in text:
+    name_ok = isinstance(text, str) and text.isascii() and text.startswith("memory.")
+    if not name_ok or len(text) == len("memory.") or ".." in text or text.endswith("."):
         raise ValueError(f"{where}: {text!r} is not a cgroup memory file such as memory.high")
-    if not all(c.isalnum() or c in "._" for c in text) or ".." in text:
+    if not all(c.isalnum() or c in "._" for c in text):
         raise ValueError(f"{where}: {text!r} is not a cgroup memory file such as memory.high")
-    return text
+    return str(text)
 
 
-def _ratio(value: Any, where: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
+def _ratio(value: Any, where: str) -> Fraction:
+    """0.0 .. 1.0 as written ("0.07" is exactly 7/100: no float rounding in high_for)."""
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
         raise ValueError(f"{where}: swaplimitratio {value!r} is not a number from 0.0 to 1.0")
-    if not (math.isfinite(value) and 0.0 <= value <= 1.0):
+    try:
+        ratio = Fraction(str(value).strip())
+    except (ValueError, ZeroDivisionError):
+        raise ValueError(
+            f"{where}: swaplimitratio {value!r} is not a number from 0.0 to 1.0"
+        ) from None
+    if not 0 <= ratio <= 1:
         raise ValueError(f"{where}: swaplimitratio {value!r} is not from 0.0 to 1.0")
-    return float(value)
+    return ratio
 
 
 def parse_qos_config(classes: Any, unified: Any) -> QosConfig:
     """The plugin's `classes` and `unifiedannotations` values; ValueError names the culprit."""
+    if classes is not None and not isinstance(classes, list):
+        raise ValueError("classes: expected a list of {name, swaplimitratio}")
+    if unified is not None and not isinstance(unified, list):
+        raise ValueError("unifiedannotations: expected a list of cgroup file names")
     found: dict[str, QosClass] = {}
     for index, entry in enumerate(classes or []):
         where = f"classes[{index}]"
@@ -90,11 +103,7 @@ def parse_qos_config(classes: Any, unified: Any) -> QosConfig:
             raise ValueError(f"{where}: a class needs a name")
         if name in found:
             raise ValueError(f"{where}: class {name!r} is defined twice")
-        found[name] = QosClass(name, _ratio(entry.get("swaplimitratio", 0.0), where))
-    if classes is not None and not isinstance(classes, list):
-        raise ValueError("classes: expected a list of {name, swaplimitratio}")
-    if unified is not None and not isinstance(unified, list):
-        raise ValueError("unifiedannotations: expected a list of cgroup file names")
+        found[name] = QosClass(name, _ratio(entry.get("swaplimitratio", 0), where))
     files = frozenset(
         _file_name(name, f"unifiedannotations[{index}]") for index, name in enumerate(unified or [])
     )
@@ -139,23 +148,24 @@ def plan_memory_qos(
 ) -> QosPlan:
     """The settings for one container from its pod's annotations."""
     class_value: str | None = None
-    direct: dict[str, str] = {}
+    chosen_direct: dict[str, tuple[str, str]] = {}  # file -> (value, key): the container's wins
     problems: list[str] = []
     for base, value, key in _for_container(annotations, container):
         if base == CLASS_KEY:
             class_value = value.strip()
             continue
         file = base.removesuffix(ANNOTATION_SUFFIX)
-        value = value.strip()
         if file not in config.unified_files:
             allowed = ", ".join(sorted(config.unified_files)) or "none"
             problems.append(f"{key}: {file} is not in unifiedannotations (allowed: {allowed})")
-        elif _bad_value(value):
-            problems.append(f"{key}: {value!r} is not a cgroup file value")
-        elif value:
-            direct[file] = value
         else:
-            direct.pop(file, None)  # an empty value removes the pod's setting
+            chosen_direct[file] = (value.strip(), key)
+    direct: dict[str, str] = {}
+    for file, (value, key) in chosen_direct.items():
+        if _bad_value(value):
+            problems.append(f"{key}: {value!r} is not a cgroup file value")
+        elif value:  # an empty value removes the pod's setting
+            direct[file] = value
     writes: dict[str, str] = {}
     notes: list[str] = []
     chosen = class_value or None
@@ -186,7 +196,13 @@ def _class_writes(
     return writes
 
 
-def high_for(limit_bytes: int, swap_limit_ratio: float, page_bytes: int) -> int:
-    """limit x (1 - ratio), rounded down to a whole page (at least one page)."""
-    keep = limit_bytes - math.ceil(limit_bytes * swap_limit_ratio)
+def high_for(limit_bytes: int, swap_limit_ratio: Fraction | float, page_bytes: int) -> int:
+    """limit x (1 - ratio), rounded down to a whole page (at least one page).
+
+    Exact arithmetic: a float ratio is taken as the decimal it prints as (0.07 is 7/100).
+    """
+    ratio = (
+        Fraction(str(swap_limit_ratio)) if isinstance(swap_limit_ratio, float) else swap_limit_ratio
+    )
+    keep = math.floor(limit_bytes * (1 - ratio))
     return max(page_bytes, keep // page_bytes * page_bytes)

@@ -1,0 +1,203 @@
+"""Memory QoS from pod annotations served by the emulated API server, on fake trees.
+
+The pods on the emulated server carry the uids and container ids of the fake
+tree's containers; the agent follows them through its real pod cache (HTTP
+list + watch) and writes memory.high / memory.swap.max into the fake v2 files,
+or reports them as unsupported on v1. Warnings become Events on the pod.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from fractions import Fraction
+from typing import Any
+
+import trio
+
+from memguard.agent import Agent
+from memguard.collect_sink import CollectSink
+from memguard.fake.tree import FakeContainer
+from memguard.kube.connection import Connection
+from memguard.kube.features import KubeFeatures, open_kube
+from memguard.kube.podcache import PodCache
+from memguard.memory_qos import MemoryQos
+from memguard.policy.model import MIB
+from memguard.policy.qos import QosClass, QosConfig, high_for
+from memguard.report import Report, ReportKind
+from tests.helpers import make_config, supervisor_of
+from tests.kube.emulator import PODS, KubeEmulator, make_pod
+
+NODE = "node-a"
+PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
+CONFIG = QosConfig(
+    {"bronze": QosClass("bronze", Fraction(1, 2)), "silver": QosClass("silver", Fraction(1, 5))},
+    frozenset({"memory.high", "memory.swap.max"}),
+)
+
+
+def pod_for(container: FakeContainer, annotations: dict[str, str]) -> dict[str, Any]:
+    """A pod whose one container 'app' is the fake tree's container."""
+    uid = container.ref.pod_uid
+    assert uid is not None
+    pod = make_pod("shop", container.name, uid=uid, node_name=NODE, containers=("app",))
+    pod["status"]["containerStatuses"][0]["containerID"] = (
+        f"containerd://{container.ref.container_id}"
+    )
+    pod["metadata"]["annotations"] = annotations
+    return pod
+
+
+@asynccontextmanager
+async def qos_agent(
+    root: str, kubeconfig: pathlib.Path | None
+) -> AsyncIterator[tuple[Agent, CollectSink, MemoryQos, KubeFeatures]]:
+    features: KubeFeatures | None = await open_kube(
+        Connection(False, str(kubeconfig)), NODE, explicit=True
+    )
+    assert features is not None
+    collect = CollectSink()
+    config = make_config(root, memory_qos=CONFIG)
+    agent = Agent(config, [collect, features.sink], services=[features.run])
+    assert agent.memory_qos is not None
+    agent.memory_qos.follow(features.cache)  # as memguard.serve does
+    async with trio.open_nursery() as nursery:
+        await nursery.start(agent.run)
+        try:
+            yield agent, collect, agent.memory_qos, features
+        finally:
+            agent.stop()
+
+
+def setting(container: FakeContainer, file: str) -> str:
+    """A fake v2 setting as the kernel would show it ("max" when never written)."""
+    path = os.path.join(container.path, file)
+    if not os.path.exists(path):
+        return "max"
+    with open(path) as handle:
+        return handle.read().strip()
+
+
+def class_patch(qos_class: str | None) -> dict[str, Any]:
+    """A merge patch setting (or, None, removing) the pod's class annotation."""
+    return {"metadata": {"annotations": {"class.memory-qos.nri.io": qos_class}}}
+
+
+def write(container: FakeContainer, file: str, value: str) -> None:
+    with open(os.path.join(container.path, file), "w") as handle:
+        handle.write(value)
+
+
+def is_v2(container: FakeContainer) -> bool:
+    return os.path.exists(os.path.join(container.path, "memory.max"))
+
+
+def by_name(containers: list[FakeContainer]) -> dict[str, FakeContainer]:
+    return {c.name: c for c in containers}
+
+
+async def test_classes_and_annotations_are_applied_or_refused(
+    kube: KubeEmulator, any_fake_tree: tuple[str, list[FakeContainer]]
+) -> None:
+    root, containers = any_fake_tree
+    named = by_name(containers)
+    web, db, batch, api, cache = (named[n] for n in ("web", "db", "batch", "api", "cache"))
+    v2 = is_v2(web)
+    kube.create_pod(pod_for(web, {"class.memory-qos.nri.io": "silver"}))
+    kube.create_pod(
+        pod_for(
+            db,
+            {
+                "class.memory-qos.nri.io": "bronze",
+                "memory.swap.max.memory-qos.nri.io/app": "0",  # the container's own beats the class
+                "memory.high.memory-qos.nri.io/other": "max",  # another container's: ignored
+            },
+        )
+    )
+    kube.create_pod(pod_for(batch, {"class.memory-qos.nri.io": "silver"}))  # no limit
+    kube.create_pod(pod_for(api, {"class.memory-qos.nri.io": "gold"}))
+    kube.create_pod(pod_for(cache, {"memory.oom.group.memory-qos.nri.io": "1"}))
+    async with qos_agent(root, kube.kubeconfig) as (agent, collect, _, _features):
+        invalid_api = await collect.wait_for_kind(api.path, ReportKind.QOS_INVALID)
+        invalid_cache = await collect.wait_for_kind(cache.path, ReportKind.QOS_INVALID)
+        done: dict[str, Report] = {}
+        kind = ReportKind.QOS_APPLIED if v2 else ReportKind.QOS_UNSUPPORTED
+        for container in (web, db, batch):
+            done[container.name] = await collect.wait_for_kind(container.path, kind)
+        await agent.bus.wait_handled("kubernetes", 5)
+    assert "unknown memory QoS class 'gold' (known: bronze, silver)" in invalid_api.reason
+    assert "memory.oom.group is not in unifiedannotations" in invalid_cache.reason
+    for refused in (api, cache):
+        assert setting(refused, "memory.high") == "max"
+        assert setting(refused, "memory.swap.max") == "max"
+    if v2:
+        assert setting(web, "memory.high") == str(high_for(256 * MIB, 0.2, PAGE_BYTES))
+        assert setting(web, "memory.swap.max") == "max"
+        assert setting(db, "memory.high") == str(high_for(384 * MIB, 0.5, PAGE_BYTES))
+        assert setting(db, "memory.swap.max") == "0"
+        assert setting(batch, "memory.high") == "max"  # no limit: nothing to take a share of
+        assert "no memory limit" in done["batch"].reason
+        assert "80% of the limit" in done["web"].reason
+    else:
+        assert "cgroup v1 has no equivalent of memory.high, memory.swap.max" in done["web"].reason
+        assert "(class silver)" in done["web"].reason
+        assert setting(web, "memory.high") == "max"  # nothing written
+    events = {e["regarding"]["name"]: e for e in kube.events()}
+    assert events["api"]["type"] == "Warning"
+    assert events["api"]["reason"] == "OomGuardMemoryQoSInvalid"
+    assert events["api"]["regarding"]["fieldPath"] == "spec.containers{app}"
+    assert events["cache"]["reason"] == "OomGuardMemoryQoSInvalid"
+    expected = (
+        ("Normal", "OomGuardMemoryQoS") if v2 else ("Warning", "OomGuardMemoryQoSUnsupported")
+    )
+    assert (events["web"]["type"], events["web"]["reason"]) == expected
+    assert kube.rejections == []
+
+
+async def test_annotation_and_limit_changes_are_followed_and_undone(
+    kube: KubeEmulator, fake_v2_tree: tuple[str, list[FakeContainer]]
+) -> None:
+    root, containers = fake_v2_tree
+    web = by_name(containers)["web"]
+    kube.create_pod(pod_for(web, {"class.memory-qos.nri.io": "silver"}))
+    async with qos_agent(root, kube.kubeconfig) as (agent, collect, _, _features):
+        await collect.wait_for_kind(web.path, ReportKind.QOS_APPLIED)
+        # The class changes: the plugin never looks again, memguard does.
+        kube.patch(PODS, "shop", "web", class_patch("bronze"))
+        # The limit changes (an in-place resize): memory.high follows it.
+        write(web, "memory.max", str(512 * MIB))
+        await supervisor_of(agent).wait_for(
+            lambda s: (s.guards[web.path].armed_threshold_bytes or 0) > 256 * MIB
+        )
+        want = str(high_for(512 * MIB, 0.5, PAGE_BYTES))
+        await collect.wait_for(lambda r: r.cgroup == web.path and f"memory.high={want}" in r.reason)
+        assert setting(web, "memory.high") == want
+        # The class goes: memguard puts back what it found.
+        kube.patch(PODS, "shop", "web", class_patch(None))
+        await collect.wait_for(lambda r: r.cgroup == web.path and "put back" in r.reason)
+        assert setting(web, "memory.high") == "max"
+        assert setting(web, "memory.swap.max") == "max"
+
+
+async def test_v1_says_unsupported_once_per_pod(
+    kube: KubeEmulator, fake_tree: tuple[str, list[FakeContainer]]
+) -> None:
+    root, containers = fake_tree
+    web = by_name(containers)["web"]
+    kube.create_pod(pod_for(web, {"class.memory-qos.nri.io": "silver"}))
+    async with qos_agent(root, kube.kubeconfig) as (_, collect, qos, features):
+        await collect.wait_for_kind(web.path, ReportKind.QOS_UNSUPPORTED)
+        kube.patch(PODS, "shop", "web", class_patch("bronze"))
+
+        def bronze(cache: PodCache) -> bool:
+            pod = cache.lookup(web.ref.pod_uid)
+            return pod is not None and "bronze" in pod.annotations.values()
+
+        await features.bridge.run(features.cache.wait_until(bronze))
+        await qos.wait_settled()
+    unsupported = [r for r in collect.reports if r.kind is ReportKind.QOS_UNSUPPORTED]
+    assert len(unsupported) == 1
+    assert "(class silver)" in unsupported[0].reason
+    assert setting(web, "memory.high") == "max"  # nothing written
