@@ -116,6 +116,14 @@ class CgroupTree:
             stdout=subprocess.PIPE if progress else subprocess.DEVNULL,
         )
 
+    def read(self, cgroup: str, file: str) -> str:
+        """A control file's text, stripped."""
+        with open(os.path.join(cgroup, file)) as handle:
+            return handle.read().strip()
+
+    def files(self, cgroup: str) -> list[str]:
+        return os.listdir(cgroup)
+
     def oom_kills(self, cgroup: str) -> int:
         name = cgroup_v1.OOM_CONTROL_FILE if self.version == 1 else cgroup_v2.EVENTS_FILE
         text = cgroup_v1.read_text(os.path.join(cgroup, name))

@@ -9,14 +9,18 @@ from __future__ import annotations
 import os
 import pathlib
 import signal
+import uuid
+from fractions import Fraction
 
 import pytest
 
 from memguard.agent import AgentConfig
 from memguard.backend_v2 import V2Settings
 from memguard.kernel import cgroup_v1
+from memguard.kube.pods import PodInfo, parse_pod
 from memguard.policy.margin import threshold_bytes
 from memguard.policy.model import MIB, CacheLimit, Policy
+from memguard.policy.qos import QosClass, QosConfig, high_for
 from memguard.report import ReportKind
 from tests.helpers import (
     make_config,
@@ -27,7 +31,7 @@ from tests.helpers import (
     trio_task_count,
     wait_armed,
 )
-from tests.kernel.cgroups import FDS_PER_GUARD, CgroupTree
+from tests.kernel.cgroups import FDS_PER_GUARD, TEST_CGROUP_VERSION, CgroupTree
 
 pytestmark = pytest.mark.kernel
 KILLED = -signal.SIGKILL
@@ -175,3 +179,55 @@ async def test_cache_flusher_reclaims_page_cache_above_its_limit(
     # v1 force_empty drops it all; v2 reclaims the excess over 64 MiB
     assert flush.cache_after_bytes <= 64 * MIB + 4 * MIB
     assert not [r for r in collect.reports if r.kind is not ReportKind.FLUSH]
+
+
+class PodsByUid(dict[str, PodInfo]):
+    """Pods as the pod cache would hold them (memguard.memory_qos.PodSource)."""
+
+    def lookup(self, pod_uid: str | None) -> PodInfo | None:
+        return None if pod_uid is None else self.get(pod_uid)
+
+
+def annotated_pod(uid: str, container_id: str, annotations: dict[str, str]) -> PodInfo:
+    metadata = {"namespace": "shop", "name": "web-0", "uid": uid, "annotations": annotations}
+    status = {"name": "app", "containerID": f"containerd://{container_id}"}
+    pod = parse_pod({"metadata": metadata, "status": {"containerStatuses": [status]}})
+    assert pod is not None
+    return pod
+
+
+async def test_memory_qos_is_written_on_v2_and_reported_unsupported_on_v1(
+    cgroups: CgroupTree,
+) -> None:
+    qos = QosConfig({"silver": QosClass("silver", Fraction(1, 5))}, frozenset({"memory.high"}))
+    config = make_config(cgroups.parent, memory_qos=qos)
+    good_uid, bad_uid = str(uuid.uuid4()), str(uuid.uuid4())
+    good_id, bad_id = uuid.uuid4().hex * 2, uuid.uuid4().hex * 2
+    async with running_agent(config) as (agent, collect):
+        assert agent.memory_qos is not None
+        agent.memory_qos.pods = PodsByUid(
+            {
+                good_uid: annotated_pod(good_uid, good_id, {"class.memory-qos.nri.io": "silver"}),
+                # allow-listed, well-formed, but not a value the kernel takes
+                bad_uid: annotated_pod(bad_uid, bad_id, {"memory.high.memory-qos.nri.io": "lots"}),
+            }
+        )
+        good = cgroups.container(128 * MIB, pod_uid=good_uid, container_id=good_id)
+        bad = cgroups.container(128 * MIB, pod_uid=bad_uid, container_id=bad_id)
+        if TEST_CGROUP_VERSION == 2:
+            applied = await collect.wait_for_kind(good, ReportKind.QOS_APPLIED)
+            refused = await collect.wait_for_kind(bad, ReportKind.QOS_INVALID)
+            high = cgroups.read(good, "memory.high")
+            assert int(high) == high_for(128 * MIB, Fraction(1, 5), os.sysconf("SC_PAGE_SIZE"))
+            assert cgroups.read(good, "memory.swap.max") == "max"
+            assert "class silver" in applied.reason
+            assert "memory.high: the kernel refused 'lots'" in refused.reason
+            assert cgroups.read(bad, "memory.high") == "max"
+        else:
+            unsupported = await collect.wait_for_kind(good, ReportKind.QOS_UNSUPPORTED)
+            assert "cgroup v1 has no equivalent of memory.high, memory.swap.max" in (
+                unsupported.reason
+            )
+            await collect.wait_for_kind(bad, ReportKind.QOS_UNSUPPORTED)
+            assert "memory.high" not in cgroups.files(good)
+    assert not [r for r in collect.reports if r.kind is ReportKind.QOS_APPLIED and r.cgroup == bad]
