@@ -3,6 +3,7 @@ what the DaemonSet needs - and nothing more for RBAC."""
 
 from __future__ import annotations
 
+import os
 import pathlib
 from typing import Any
 
@@ -10,11 +11,12 @@ import pytest
 import yaml
 
 from memguard.cli import build_parser
+from memguard.configfile import load_config_file
 from memguard.options import RUN_OPTIONS, resolve
 from tests.kube import apirules
 
 DEPLOY = pathlib.Path(__file__).resolve().parents[2] / "deploy"
-MANIFESTS = ["serviceaccount.yaml", "rbac.yaml", "daemonset.yaml"]
+MANIFESTS = ["serviceaccount.yaml", "rbac.yaml", "configmap.yaml", "daemonset.yaml"]
 
 
 def documents(name: str) -> list[dict[str, Any]]:
@@ -69,8 +71,9 @@ def test_daemonset_has_what_the_agent_needs() -> None:
     security = container["securityContext"]
     assert security["capabilities"] == {"drop": ["ALL"], "add": ["KILL"]}
     assert security["privileged"] is False
-    [volume] = pod["volumes"]
-    assert volume["hostPath"]["path"] == "/sys/fs/cgroup"
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert set(volumes) == {"host-cgroup", "config"}
+    assert volumes["host-cgroup"]["hostPath"]["path"] == "/sys/fs/cgroup"
 
 
 def test_daemonset_arguments_are_valid_memguard_flags() -> None:
@@ -78,6 +81,27 @@ def test_daemonset_arguments_are_valid_memguard_flags() -> None:
     [container] = daemonset["spec"]["template"]["spec"]["containers"]
     args = build_parser().parse_args(container["args"])
     values = resolve(RUN_OPTIONS, vars(args), {})
+    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    assert mounts[os.path.dirname(args.config)] == "config"
     assert values["listen"] == ":9637"
     port = container["ports"][0]["containerPort"]
     assert values["listen"].endswith(f":{port}")
+
+
+def test_the_configmap_is_a_valid_config_file(tmp_path: pathlib.Path) -> None:
+    [configmap] = documents("configmap.yaml")
+    [daemonset] = documents("daemonset.yaml")
+    volumes = {v["name"]: v for v in daemonset["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["config"]["configMap"]["name"] == configmap["metadata"]["name"]
+    path = tmp_path / "config.yaml"
+    path.write_text(configmap["data"]["config.yaml"])
+    file = load_config_file(str(path), RUN_OPTIONS)
+    values = resolve(RUN_OPTIONS, {}, {}, file.values, str(path))
+    assert values["flush_cooldown"] == 10.0
+    uncommented = "\n".join(
+        line.replace("# ", "", 1) for line in configmap["data"]["config.yaml"].splitlines()
+    )
+    path.write_text(uncommented)  # the commented example is valid too
+    example = load_config_file(str(path), RUN_OPTIONS)
+    assert example.memory_qos is not None
+    assert sorted(example.memory_qos.classes) == ["bronze", "silver"]
