@@ -3,9 +3,9 @@
     sudo .venv/bin/python -m bench.flusher [--runs 5] [--cache-mib 200]
 
 Each run: a container cgroup (1 GiB limit) whose dd wrote --cache-mib to a
-file (page cache charged to it), memguard with --flush-cache-above 16Mi; the
-FLUSH report gives cache before/after and the flush's duration (force_empty on
-v1, memory.reclaim of the excess on v2).
+file (page cache charged to it, synced), then memguard with
+--flush-cache-above 16Mi; the FLUSH report gives cache before/after and the
+flush's duration (force_empty on v1, memory.reclaim of the excess on v2).
 """
 
 from __future__ import annotations
@@ -21,35 +21,37 @@ import trio
 
 from memguard.policy.model import MIB, CacheLimit
 from memguard.report import ReportKind
-from tests.helpers import make_config, running_agent, wait_armed
+from tests.helpers import make_config, running_agent
 from tests.kernel.cgroups import TEST_CGROUP_VERSION, CgroupTree, new_tree
 
 RESULTS_DIR = os.path.join(os.path.dirname(__file__), "results")
 
 
 async def measure(tree: CgroupTree, runs: int, cache_mib: int, directory: str) -> dict[str, Any]:
+    """Each run: dd fills the cache first (no agent yet, so nothing reclaims while it
+    writes), then an agent starts and its flusher's first flush is measured."""
     reclaimed_mib: list[float] = []
     durations_ms: list[float] = []
     config = make_config(
         tree.parent, cache_flush_above=CacheLimit(size_bytes=16 * MIB), cache_flush_interval_s=0.2
     )
-    async with running_agent(config) as (agent, collect):
-        for index in range(runs):
-            cgroup = tree.container(1024 * MIB, index=index)
-            target = os.path.join(directory, f"cache-{index}")
-            dd = tree.spawn(
-                cgroup,
-                ["dd", "if=/dev/zero", f"of={target}", "bs=1M", f"count={cache_mib}", "conv=fsync"],
-            )
-            await wait_armed(agent, cgroup)
-            dd.go()
-            await dd.exited()
+    for index in range(runs):
+        cgroup = tree.container(1024 * MIB, index=index)
+        target = os.path.join(directory, f"cache-{index}")
+        dd = tree.spawn(
+            cgroup,
+            ["dd", "if=/dev/zero", f"of={target}", "bs=1M", f"count={cache_mib}", "conv=fsync"],
+        )
+        dd.go()
+        assert await dd.exited() == 0
+        async with running_agent(config) as (_, collect):
             report = await collect.wait_for_kind(cgroup, ReportKind.FLUSH)
-            assert report.cache_before_bytes is not None
-            assert report.cache_after_bytes is not None
-            reclaimed_mib.append((report.cache_before_bytes - report.cache_after_bytes) / MIB)
-            durations_ms.append(report.duration_s * 1000)
-            os.unlink(target)
+        assert report.cache_before_bytes is not None
+        assert report.cache_after_bytes is not None
+        reclaimed_mib.append((report.cache_before_bytes - report.cache_after_bytes) / MIB)
+        durations_ms.append(report.duration_s * 1000)
+        os.unlink(target)
+        tree.remove(cgroup)
     return {
         "cgroup_version": TEST_CGROUP_VERSION, "runs": runs, "cache_mib": cache_mib,
         "reclaimed_mib_median": round(statistics.median(reclaimed_mib), 1),
