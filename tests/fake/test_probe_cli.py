@@ -402,11 +402,23 @@ def test_a_log_that_cannot_be_written_exits_4(tmp_path: pathlib.Path) -> None:
 HEAVY = ("trio", "kubernetes_asyncio", "aiohttp", "cffi", "_cffi_backend", "prometheus_client")
 
 
-def test_memguard_probe_loads_only_cli_and_probe() -> None:
-    # A whole run on this machine's cgroup, through memguard.cli's fast path.
+@pytest.mark.parametrize(
+    ("entry", "modules_expected"),
+    [
+        # the console script: not even argparse
+        ("entry", ["memguard", "memguard.entry", "memguard.probe"]),
+        ("cli", ["memguard", "memguard.cli", "memguard.probe"]),  # `python -m memguard`-style
+    ],
+)
+def test_memguard_probe_loads_only_its_entry_and_probe(
+    entry: str, modules_expected: list[str]
+) -> None:
+    # A whole run on this machine's cgroup, through the fast path.
+    call = "entry.main()" if entry == "entry" else "cli.main(sys.argv[1:])"
     code = (
-        "import sys\nfrom memguard import cli\n"
-        "rc = cli.main(['probe', '--verbose', '--logfile', '/dev/null'])\n"
+        f"import sys\nfrom memguard import {entry}\n"
+        "sys.argv = ['memguard', 'probe', '--verbose', '--logfile', '/dev/null']\n"
+        f"rc = {call}\n"
         "print(rc, ' '.join(sorted(sys.modules)))\n"
     )
     result = run(command=[sys.executable, "-c", code])
@@ -414,8 +426,10 @@ def test_memguard_probe_loads_only_cli_and_probe() -> None:
     assert rc == "0", result
     loaded = modules.split()
     memguard_modules = [name for name in loaded if name.startswith("memguard")]
-    assert memguard_modules == ["memguard", "memguard.cli", "memguard.probe"]
+    assert memguard_modules == modules_expected
     assert [name for name in loaded if name.startswith(HEAVY)] == []
+    if entry == "entry":
+        assert "argparse" not in loaded
 
 
 def test_the_probe_module_alone_adds_nothing_beyond_os_and_time() -> None:
