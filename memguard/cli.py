@@ -42,6 +42,8 @@ def _add_run(commands: argparse._SubParsersAction[_Parser]) -> None:
         "flags and env vars win over it [$MEMGUARD_CONFIG]",
     )
     for option in RUN_OPTIONS:
+        text = option.help.replace("%", "%%")  # argparse %-formats help ("25%")
+        default = option.default.replace("%", "%%") or "unset"
         if option.is_switch:
             run.add_argument(
                 option.flag,
@@ -49,7 +51,7 @@ def _add_run(commands: argparse._SubParsersAction[_Parser]) -> None:
                 action="store_const",
                 const="true",
                 default=None,
-                help=f"{option.help} [${option.env}]",
+                help=f"{text} [${option.env}]",
             )
         else:
             run.add_argument(
@@ -57,7 +59,7 @@ def _add_run(commands: argparse._SubParsersAction[_Parser]) -> None:
                 dest=option.dest,
                 default=None,
                 metavar="VALUE",
-                help=f"{option.help} (default {option.default}) [${option.env}]",
+                help=f"{text} (default {default}) [${option.env}]",
             )
 
 

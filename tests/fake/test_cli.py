@@ -142,3 +142,17 @@ def test_demo_shows_a_flush_a_skip_and_a_kill() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     for decision in ("OomGuardFlush", "OomGuardSkip", "OomGuardKillProcess"):
         assert f"memguard decided: {decision}" in result.stdout
+
+
+@pytest.mark.parametrize(
+    "command", [["--help"], ["run", "--help"], ["demo", "--help"], ["fake", "init", "--help"]]
+)
+def test_help_is_printed_for_every_command(command: list[str]) -> None:
+    result = run(*command)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("usage: memguard")
+    assert "Traceback" not in result.stderr
+    if command[0] == "run":  # every option is listed, with a help text ("25%" survives)
+        for flag in ("--config", "--flush-cache-above", "--flush-interval", "--high-tripwire"):
+            assert flag in result.stdout
+        assert "(25%)" in result.stdout
