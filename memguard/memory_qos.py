@@ -173,9 +173,12 @@ class MemoryQos:
         stale = {f: w for f, w in tracked.written.items() if f not in plan.writes}
         if not changes and not stale:
             return
-        if self._dry_run:
-            self._report_applied(cgroup_dir, tracked, plan, changes, (), "would set memory QoS")
+        if self._dry_run:  # remember what would be set, so it is said once
+            for file in stale:
+                tracked.written.pop(file, None)
             tracked.written.update({f: (v, None) for f, v in changes.items()})
+            if changes:
+                self._report_applied(cgroup_dir, tracked, plan, changes, (), "would set memory QoS")
             return
         outcome = await trio.to_thread.run_sync(
             _write_all, self._backend, cgroup_dir, changes, dict(tracked.written), stale,

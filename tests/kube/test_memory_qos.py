@@ -52,14 +52,14 @@ def pod_for(container: FakeContainer, annotations: dict[str, str]) -> dict[str, 
 
 @asynccontextmanager
 async def qos_agent(
-    root: str, kubeconfig: pathlib.Path | None
+    root: str, kubeconfig: pathlib.Path | None, dry_run: bool = False
 ) -> AsyncIterator[tuple[Agent, CollectSink, MemoryQos, KubeFeatures]]:
     features: KubeFeatures | None = await open_kube(
         Connection(False, str(kubeconfig)), NODE, explicit=True
     )
     assert features is not None
     collect = CollectSink()
-    config = make_config(root, memory_qos=CONFIG)
+    config = make_config(root, memory_qos=CONFIG, dry_run=dry_run)
     agent = Agent(config, [collect, features.sink], services=[features.run])
     assert agent.memory_qos is not None
     agent.memory_qos.follow(features.cache)  # as memguard.serve does
@@ -201,3 +201,28 @@ async def test_v1_says_unsupported_once_per_pod(
     assert len(unsupported) == 1
     assert "(class silver)" in unsupported[0].reason
     assert setting(web, "memory.high") == "max"  # nothing written
+
+
+async def test_dry_run_says_what_it_would_set_and_writes_nothing(
+    kube: KubeEmulator, fake_v2_tree: tuple[str, list[FakeContainer]]
+) -> None:
+    root, containers = fake_v2_tree
+    web = by_name(containers)["web"]
+    kube.create_pod(pod_for(web, {"class.memory-qos.nri.io": "silver"}))
+    async with qos_agent(root, kube.kubeconfig, dry_run=True) as (_, collect, qos, features):
+        report = await collect.wait_for_kind(web.path, ReportKind.QOS_APPLIED)
+        kube.patch(PODS, "shop", "web", class_patch("bronze"))
+
+        def bronze(cache: PodCache) -> bool:
+            pod = cache.lookup(web.ref.pod_uid)
+            return pod is not None and "bronze" in pod.annotations.values()
+
+        await features.bridge.run(features.cache.wait_until(bronze))
+        await qos.wait_settled()
+    assert report.action == "would set memory QoS"
+    assert report.dry_run
+    assert setting(web, "memory.high") == "max"
+    assert setting(web, "memory.swap.max") == "max"
+    would = [r.reason for r in collect.reports if r.kind is ReportKind.QOS_APPLIED]
+    assert len(would) == 2  # silver, then bronze: each said once
+    assert "class bronze" in would[1]
