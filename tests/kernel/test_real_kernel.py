@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import pathlib
 import signal
+import sys
 import uuid
 from fractions import Fraction
 
@@ -231,3 +232,26 @@ async def test_memory_qos_is_written_on_v2_and_reported_unsupported_on_v1(
             await collect.wait_for_kind(bad, ReportKind.QOS_UNSUPPORTED)
             assert "memory.high" not in cgroups.files(good)
     assert not [r for r in collect.reports if r.kind is ReportKind.QOS_APPLIED and r.cgroup == bad]
+
+
+@pytest.mark.parametrize(
+    ("args", "exit_code", "level"),
+    [
+        (["--verbose"], 0, "INFO"),  # a bare interpreter is far under 95 % of 128 MiB
+        (["--warning", "1", "--failure", "90"], 0, "WARN"),
+        (["--warning", "1", "--failure", "2"], 1, "ERROR"),  # ~8 MiB is over 2 % of 128 MiB
+    ],
+)
+async def test_probe_reads_the_real_cgroup_it_runs_in(
+    cgroups: CgroupTree, tmp_path: pathlib.Path, args: list[str], exit_code: int, level: str
+) -> None:
+    cgroup = cgroups.container(128 * MIB)
+    log = tmp_path / "probe.log"
+    argv = [sys.executable, "-m", "memguard.probe", *args, "--logfile", str(log)]
+    probe = cgroups.spawn(cgroup, argv)
+    probe.go()
+    assert await probe.exited() == exit_code
+    [line] = log.read_text().splitlines()
+    assert f" {level} memguard probe: " in line
+    assert "128.0MiB" in line  # the test cgroup's limit, read from the cgroup it ran in
+    assert f"cgroup v{TEST_CGROUP_VERSION} " in line
