@@ -24,7 +24,7 @@ from memguard.backend import Backend, Notifier
 from memguard.doorbell import NOTIFICATIONS, TIMEOUT
 from memguard.paths import ContainerRef
 from memguard.policy import decide as policy
-from memguard.policy.cacheflush import CacheStep, decide_cache_flush
+from memguard.policy.cacheflush import CacheStep, after_cache_flush, decide_cache_flush
 from memguard.policy.decide import Decision, GuardState, Step
 from memguard.policy.margin import threshold_bytes
 from memguard.policy.model import GuardSettings, MemorySnapshot, Policy
@@ -206,7 +206,7 @@ class Guard:
         if decision.step is not CacheStep.FLUSH:
             return
         flushed = await self._ctx.flusher.flush(self.cgroup_dir, decision.request_bytes)
-        self._state = policy.after_flush(self._state, now_s)
+        self._state = after_cache_flush(self._state, now_s)
         after = self._snapshot()
         self._publish(
             ReportKind.FLUSH,

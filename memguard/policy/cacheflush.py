@@ -3,7 +3,8 @@
 A container whose reclaimable page cache (cache minus shmem) is above
 --flush-cache-above (a share of its limit, or bytes) is flushed: all of its
 cache on v1 (force_empty), the excess on v2 (memory.reclaim). At most once per
---flush-cooldown (shared with the OOM path's flushes). A share of an unlimited
+--flush-cooldown after any flush; the OOM path's own flushes are not held back
+by the flusher's (an emergency beats a routine clean-up). A share of an unlimited
 cgroup has no meaning: such cgroups are skipped (the guard says so once; the
 seed flusher silently never fired).
 """
@@ -11,7 +12,7 @@ seed flusher silently never fired).
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from memguard.policy.decide import GuardState, flush_allowed
 from memguard.policy.model import CacheLimit, GuardSettings, MemorySnapshot
@@ -51,6 +52,19 @@ def decide_cache_flush(
     if above is None:
         return CacheDecision(CacheStep.UNLIMITED)
     cache = snapshot.reclaimable_cache_bytes
-    if cache <= above or not flush_allowed(state, settings, now_s):
+    if cache <= above or not _cache_flush_allowed(state, settings, now_s):
         return CacheDecision(CacheStep.NONE, above_bytes=above)
     return CacheDecision(CacheStep.FLUSH, cache - above, above)
+
+
+def _cache_flush_allowed(state: GuardState, settings: GuardSettings, now_s: float) -> bool:
+    """One --flush-cooldown after any flush (its own or the OOM path's)."""
+    last = state.last_cache_flush_at_s
+    own_ok = last is None or now_s - last >= settings.flush_cooldown_s
+    return own_ok and flush_allowed(state, settings, now_s)
+
+
+def after_cache_flush(state: GuardState, now_s: float) -> GuardState:
+    """The OOM path keeps its own allowance: an emergency flush is never held back
+    by a routine one."""
+    return replace(state, last_cache_flush_at_s=now_s)

@@ -42,7 +42,8 @@ class Decision:
 class GuardState:
     """What a guard remembers between wake-ups."""
 
-    last_flush_at_s: float | None = None
+    last_flush_at_s: float | None = None  # the OOM path's last flush
+    last_cache_flush_at_s: float | None = None  # the cache flusher's (--flush-cache-above)
     cooldown_until_s: float | None = None
     skip_reported_at_s: float | None = None
     oom_kills_seen: int | None = None

@@ -6,11 +6,12 @@ import pytest
 
 from memguard.errors import ConfigError
 from memguard.options import RUN_OPTIONS, resolve
-from memguard.policy.cacheflush import CacheStep, decide_cache_flush
-from memguard.policy.decide import GuardState
+from memguard.policy.cacheflush import CacheStep, after_cache_flush, decide_cache_flush
+from memguard.policy.decide import GuardState, Step, decide
 from memguard.policy.model import CacheLimit, GuardSettings, MemorySnapshot
 
 MIB = 1 << 20
+QUARTER = CacheLimit(ratio=0.25)
 SETTINGS = GuardSettings(flush_cooldown_s=30.0)
 
 
@@ -32,6 +33,20 @@ def snap(cache_mib: int, limit_mib: int | None = 1024, shmem_mib: int = 0) -> Me
         (snap(300, None), CacheLimit(ratio=0.25), GuardState(), CacheStep.UNLIMITED, 0),
         (snap(300), CacheLimit(ratio=0.25), GuardState(last_flush_at_s=990.0), CacheStep.NONE, 0),
         (snap(300), CacheLimit(ratio=0.25), GuardState(last_flush_at_s=960.0), CacheStep.FLUSH, 44),
+        (
+            snap(300),
+            CacheLimit(ratio=0.25),
+            GuardState(last_cache_flush_at_s=995.0),
+            CacheStep.NONE,
+            0,
+        ),
+        (
+            snap(300),
+            CacheLimit(ratio=0.25),
+            GuardState(last_cache_flush_at_s=960.0),
+            CacheStep.FLUSH,
+            44,
+        ),
         (snap(300), None, GuardState(), CacheStep.NONE, 0),
     ],
 )
@@ -65,3 +80,14 @@ def test_flush_cache_above_values(text: str, expected: CacheLimit | None) -> Non
 def test_bad_flush_cache_above(bad: str) -> None:
     with pytest.raises(ConfigError, match="--flush-cache-above"):
         resolve(RUN_OPTIONS, {"flush_cache_above": bad}, {})
+
+
+def test_a_routine_cache_flush_does_not_hold_back_the_oom_paths_flush() -> None:
+    state = after_cache_flush(GuardState(), 1000.0)
+    over = MemorySnapshot(usage_bytes=1020 * MIB, limit_bytes=1024 * MIB, cache_bytes=600 * MIB)
+    threshold = 1000 * MIB
+    assert decide(over, threshold, state, SETTINGS, now_s=1001.0).step is Step.FLUSH
+    # ... while the flusher itself waits its cooldown
+    assert decide_cache_flush(over, CacheLimit(ratio=0.25), state, SETTINGS, 1001.0).step is (
+        CacheStep.NONE
+    )
