@@ -162,16 +162,18 @@ async def test_cache_flusher_reclaims_page_cache_above_its_limit(
 ) -> None:
     cgroup = cgroups.container(limit_bytes=1024 * MIB)
     target = os.path.join(page_cache_dir, "flusher-cache")
-    dd = cgroups.spawn(cgroup, ["dd", "if=/dev/zero", f"of={target}", "bs=1M", "count=200"])
+    # The cache is written (and synced: clean pages) before the agent starts, so the
+    # flush sees all of it at once rather than racing dd's dirty pages.
+    argv = ["dd", "if=/dev/zero", f"of={target}", "bs=1M", "count=200", "conv=fsync"]
+    dd = cgroups.spawn(cgroup, argv)
+    dd.go()
+    assert await dd.exited() == 0
     config = make_config(
         cgroups.parent,
         cache_flush_above=CacheLimit(size_bytes=64 * MIB),
         cache_flush_interval_s=0.5,
     )
-    async with running_agent(config) as (agent, collect):
-        await wait_armed(agent, cgroup)
-        dd.go()
-        assert await dd.exited() == 0
+    async with running_agent(config) as (_, collect):
         flush = await collect.wait_for_kind(cgroup, ReportKind.FLUSH)
     assert "--flush-cache-above" in flush.reason
     assert flush.cache_before_bytes is not None
