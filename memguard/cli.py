@@ -116,15 +116,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from memguard.options import RUN_OPTIONS, resolve
     from memguard.serve import serve
 
-    path = args.config or os.environ.get("MEMGUARD_CONFIG", "")
-    if path.strip():
-        from memguard.configfile import load_config_file
+    path = (args.config or os.environ.get("MEMGUARD_CONFIG", "")).strip()
+    file = None
+    if path:
+        from memguard.configfile import load_config_file  # yaml only when a file is given
 
         file = load_config_file(path, RUN_OPTIONS)
-        values = resolve(RUN_OPTIONS, vars(args), os.environ, file.values, path)
-        values["memory_qos"] = file.memory_qos
-    else:
-        values = resolve(RUN_OPTIONS, vars(args), os.environ)
+    values = resolve(RUN_OPTIONS, vars(args), os.environ, file.values if file else None, path)
+    values["memory_qos"] = file.memory_qos if file else None
     return serve(build_agent_config(values), values)
 
 

@@ -61,11 +61,11 @@ def build_agent_config(values: Mapping[str, Any]) -> AgentConfig:
         high_tripwire=values["high_tripwire"],
     )
     return AgentConfig(
-        memory_qos=values.get("memory_qos"),
         parent=resolve_parent(values["parent"], values["cgroup_version"]),
         settings=settings,
         cgroup_version=values["cgroup_version"],
         v2=v2,
+        memory_qos=values.get("memory_qos"),
         match=MatchMode(values["match"]),
         rescan_interval_s=values["rescan_interval"],
         flush_timeout_s=values["flush_timeout"],

@@ -57,6 +57,7 @@ class _Outcome:
     written: Mapping[str, tuple[str, str | None]]
     restored: tuple[str, ...]
     errors: tuple[str, ...]
+    failed: frozenset[str]  # files whose write was refused or impossible
     gone: bool
 
 
@@ -191,7 +192,7 @@ class MemoryQos:
         tracked.written.update(outcome.written)
         if outcome.errors:
             self._warn_once(cgroup_dir, tracked, ReportKind.QOS_INVALID, outcome.errors)
-        done = {f: v for f, v in changes.items() if not _failed(f, outcome)}
+        done = {f: v for f, v in changes.items() if f not in outcome.failed}
         if done or outcome.restored:
             self.applied += 1
             action = "set memory QoS"
@@ -236,31 +237,28 @@ class MemoryQos:
         self._report(ReportKind.QOS_APPLIED, cgroup_dir, tracked, action, ", ".join(parts))
 
     def _warn_once(
-        self, cgroup_dir: str, tracked: _Tracked, kind: ReportKind, problems: tuple[str, ...]
+        self,
+        cgroup_dir: str,
+        tracked: _Tracked,
+        kind: ReportKind,
+        problems: tuple[str, ...],
+        key: str | None = None,
     ) -> None:
+        """Report the problems the pod was not told yet (each, or once per key)."""
         said = self._said.setdefault(tracked.ref.pod_uid or cgroup_dir, set())
-        fresh = [problem for problem in problems if problem not in said]
+        fresh = [p for p in problems if (key or p) not in said]
         if fresh:
-            said.update(fresh)
+            said.update([key] if key else fresh)
             reason = "; ".join(fresh)
             self._report(kind, cgroup_dir, tracked, "memory QoS not applied", reason)
 
     def _unsupported_once(self, cgroup_dir: str, tracked: _Tracked, plan: QosPlan) -> None:
-        said = self._said.setdefault(tracked.ref.pod_uid or cgroup_dir, set())
-        if _UNSUPPORTED in said:
-            return  # once per pod, whatever its class becomes
-        said.add(_UNSUPPORTED)
+        """Once per pod, whatever its class becomes."""
         files = ", ".join(plan.writes)
-        reason = (
-            f"cgroup v1 has no equivalent of {files}"
-            + (f" (class {plan.class_name})" if plan.class_name else "")
-            + "; the pod runs without them"
-        )
-        self._warn_once(cgroup_dir, tracked, ReportKind.QOS_UNSUPPORTED, (reason,))
-
-
-def _failed(file: str, outcome: _Outcome) -> bool:
-    return any(error.startswith(f"{file}:") for error in outcome.errors)
+        of_class = f" (class {plan.class_name})" if plan.class_name else ""
+        reason = f"cgroup v1 has no equivalent of {files}{of_class}; the pod runs without them"
+        kind = ReportKind.QOS_UNSUPPORTED
+        self._warn_once(cgroup_dir, tracked, kind, (reason,), key=_UNSUPPORTED)
 
 
 def _describe(file: str, value: str, limit_bytes: int | None) -> str:
@@ -281,15 +279,18 @@ def _write_all(
     done: dict[str, tuple[str, str | None]] = {}
     restored: list[str] = []
     errors: list[str] = []
+    failed: set[str] = set()
     for file, value in changes.items():
         original = written[file][1] if file in written else backend.read_setting(cgroup_dir, file)
         done[file] = (value, original)  # remembered even when refused: not retried each update
         try:
             if not backend.write_setting(cgroup_dir, file, value):
                 if not backend.exists(cgroup_dir):
-                    return _Outcome(done, (), (), gone=True)
+                    return _Outcome(done, (), (), frozenset(), gone=True)
+                failed.add(file)
                 errors.append(f"{file}: this kernel has no {file} in the cgroup")
         except KernelError as error:
+            failed.add(file)
             errors.append(f"{file}: the kernel refused {value!r} ({error})")
     for file, (value, original) in stale.items():
         if original is None or backend.read_setting(cgroup_dir, file) != value:
@@ -299,4 +300,4 @@ def _write_all(
                 restored.append(file)
         except KernelError as error:
             errors.append(f"{file}: the kernel refused {original!r} ({error})")
-    return _Outcome(done, tuple(restored), tuple(errors), gone=False)
+    return _Outcome(done, tuple(restored), tuple(errors), frozenset(failed), gone=False)

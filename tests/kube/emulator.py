@@ -29,6 +29,7 @@ import aiohttp.web
 import kmock
 import trio
 
+from memguard.fake.tree import FakeContainer
 from tests.kube import apirules
 from tests.kube.aioloop import AsyncioThread
 from tests.kube.apiserver import HARNESS_AGENT as HARNESS
@@ -84,6 +85,20 @@ def make_pod(
             "containerStatuses": statuses,
         },
     }
+
+
+def pod_for(
+    container: FakeContainer, annotations: dict[str, str], node_name: str = "node-a"
+) -> dict[str, Any]:
+    """A pod in namespace shop named after a fake tree's container, whose one
+    container 'app' has that container's pod uid and container id."""
+    uid = container.ref.pod_uid
+    assert uid is not None
+    pod = make_pod("shop", container.name, uid=uid, node_name=node_name, containers=("app",))
+    status = pod["status"]["containerStatuses"][0]
+    status["containerID"] = f"containerd://{container.ref.container_id}"
+    pod["metadata"]["annotations"] = annotations
+    return pod
 
 
 def make_node(name: str) -> dict[str, Any]:

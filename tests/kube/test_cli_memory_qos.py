@@ -15,7 +15,7 @@ from typing import Any
 from memguard.fake.tree import FakeContainer
 from memguard.policy.model import MIB
 from memguard.policy.qos import high_for
-from tests.kube.emulator import KubeEmulator, make_pod
+from tests.kube.emulator import KubeEmulator, pod_for
 
 NODE = "node-a"
 CONFIG = """\
@@ -27,16 +27,6 @@ classes:
   swaplimitratio: 0.2
 unifiedannotations: [memory.swap.max]
 """
-
-
-def pod_for(container: FakeContainer, annotations: dict[str, str]) -> dict[str, Any]:
-    uid = container.ref.pod_uid
-    assert uid is not None
-    pod = make_pod("shop", container.name, uid=uid, node_name=NODE, containers=("app",))
-    status = pod["status"]["containerStatuses"][0]
-    status["containerID"] = f"containerd://{container.ref.container_id}"
-    pod["metadata"]["annotations"] = annotations
-    return pod
 
 
 def read_reports_until(process: subprocess.Popen[str], wanted: set[str]) -> list[dict[str, Any]]:

@@ -25,10 +25,10 @@ from memguard.kube.features import KubeFeatures, open_kube
 from memguard.kube.podcache import PodCache
 from memguard.memory_qos import MemoryQos
 from memguard.policy.model import MIB
-from memguard.policy.qos import QosClass, QosConfig, high_for
+from memguard.policy.qos import CLASS_KEY, QosClass, QosConfig, high_for
 from memguard.report import Report, ReportKind
 from tests.helpers import make_config, supervisor_of
-from tests.kube.emulator import PODS, KubeEmulator, make_pod
+from tests.kube.emulator import PODS, KubeEmulator, pod_for
 
 NODE = "node-a"
 PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
@@ -36,18 +36,6 @@ CONFIG = QosConfig(
     {"bronze": QosClass("bronze", Fraction(1, 2)), "silver": QosClass("silver", Fraction(1, 5))},
     frozenset({"memory.high", "memory.swap.max"}),
 )
-
-
-def pod_for(container: FakeContainer, annotations: dict[str, str]) -> dict[str, Any]:
-    """A pod whose one container 'app' is the fake tree's container."""
-    uid = container.ref.pod_uid
-    assert uid is not None
-    pod = make_pod("shop", container.name, uid=uid, node_name=NODE, containers=("app",))
-    pod["status"]["containerStatuses"][0]["containerID"] = (
-        f"containerd://{container.ref.container_id}"
-    )
-    pod["metadata"]["annotations"] = annotations
-    return pod
 
 
 @asynccontextmanager
@@ -92,6 +80,25 @@ def write(container: FakeContainer, file: str, value: str) -> None:
 
 def is_v2(container: FakeContainer) -> bool:
     return os.path.exists(os.path.join(container.path, "memory.max"))
+
+
+async def change_class_and_settle(
+    kube: KubeEmulator,
+    features: KubeFeatures,
+    qos: MemoryQos,
+    container: FakeContainer,
+    qos_class: str,
+) -> None:
+    """Patch the pod's class; return once memguard's pod cache has it and the QoS
+    task has looked at every container the change marked."""
+    kube.patch(PODS, "shop", container.name, class_patch(qos_class))
+
+    def changed(cache: PodCache) -> bool:
+        pod = cache.lookup(container.ref.pod_uid)
+        return pod is not None and pod.annotations.get(CLASS_KEY) == qos_class
+
+    await features.bridge.run(features.cache.wait_until(changed))
+    await qos.wait_settled()
 
 
 def by_name(containers: list[FakeContainer]) -> dict[str, FakeContainer]:
@@ -189,14 +196,7 @@ async def test_v1_says_unsupported_once_per_pod(
     kube.create_pod(pod_for(web, {"class.memory-qos.nri.io": "silver"}))
     async with qos_agent(root, kube.kubeconfig) as (_, collect, qos, features):
         await collect.wait_for_kind(web.path, ReportKind.QOS_UNSUPPORTED)
-        kube.patch(PODS, "shop", "web", class_patch("bronze"))
-
-        def bronze(cache: PodCache) -> bool:
-            pod = cache.lookup(web.ref.pod_uid)
-            return pod is not None and "bronze" in pod.annotations.values()
-
-        await features.bridge.run(features.cache.wait_until(bronze))
-        await qos.wait_settled()
+        await change_class_and_settle(kube, features, qos, web, "bronze")
     unsupported = [r for r in collect.reports if r.kind is ReportKind.QOS_UNSUPPORTED]
     assert len(unsupported) == 1
     assert "(class silver)" in unsupported[0].reason
@@ -211,14 +211,7 @@ async def test_dry_run_says_what_it_would_set_and_writes_nothing(
     kube.create_pod(pod_for(web, {"class.memory-qos.nri.io": "silver"}))
     async with qos_agent(root, kube.kubeconfig, dry_run=True) as (_, collect, qos, features):
         report = await collect.wait_for_kind(web.path, ReportKind.QOS_APPLIED)
-        kube.patch(PODS, "shop", "web", class_patch("bronze"))
-
-        def bronze(cache: PodCache) -> bool:
-            pod = cache.lookup(web.ref.pod_uid)
-            return pod is not None and "bronze" in pod.annotations.values()
-
-        await features.bridge.run(features.cache.wait_until(bronze))
-        await qos.wait_settled()
+        await change_class_and_settle(kube, features, qos, web, "bronze")
     assert report.action == "would set memory QoS"
     assert report.dry_run
     assert setting(web, "memory.high") == "max"
