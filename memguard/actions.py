@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import trio
 
 from memguard.backend import Backend
-from memguard.kernel.pidfd import PidFd
+from memguard.kernel.pidfd import Process, open_process
 from memguard.kernel.procfs import read_procs_info
 from memguard.policy.model import ProcInfo
 from memguard.policy.victim import eligible, is_protected, ranked
@@ -125,7 +125,7 @@ class Killer:
         return KillOutcome(survivors=len(members))
 
     async def _kill_one(self, cgroup_dir: str, candidate: ProcInfo) -> KillOutcome | None:
-        pidfd = PidFd.open(candidate.pid)
+        pidfd = open_process(candidate.pid)
         if pidfd is None:
             return None
         with pidfd:
@@ -155,7 +155,7 @@ class Killer:
     async def _kill_all_at_once(
         self, cgroup_dir: str, members: list[ProcInfo], deadline_s: float
     ) -> KillOutcome | None:
-        pidfds = [pidfd for pidfd in map(PidFd.open, (m.pid for m in members)) if pidfd]
+        pidfds = [pidfd for pidfd in map(open_process, (m.pid for m in members)) if pidfd]
         try:
             issued_at = time.perf_counter()
             done = self._backend.kill_all(cgroup_dir)
@@ -198,10 +198,10 @@ class Killer:
 
     def _signal_members(
         self, cgroup_dir: str, targets: list[ProcInfo]
-    ) -> tuple[list[tuple[ProcInfo, PidFd]], float | None]:
-        opened = [(info, PidFd.open(info.pid)) for info in targets]
+    ) -> tuple[list[tuple[ProcInfo, Process]], float | None]:
+        opened = [(info, open_process(info.pid)) for info in targets]
         still_members = set(self._backend.pids(cgroup_dir) or [])
-        signalled: list[tuple[ProcInfo, PidFd]] = []
+        signalled: list[tuple[ProcInfo, Process]] = []
         first_at: float | None = None
         for info, pidfd in opened:
             if pidfd is None:
@@ -217,7 +217,7 @@ class Killer:
         return signalled, first_at
 
 
-async def _wait_exits(pidfds: list[PidFd], deadline_s: float) -> None:
+async def _wait_exits(pidfds: list[Process], deadline_s: float) -> None:
     with trio.move_on_at(deadline_s):
         for pidfd in pidfds:
             await pidfd.wait_exit()

@@ -11,6 +11,7 @@ services, e.g. the pod cache), then the services stop.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import resource
@@ -23,18 +24,19 @@ from memguard.actions import Flusher, Killer
 from memguard.backend import Backend, Service
 from memguard.backend_v1 import V1Backend
 from memguard.backend_v2 import V2Backend, V2Settings
+from memguard.components import ComponentStatus, supervise
 from memguard.discovery import Discovery, MatchMode
 from memguard.errors import ConfigError
 from memguard.fake import model as fake_model
 from memguard.fake.backend import FakeBackend
 from memguard.guard import GuardContext
-from memguard.kernel.fstype import FsKind, fs_kind
+from memguard.kernel.fstype import FsKind, existing_ancestor, fs_kind
 from memguard.memory_qos import MemoryQos
 from memguard.policy.margin import granularity_raised_margin
 from memguard.policy.model import GuardSettings
 from memguard.policy.qos import QosConfig
 from memguard.reporting import DEFAULT_QUEUE_CAPACITY, ReportBus, Sink
-from memguard.supervisor import GuardSupervisor
+from memguard.supervisor import FdBudget, GuardSupervisor
 from memguard.units import format_size
 from memguard.watch import InotifyHub
 
@@ -54,13 +56,7 @@ class AgentConfig:
     cgroup_version: str = "auto"  # auto | 1 | 2
     v2: V2Settings = field(default_factory=V2Settings)
     memory_qos: QosConfig | None = None  # classes / unifiedannotations from --config
-
-
-def _existing_ancestor(path: str) -> str:
-    current = os.path.abspath(path)
-    while not os.path.exists(current):
-        current = os.path.dirname(current)
-    return current
+    reserved_fds: int = 0  # kept free beyond the agent's own (the HTTP endpoint's connections)
 
 
 def _require_root() -> None:
@@ -99,7 +95,7 @@ def select_backend(parent: str, version: str = "auto", v2: V2Settings | None = N
         raise ConfigError(f"--parent {parent}: {os.path.dirname(absolute)} does not exist")
     if os.path.exists(absolute) and not os.path.isdir(absolute):
         raise ConfigError(f"--parent {parent}: not a directory")
-    existing = _existing_ancestor(absolute)
+    existing = existing_ancestor(absolute)
     kind = fs_kind(existing)
     if kind is FsKind.CGROUP_V1:
         _check_version(parent, "1", version)
@@ -129,6 +125,56 @@ def raise_fd_limit() -> int:
     return hard
 
 
+# Component names (metrics, logs, /readyz) of the services the agent runs.
+_SERVICE_NAMES = {
+    "HealthServer": "http",
+    "KubeFeatures": "pod-cache",
+    "MemoryQos": "memory-qos",
+    "Poller": "v2-poller",
+}
+TRANSIENT_FDS = 64  # kept free for reads, flushes, registrations and pidfds of kills
+
+
+def component_name(service: Service) -> str:
+    owner = getattr(service, "__self__", None)
+    name = type(owner).__name__ if owner is not None else getattr(service, "__name__", "")
+    return _SERVICE_NAMES.get(name, name.lower() or "service")
+
+
+def open_fd_count() -> int:
+    try:
+        return len(os.listdir("/proc/self/fd"))
+    except OSError:
+        return 64
+
+
+@dataclass(frozen=True)
+class AgentStatus:
+    """What the agent is doing, read at once (metrics, /readyz, tests)."""
+
+    discovered: bool
+    guarded: int
+    armed: int
+    waiting_for_fds: int
+    components_down: dict[str, str]
+    degraded: dict[str, str]
+    component_failures: dict[str, int]
+    discovery_degraded: dict[str, int]
+    discovery_errors: dict[str, int]
+
+    def not_ready_reasons(self) -> list[str]:
+        reasons = []
+        if not self.discovered:
+            reasons.append("discovery has not run yet")
+        if "discovery" in self.components_down:
+            reasons.append(f"discovery failed ({self.components_down['discovery']}), restarting")
+        if self.armed < self.guarded:
+            reasons.append(f"{self.guarded - self.armed} of {self.guarded} guards not armed yet")
+        if self.waiting_for_fds:
+            reasons.append(f"{self.waiting_for_fds} containers unguarded: out of file descriptors")
+        return reasons
+
+
 class Agent:
     def __init__(
         self,
@@ -136,6 +182,7 @@ class Agent:
         sinks: Sequence[Sink],
         backend: Backend | None = None,
         services: Sequence[Service] = (),
+        status: ComponentStatus | None = None,
     ) -> None:
         self.config = config
         self.backend = (
@@ -143,7 +190,8 @@ class Agent:
             if backend is not None
             else select_backend(config.parent, config.cgroup_version, config.v2)
         )
-        self.hub = InotifyHub()
+        self.status = status or ComponentStatus()
+        self.hub = InotifyHub(self.status)
         self.bus = ReportBus(sinks, config.queue_capacity)
         self._services = list(services)
         self.discovered = False  # the first full scan has run
@@ -199,12 +247,28 @@ class Agent:
                 os.cpu_count() or 1,
             )
 
+    def current_status(self) -> AgentStatus:
+        supervisor, discovery = self.supervisor, self.discovery
+        guards = list(supervisor.guards.values()) if supervisor else []
+        return AgentStatus(
+            discovered=self.discovered,
+            guarded=len(supervisor.guarded) if supervisor else 0,
+            armed=sum(1 for guard in guards if guard.armed),
+            waiting_for_fds=len(supervisor.waiting) if supervisor else 0,
+            components_down=dict(self.status.down),
+            degraded=dict(self.status.degraded),
+            component_failures=dict(self.status.failures),
+            discovery_degraded=dict(discovery.degraded_by_cause()) if discovery else {},
+            discovery_errors=dict(discovery.errors) if discovery else {},
+        )
+
     def ready(self) -> bool:
-        """Discovery has run and every guard found has armed its notification."""
-        supervisor = self.supervisor
-        if not self.discovered or supervisor is None:
-            return False
-        return all(guard.armed for guard in list(supervisor.guards.values()))
+        """Discovery runs and every container found is guarded and armed."""
+        return not self.current_status().not_ready_reasons()
+
+    def _fd_budget(self) -> FdBudget:
+        reserved = open_fd_count() + TRANSIENT_FDS + self.config.reserved_fds
+        return FdBudget(self.backend.fds_per_guard, reserved)
 
     async def _guard_until_stopped(self, task_status: trio.TaskStatus[None]) -> None:
         flusher, killer = self._context_parts
@@ -212,9 +276,10 @@ class Agent:
             self._inner = inner
             if self._stop_requested:
                 inner.cancel_scope.cancel()
-            inner.start_soon(self.hub.run)
+            await inner.start(supervise, "inotify", self.hub.run, self.status)
             for backend_service in self.backend.services():
-                await inner.start(backend_service)
+                name = component_name(backend_service)
+                await inner.start(supervise, name, backend_service, self.status)
             context = GuardContext(
                 self.backend,
                 self.hub,
@@ -223,16 +288,19 @@ class Agent:
                 killer,
                 self.bus.publish,
                 self.memory_qos,
+                self.status,
             )
-            self.supervisor = GuardSupervisor(inner, context)
+            self.supervisor = GuardSupervisor(inner, context, self.status, self._fd_budget())
             self.discovery = Discovery(
                 self.config.parent,
                 self.config.match,
                 self.hub,
                 self.supervisor.start,
                 self.supervisor.stop,
+                self.backend.mounted,
             )
-            await inner.start(self.discovery.run, self.config.rescan_interval_s)
+            discovery_run = functools.partial(self.discovery.run, self.config.rescan_interval_s)
+            await inner.start(supervise, "discovery", discovery_run, self.status)
             self.discovered = True
             log.info("discovery done: guarding %d cgroups", len(self.supervisor.guarded))
             task_status.started()
@@ -242,9 +310,10 @@ class Agent:
         with self.hub:
             async with trio.open_nursery() as services:
                 for service in self._services:
-                    await services.start(service)
+                    name = component_name(service)
+                    await services.start(supervise, name, service, self.status)
                 async with trio.open_nursery() as reports:
-                    reports.start_soon(self.bus.run)
+                    reports.start_soon(self.bus.run, self.status)
                     await self._guard_until_stopped(task_status)
                     self.bus.close()
                     reports.cancel_scope.deadline = (

@@ -3,7 +3,7 @@
 A backend reads snapshots and member pids, flushes page cache and opens a
 notifier; a notifier is armed with a threshold and waits for the kernel (or a
 fake tree's file writes) to say something changed. v1 lives in backend_v1,
-fake trees in memguard.fake.backend; cgroup v2 plugs in the same way.
+fake trees in memguard.fake.backend, cgroup v2 in backend_v2.
 """
 
 from __future__ import annotations
@@ -33,11 +33,23 @@ class Notifier(Protocol):
         """perf_counter() of the last kernel wake-up (for latency reports)."""
         ...
 
+    @property
+    def limit_watched(self) -> bool:
+        """inotify tells of limit changes; False when it could not watch the cgroup
+        (the watch limit): the guard then re-reads the limit more often."""
+        ...
+
 
 class Backend(Protocol):
     name: str
     # True when flush() blocks in the kernel and must run off the trio thread.
     flush_blocks: bool
+    # File descriptors each guard's notifier holds while it guards.
+    fds_per_guard: int
+
+    def mounted(self, path: str) -> bool:
+        """path (or its nearest existing ancestor) is still on this backend's filesystem."""
+        ...
 
     def exists(self, cgroup_dir: str) -> bool:
         """The cgroup directory is there (its memory files may not be, yet)."""

@@ -10,8 +10,10 @@ import trio
 
 from memguard.backend import Service
 from memguard.doorbell import KERNEL, Doorbell
+from memguard.errors import WatchError
 from memguard.kernel import cgroup_v1
 from memguard.kernel.eventfd import EventFd
+from memguard.kernel.fstype import FsKind, still_on
 from memguard.kernel.inotify import IN_CLOSE_WRITE, IN_MODIFY, InotifyEvent
 from memguard.policy.model import MemorySnapshot
 from memguard.watch import InotifyHub, Subscription
@@ -38,6 +40,7 @@ class V1Notifier:
         self._limiter = limiter
         self._eventfd: EventFd | None = None
         self.bell = Doorbell()
+        self.limit_watched = True
 
     @property
     def kernel_woke_at(self) -> float | None:
@@ -87,12 +90,16 @@ class V1Notifier:
 class V1Backend:
     name = "cgroup-v1"
     flush_blocks = True
+    fds_per_guard = 1  # the eventfd carrying threshold and OOM events
 
     def __init__(self) -> None:
         self._registration_limiter = trio.CapacityLimiter(MAX_PARALLEL_REGISTRATIONS)
 
     def exists(self, cgroup_dir: str) -> bool:
         return os.path.isdir(cgroup_dir)
+
+    def mounted(self, path: str) -> bool:
+        return still_on(path, FsKind.CGROUP_V1)
 
     def snapshot(self, cgroup_dir: str) -> MemorySnapshot | None:
         return cgroup_v1.read_snapshot(cgroup_dir)
@@ -120,9 +127,13 @@ class V1Backend:
     @contextmanager
     def notifier(self, cgroup_dir: str, hub: InotifyHub) -> Iterator[V1Notifier]:
         notifier = V1Notifier(cgroup_dir, self._registration_limiter)
-        subscription: Subscription | None = hub.subscribe(
-            cgroup_dir, IN_MODIFY | IN_CLOSE_WRITE, notifier.on_file_event
-        )
+        subscription: Subscription | None = None
+        try:
+            subscription = hub.subscribe(
+                cgroup_dir, IN_MODIFY | IN_CLOSE_WRITE, notifier.on_file_event
+            )
+        except WatchError:
+            notifier.limit_watched = False  # the guard re-reads the limit more often
         try:
             yield notifier
         finally:

@@ -27,8 +27,9 @@ from dataclasses import dataclass, field
 
 from memguard.backend import Service
 from memguard.doorbell import KERNEL, TIMEOUT, Doorbell
-from memguard.errors import Unsupported
+from memguard.errors import Unsupported, WatchError
 from memguard.kernel import cgroup_v1, cgroup_v2
+from memguard.kernel.fstype import FsKind, still_on
 from memguard.kernel.inotify import IN_MODIFY, InotifyEvent
 from memguard.kernel.psi import PsiTrigger
 from memguard.policy.model import MemorySnapshot
@@ -63,6 +64,7 @@ class V2Notifier:
         self._poll: PollEntry | None = None
         self._tripwire_bytes: int | None = None  # memory.high as memguard set it
         self.woke_at: float | None = None
+        self.limit_watched = True
 
     @property
     def kernel_woke_at(self) -> float | None:
@@ -141,6 +143,13 @@ class V2Backend:
     def __init__(self, settings: V2Settings | None = None) -> None:
         self.settings = settings or V2Settings()
         self.poller = Poller(self.settings.poll)
+        # memory.current for the poll; memory.pressure and its private epoll for PSI
+        self.fds_per_guard = (SIGNAL_POLL in self.settings.signals) + 2 * (
+            SIGNAL_PSI in self.settings.signals
+        )
+
+    def mounted(self, path: str) -> bool:
+        return still_on(path, FsKind.CGROUP_V2)
 
     def services(self) -> list[Service]:
         return [self.poller.run] if SIGNAL_POLL in self.settings.signals else []
@@ -171,7 +180,11 @@ class V2Backend:
     @contextmanager
     def notifier(self, cgroup_dir: str, hub: InotifyHub) -> Iterator[V2Notifier]:
         notifier = V2Notifier(cgroup_dir, self.settings, self.poller)
-        subscription = hub.subscribe(cgroup_dir, IN_MODIFY, notifier.on_file_event)
+        subscription = None
+        try:
+            subscription = hub.subscribe(cgroup_dir, IN_MODIFY, notifier.on_file_event)
+        except WatchError:
+            notifier.limit_watched = False  # no memory.events wake-ups either: poll, PSI
         try:
             notifier.open()
             yield notifier

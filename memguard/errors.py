@@ -24,9 +24,19 @@ class KernelError(MemguardError):
         self.errno = errno
 
 
+class WatchError(KernelError):
+    """inotify cannot watch one path (watch limit, name too long, no access):
+    that path only; the caller falls back for it (rescans, re-reads)."""
+
+
 class Unsupported(KernelError):
     """The running kernel or the build headers lack an interface (ENOSYS)."""
 
 
 class CgroupFormatError(MemguardError):
     """A cgroup file held something memguard cannot parse."""
+
+
+class FatalError(MemguardError):
+    """Guarding has become impossible everywhere (the parent's filesystem is gone):
+    the one failure that may stop the agent, with one clear line."""

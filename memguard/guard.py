@@ -14,13 +14,14 @@ import logging
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import trio
 
 from memguard.actions import Flusher, FlushOutcome, Killer, KillOutcome
 from memguard.backend import Backend, Notifier
+from memguard.components import ComponentStatus
 from memguard.doorbell import NOTIFICATIONS, TIMEOUT
 from memguard.paths import ContainerRef
 from memguard.policy import decide as policy
@@ -39,6 +40,7 @@ log = logging.getLogger(__name__)
 
 CONTAINER_KILL_BOUND_S = 2.0
 NOT_READY_RETRY_S = 0.5
+UNWATCHED_RECHECK_S = 1.0  # no inotify watch on the cgroup (watch limit): re-read this often
 RECHECK_JITTER = 0.1  # +-10 %, so 1,000 guards do not re-check in lockstep
 
 
@@ -53,6 +55,7 @@ class GuardContext:
     killer: Killer
     publish: Callable[[Report], None]
     memory_qos: MemoryQos | None = None  # told of each container and limit (--config classes)
+    status: ComponentStatus = field(default_factory=ComponentStatus)
 
 
 class _Gone(Exception):
@@ -122,10 +125,7 @@ class Guard:
             self._report_kernel_oom(snapshot)
             threshold = threshold_bytes(snapshot.limit_bytes, self._settings)
             if threshold != self._armed or not self._is_armed:
-                if self._ctx.memory_qos is not None:  # before the tripwire: QoS owns memory.high
-                    self._ctx.memory_qos.container_seen(
-                        self.cgroup_dir, self.ref, snapshot.limit_bytes
-                    )
+                self._tell_memory_qos(snapshot)  # before the tripwire: QoS owns memory.high
                 if not await notifier.arm(threshold):
                     raise _Gone
                 log.info(
@@ -142,8 +142,19 @@ class Guard:
             if retry_at_s is None:
                 jitter = random.uniform(1 - RECHECK_JITTER, 1 + RECHECK_JITTER)
                 retry_at_s = now_s + self._settings.recheck_interval_s * jitter
+            if not notifier.limit_watched:
+                retry_at_s = min(retry_at_s, now_s + UNWATCHED_RECHECK_S)
             reasons = await notifier.wait(retry_at_s - now_s)
             self._woke_by = reasons
+
+    def _tell_memory_qos(self, snapshot: MemorySnapshot) -> None:
+        """Memory QoS hears of the container; its failure is its own, not the guard's."""
+        if self._ctx.memory_qos is None:
+            return
+        try:
+            self._ctx.memory_qos.container_seen(self.cgroup_dir, self.ref, snapshot.limit_bytes)
+        except Exception as error:
+            self._ctx.status.failed("memory-qos", error, f"{self.cgroup_dir} guarded without it")
 
     def _report_kernel_oom(self, snapshot: MemorySnapshot) -> None:
         fresh, self._state = policy.new_oom_kills(self._state, snapshot)

@@ -57,5 +57,12 @@ def counter(name: str, help_text: str, values: Mapping[str, float], label: str) 
     return family
 
 
+def labelled_gauge(name: str, help_text: str, values: Mapping[str, float], label: str) -> Metric:
+    family = GaugeMetricFamily(name, help_text, labels=[label])
+    for key, number in sorted(values.items()):
+        family.add_metric([key], number)
+    return family
+
+
 def render(registry: CollectorRegistry) -> bytes:
     return generate_latest(registry)

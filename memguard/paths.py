@@ -73,6 +73,23 @@ def parse_container_path(path: str) -> ContainerRef | None:
     return None
 
 
+def may_hold_containers(path: str) -> bool:
+    """Whether a directory below path can be a container (discovery descends only then).
+
+    Not below a container (nothing inside a container cgroup is a container),
+    and not below a pod's other children (a pod's containers are its direct
+    children, so its grandchildren never are).
+    """
+    if parse_container_path(path) is not None:
+        return False
+    parts = _components(path)
+    return not (len(parts) >= 2 and _is_pod(parts[-2]))
+
+
+def _is_pod(name: str) -> bool:
+    return _CGROUPFS_POD.match(name) is not None or _SYSTEMD_POD.match(name) is not None
+
+
 def leaf_ref(path: str) -> ContainerRef:
     """Identity for --match leaf: the parsed form when known, else the bare name."""
     parsed = parse_container_path(path)

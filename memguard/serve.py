@@ -9,9 +9,12 @@ their memory (measured: +13 MiB RSS together).
 
 from __future__ import annotations
 
+import dataclasses
+import errno
 import logging
 import os
 import signal
+import socket
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -19,9 +22,12 @@ import trio
 
 from memguard.agent import Agent, AgentConfig, raise_fd_limit, select_backend
 from memguard.backend import Service
+from memguard.components import fatal_in
+from memguard.errors import ConfigError
+from memguard.health import DEFAULT_MAX_CONNECTIONS, HealthServer, HttpCounters, bind
 from memguard.kube.connection import find_connection, node_name_from
 from memguard.log_sink import LogSink
-from memguard.logsetup import configure
+from memguard.logsetup import NonBlockingHandler, configure
 from memguard.reporting import Sink
 from memguard.units import parse_listen
 
@@ -50,21 +56,52 @@ async def serve_async(agent: Agent) -> None:
             nursery.cancel_scope.cancel()
 
 
-def state_metrics(agent: Agent, kube: KubeFeatures | None) -> Iterable[Metric]:
-    from memguard.metrics import counter, gauge
+def state_metrics(
+    agent: Agent,
+    kube: KubeFeatures | None,
+    log_handler: NonBlockingHandler | None = None,
+    http: HttpCounters | None = None,
+) -> Iterable[Metric]:
+    from memguard.metrics import counter, gauge, labelled_gauge
 
-    supervisor = agent.supervisor
+    status = agent.current_status()
+    yield gauge("memguard_guarded_cgroups", "Container cgroups being guarded.", status.guarded)
     yield gauge(
-        "memguard_guarded_cgroups",
-        "Container cgroups being guarded.",
-        len(supervisor.guarded) if supervisor else 0,
+        "memguard_containers_waiting_for_fds",
+        "Containers found but not guarded: RLIMIT_NOFILE leaves no fds for their guards.",
+        status.waiting_for_fds,
     )
     yield gauge("memguard_ready", "1 once every discovered cgroup is armed.", agent.ready())
+    supervisor = agent.supervisor
     yield counter(
         "memguard_guard_failures",
         "Guards that failed and were restarted.",
         {"all": supervisor.failures if supervisor else 0},
         "guard",
+    )
+    yield counter(
+        "memguard_component_failures",
+        "Failures of a component (restarted with backoff; guard: one guard's failure).",
+        status.component_failures,
+        "component",
+    )
+    yield labelled_gauge(
+        "memguard_component_down",
+        "1 while a failed component waits to be restarted.",
+        {name: float(name in status.components_down) for name in status.component_failures},
+        "component",
+    )
+    yield labelled_gauge(
+        "memguard_discovery_degraded_directories",
+        "Directories discovery cannot watch or list now (found by faster rescans).",
+        status.discovery_degraded,
+        "cause",
+    )
+    yield counter(
+        "memguard_discovery_errors",
+        "Failures to watch or list a directory, by cause.",
+        status.discovery_errors,
+        "cause",
     )
     yield counter(
         "memguard_report_drops",
@@ -78,6 +115,20 @@ def state_metrics(agent: Agent, kube: KubeFeatures | None) -> Iterable[Metric]:
         dict(agent.bus.failed),
         "sink",
     )
+    if log_handler is not None:
+        yield counter(
+            "memguard_log_drops",
+            "Log lines dropped: the log output was blocked (or failed).",
+            {"all": log_handler.dropped},
+            "log",
+        )
+    if http is not None:
+        yield counter(
+            "memguard_http_connections",
+            "Connections to the health/metrics endpoint, by how they ended.",
+            dict(http.outcomes),
+            "outcome",
+        )
     if kube is not None:
         yield counter(
             "memguard_kube_events",
@@ -98,15 +149,38 @@ def routes(agent: Agent, registry: CollectorRegistry) -> dict[str, Any]:
     from memguard.metrics import render
 
     def ready() -> tuple[int, str, bytes]:
-        if agent.ready():
+        reasons = agent.current_status().not_ready_reasons()
+        if not reasons:
             return 200, "text/plain", b"ready\n"
-        return 503, "text/plain", b"not ready: discovery or arming in progress\n"
+        return 503, "text/plain", ("not ready: " + "; ".join(reasons) + "\n").encode()
 
     return {
         "/healthz": lambda: (200, "text/plain", b"ok\n"),
         "/readyz": ready,
         "/metrics": lambda: (200, "text/plain; version=0.0.4", render(registry)),
     }
+
+
+def http_connection_cap(fd_limit: int) -> int:
+    """Open HTTP connections allowed: enough for any scraper and probe, never more
+    than an eighth of the fds."""
+    return min(DEFAULT_MAX_CONNECTIONS, max(16, fd_limit // 8))
+
+
+async def bind_listen(text: str) -> list[trio.SocketListener]:
+    """Listeners for --listen, or ConfigError (exit 2) with the reason in one line."""
+    host, port = parse_listen(text)
+    try:
+        return await bind(host, port)
+    except socket.gaierror as error:
+        raise ConfigError(f"--listen {text}: cannot resolve {host!r} ({error.strerror})") from None
+    except OSError as error:
+        reason = {
+            errno.EADDRINUSE: f"port {port} is already in use",
+            errno.EADDRNOTAVAIL: f"{host} is not an address of this host",
+            errno.EACCES: f"no permission to listen on port {port}",
+        }.get(error.errno or 0, error.strerror or str(error))
+        raise ConfigError(f"--listen {text}: {reason}") from None
 
 
 async def open_kube_from(values: Mapping[str, Any]) -> KubeFeatures | None:
@@ -124,18 +198,21 @@ async def open_kube_from(values: Mapping[str, Any]) -> KubeFeatures | None:
     return await open_kube(connection, node, explicit=bool(values["kubeconfig"]))
 
 
-async def _main(config: AgentConfig, values: Mapping[str, Any]) -> None:
+async def _main(
+    config: AgentConfig, values: Mapping[str, Any], log_handler: NonBlockingHandler
+) -> None:
+    # Bound before anything starts, so a bad --listen is exit 2 and nothing else ran.
+    listeners = await bind_listen(values["listen"]) if values["listen"] else None
     kube = await open_kube_from(values)
     sinks: list[Sink] = [LogSink()]
     services: list[Service] = []
     if kube is not None:
         sinks.append(kube.sink)
         services.append(kube.run)
-    if values["listen"]:
+    if listeners is not None:
         from prometheus_client import CollectorRegistry
 
-        from memguard.health import HealthServer
-        from memguard.metrics import MetricsSink, StateCollector
+        from memguard.metrics import MetricsSink
 
         registry = CollectorRegistry()
         sinks.append(MetricsSink(registry))
@@ -148,16 +225,31 @@ async def _main(config: AgentConfig, values: Mapping[str, Any]) -> None:
             )
         else:
             agent.memory_qos.follow(kube.cache)
-    if values["listen"]:
-        host, port = parse_listen(values["listen"])
-        registry.register(StateCollector(lambda: state_metrics(agent, kube)))
-        agent.add_service(HealthServer(host, port, routes(agent, registry)).run)
+    if listeners is not None:
+        from memguard.metrics import StateCollector
+
+        counters = HttpCounters()
+        registry.register(StateCollector(lambda: state_metrics(agent, kube, log_handler, counters)))
+        server = HealthServer(listeners, routes(agent, registry), config.reserved_fds, counters)
+        log.info("health and metrics on http://%s", values["listen"])
+        agent.add_service(server.run)
     await serve_async(agent)
 
 
 def serve(config: AgentConfig, values: Mapping[str, Any]) -> int:
-    configure(values["log_format"], values["log_level"])
-    select_backend(config.parent, config.cgroup_version, config.v2)  # ConfigError: exit 2
-    raise_fd_limit()
-    trio.run(_main, config, values)
+    log_handler = configure(values["log_format"], values["log_level"])
+    try:
+        select_backend(config.parent, config.cgroup_version, config.v2)  # ConfigError: exit 2
+        fd_limit = raise_fd_limit()
+        if values["listen"]:
+            config = dataclasses.replace(config, reserved_fds=http_connection_cap(fd_limit))
+        try:
+            trio.run(_main, config, values, log_handler)
+        except BaseExceptionGroup as group:
+            fatal = fatal_in(group)
+            if fatal is None:
+                raise
+            raise fatal from None
+    finally:
+        log_handler.close()
     return 0

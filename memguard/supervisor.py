@@ -1,30 +1,77 @@
 """Starts one guard task per container cgroup and cancels it when the cgroup goes.
 
 Guards run in the agent's nursery, each inside its own cancel scope. A guard
-that fails (an unexpected kernel error, a bug) is logged with its traceback
-and restarted after a backoff: one bad cgroup never takes the agent down.
+that fails (an unexpected kernel error, a bug) is logged, counted (component
+"guard") and restarted after a backoff: one bad cgroup never takes the agent
+down.
+
+File descriptors are budgeted (FdBudget): each guard holds a few (v1: one
+eventfd; v2: memory.current, memory.pressure and an epoll), and guards are
+started only while their fds fit under RLIMIT_NOFILE with a reserve left for
+the short-lived ones every guard needs to read, flush and kill. Containers
+beyond the budget wait, in the order they were found (reported: the agent is
+not ready, the log says so once, the metrics count them), and are guarded as
+soon as a guard ends or the limit is raised. A guard that still runs out of
+fds (EMFILE/ENFILE) waits and retries without a traceback per guard.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
+import resource
 from collections.abc import Callable
 
 import trio
 
+from memguard.components import RESTART_BACKOFF_S, ComponentStatus
 from memguard.guard import Guard, GuardContext
 from memguard.paths import ContainerRef
 
 log = logging.getLogger(__name__)
 
-RESTART_BACKOFF_S = (1.0, 2.0, 5.0, 10.0, 30.0)
+COMPONENT = "guard"
+FDS_COMPONENT = "file-descriptors"
+_OUT_OF_FDS = frozenset({errno.EMFILE, errno.ENFILE})
+
+
+def out_of_fds(error: BaseException) -> bool:
+    return getattr(error, "errno", None) in _OUT_OF_FDS
+
+
+class FdBudget:
+    """How many guards fit under RLIMIT_NOFILE (read anew each time: an
+    operator may raise it with prlimit while the agent runs)."""
+
+    def __init__(self, fds_per_guard: int, reserved_fds: int) -> None:
+        self.fds_per_guard = fds_per_guard
+        self.reserved_fds = reserved_fds
+
+    def slots(self) -> int | None:
+        """Guards that fit; None when guards hold no fds or there is no limit."""
+        if self.fds_per_guard <= 0:
+            return None
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft == resource.RLIM_INFINITY:
+            return None
+        return max(0, (soft - self.reserved_fds) // self.fds_per_guard)
 
 
 class GuardSupervisor:
-    def __init__(self, nursery: trio.Nursery, context: GuardContext) -> None:
+    def __init__(
+        self,
+        nursery: trio.Nursery,
+        context: GuardContext,
+        status: ComponentStatus | None = None,
+        budget: FdBudget | None = None,
+    ) -> None:
         self._nursery = nursery
         self._context = context
+        self._status = status or ComponentStatus()
+        self._status.register(COMPONENT)
+        self._budget = budget or FdBudget(0, 0)
         self._scopes: dict[str, trio.CancelScope] = {}
+        self.waiting: dict[str, ContainerRef] = {}  # found, not guarded: no fds left
         self.guards: dict[str, Guard] = {}  # the running guard of each cgroup
         self._changed = trio.Event()
         self.failures = 0
@@ -35,24 +82,55 @@ class GuardSupervisor:
         return frozenset(self._scopes)
 
     def start(self, cgroup_dir: str, ref: ContainerRef) -> None:
-        """Guard cgroup_dir unless it is guarded already."""
+        """Guard cgroup_dir unless it is guarded already (or must wait for fds)."""
         if cgroup_dir in self._scopes:
             return
+        slots = self._budget.slots()
+        if slots is not None and len(self._scopes) >= slots:
+            if cgroup_dir not in self.waiting:
+                self.waiting[cgroup_dir] = ref
+                self._note_waiting(slots)
+            return
+        self.waiting.pop(cgroup_dir, None)
+        self._launch(cgroup_dir, ref)
+
+    def _launch(self, cgroup_dir: str, ref: ContainerRef) -> None:
         scope = trio.CancelScope()
         self._scopes[cgroup_dir] = scope
         self._nursery.start_soon(self._run, cgroup_dir, ref, scope, name=f"guard {cgroup_dir}")
         self._notify()
 
+    def _note_waiting(self, slots: int) -> None:
+        if FDS_COMPONENT not in self._status.degraded:
+            log.warning(
+                "out of file descriptors: guarding %d containers, the others wait "
+                "(RLIMIT_NOFILE allows %d guards here; raise it)",
+                len(self._scopes),
+                slots,
+            )
+        self._status.degrade(
+            FDS_COMPONENT, f"{len(self.waiting)} containers wait for file descriptors"
+        )
+
+    def _admit_waiting(self) -> None:
+        slots = self._budget.slots()
+        while self.waiting and (slots is None or len(self._scopes) < slots):
+            cgroup_dir = next(iter(self.waiting))
+            self._launch(cgroup_dir, self.waiting.pop(cgroup_dir))
+        if self.waiting:
+            self._status.degrade(
+                FDS_COMPONENT, f"{len(self.waiting)} containers wait for file descriptors"
+            )
+        elif self._status.degraded.pop(FDS_COMPONENT, None) is not None:
+            log.info("file descriptors suffice again: every container found is guarded")
+
     def stop(self, cgroup_dir: str) -> None:
+        self.waiting.pop(cgroup_dir, None)
         scope = self._scopes.pop(cgroup_dir, None)
         self.guards.pop(cgroup_dir, None)
         if scope is not None:
             scope.cancel()
             self._notify()
-
-    def stop_all(self) -> None:
-        for cgroup_dir in list(self._scopes):
-            self.stop(cgroup_dir)
 
     @property
     def running(self) -> int:
@@ -72,6 +150,18 @@ class GuardSupervisor:
         self._changed.set()
         self._changed = trio.Event()
 
+    def _failed(self, cgroup_dir: str, error: Exception, backoff_s: float) -> None:
+        self.failures += 1
+        if out_of_fds(error):
+            self._status.failures[COMPONENT] += 1
+            if self._status.degraded.get(FDS_COMPONENT) is None:
+                log.warning("out of file descriptors (%s): guards retry", error)
+            self._status.degrade(FDS_COMPONENT, "guards ran out of file descriptors")
+            return
+        self._status.failed(
+            COMPONENT, error, f"restarting the guard of {cgroup_dir} in {backoff_s:.0f}s"
+        )
+
     async def _run(self, cgroup_dir: str, ref: ContainerRef, scope: trio.CancelScope) -> None:
         self._running += 1
         self._notify()
@@ -84,13 +174,10 @@ class GuardSupervisor:
                     try:
                         await guard.run()
                         return
-                    except Exception:
-                        self.failures += 1
-                        self._notify()
+                    except Exception as error:
                         backoff_s = RESTART_BACKOFF_S[min(attempt, len(RESTART_BACKOFF_S) - 1)]
-                        log.exception(
-                            "guard for %s failed; restarting in %.0fs", cgroup_dir, backoff_s
-                        )
+                        self._failed(cgroup_dir, error, backoff_s)
+                        self._notify()
                         attempt += 1
                         await trio.sleep(backoff_s)
         finally:
@@ -100,4 +187,5 @@ class GuardSupervisor:
                 self.guards.pop(cgroup_dir, None)
                 if self._context.memory_qos is not None:
                     self._context.memory_qos.container_gone(cgroup_dir)
+            self._admit_waiting()
             self._notify()

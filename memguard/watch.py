@@ -4,6 +4,11 @@ inotify returns the same watch descriptor for the same inode and replaces its
 mask, so the hub keeps, per wd, the list of subscribers and the union of their
 masks, and delivers each event to the subscribers whose mask matches.
 IN_Q_OVERFLOW (events were lost) goes to every overflow handler.
+
+A handler that raises fails alone: the hub counts it (component "inotify"),
+logs it and delivers the event to the other subscribers. subscribe() raises
+WatchError when inotify cannot watch that one path (watch limit, PATH_MAX):
+the caller decides how to do without.
 """
 
 from __future__ import annotations
@@ -12,11 +17,15 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import trio
+
+from memguard.components import ComponentStatus
 from memguard.kernel.inotify import IN_IGNORED, IN_Q_OVERFLOW, Inotify, InotifyEvent
 
 log = logging.getLogger(__name__)
 
 EventHandler = Callable[[InotifyEvent], None]
+COMPONENT = "inotify"
 
 
 @dataclass(eq=False)
@@ -41,7 +50,9 @@ class _Watch:
 
 
 class InotifyHub:
-    def __init__(self) -> None:
+    def __init__(self, status: ComponentStatus | None = None) -> None:
+        self._status = status or ComponentStatus()
+        self._status.register(COMPONENT)
         self._inotify = Inotify()
         self._watches: dict[int, _Watch] = {}
         self._wd_by_path: dict[str, int] = {}
@@ -112,12 +123,16 @@ class InotifyHub:
             return
         for subscription in list(watch.subscriptions):
             if event.mask & subscription.mask:
-                subscription.handler(event)
+                try:
+                    subscription.handler(event)
+                except Exception as error:
+                    self._status.failed(COMPONENT, error, f"event on {subscription.path} skipped")
         if event.mask & IN_IGNORED:
             self._forget(event.wd)
 
-    async def run(self) -> None:
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Read and dispatch events until cancelled."""
+        task_status.started()
         while True:
             for event in await self._inotify.read():
                 self.dispatch(event)

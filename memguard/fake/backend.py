@@ -19,6 +19,7 @@ from contextlib import contextmanager
 
 from memguard.backend import Service
 from memguard.doorbell import Doorbell
+from memguard.errors import WatchError
 from memguard.fake import files, model
 from memguard.kernel import cgroup_v1, cgroup_v2
 from memguard.kernel.inotify import IN_CLOSE_WRITE, IN_MOVED_TO, InotifyEvent
@@ -38,6 +39,7 @@ class FakeNotifier:
             cgroup_v2.EVENTS_FILE,
         }
         self.bell = Doorbell()
+        self.limit_watched = True
 
     @property
     def kernel_woke_at(self) -> float | None:
@@ -58,6 +60,7 @@ class FakeNotifier:
 class FakeBackend:
     name = "fake"
     flush_blocks = False
+    fds_per_guard = 0  # wakes by the shared inotify instance only
 
     def __init__(self, cgroup_version: int = 1) -> None:
         self.cgroup_version = cgroup_version
@@ -65,6 +68,10 @@ class FakeBackend:
 
     def exists(self, cgroup_dir: str) -> bool:
         return os.path.isdir(cgroup_dir)
+
+    def mounted(self, path: str) -> bool:
+        """The fake tree (its marker) is still there."""
+        return model.find_marker(path) is not None
 
     def snapshot(self, cgroup_dir: str) -> MemorySnapshot | None:
         with model.locked(cgroup_dir) as memory:
@@ -127,9 +134,13 @@ class FakeBackend:
     @contextmanager
     def notifier(self, cgroup_dir: str, hub: InotifyHub) -> Iterator[FakeNotifier]:
         notifier = FakeNotifier(cgroup_dir, self.cgroup_version)
-        subscription = hub.subscribe(
-            cgroup_dir, IN_CLOSE_WRITE | IN_MOVED_TO, notifier.on_file_event
-        )
+        subscription = None
+        try:
+            subscription = hub.subscribe(
+                cgroup_dir, IN_CLOSE_WRITE | IN_MOVED_TO, notifier.on_file_event
+            )
+        except WatchError:
+            notifier.limit_watched = False  # the guard re-reads often instead
         try:
             yield notifier
         finally:

@@ -6,6 +6,7 @@ import enum
 import errno
 import os
 
+from memguard.errors import KernelError
 from memguard.kernel.native import ffi, lib, os_error
 
 
@@ -28,3 +29,23 @@ def fs_kind(path: str) -> FsKind | None:
     if magic == lib.CGROUP2_SUPER_MAGIC:
         return FsKind.CGROUP_V2
     return FsKind.OTHER
+
+
+def existing_ancestor(path: str) -> str:
+    """path itself when it exists, else its nearest existing ancestor."""
+    current = os.path.abspath(path)
+    while not os.path.exists(current):
+        current = os.path.dirname(current)
+    return current
+
+
+def still_on(path: str, kind: FsKind) -> bool:
+    """path (or its nearest existing ancestor) is on a filesystem of kind.
+
+    A statfs that fails for another reason than absence counts as "still on":
+    only a filesystem seen to be another one means it is gone."""
+    try:
+        found = fs_kind(existing_ancestor(path))
+    except KernelError:
+        return True
+    return found is None or found is kind

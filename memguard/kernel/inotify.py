@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import trio
 
+from memguard.errors import WatchError
 from memguard.kernel.fdholder import FdHolder
 from memguard.kernel.native import check, ffi, lib, os_error
 
@@ -67,12 +68,19 @@ class Inotify(FdHolder):
         super().__init__(check(lib.inotify_init1(lib.IN_CLOEXEC | lib.IN_NONBLOCK), "inotify"))
 
     def add_watch(self, path: str, mask: int) -> int | None:
-        """The watch descriptor, or None when path does not exist (any more)."""
+        """The watch descriptor, or None when path does not exist (any more).
+
+        WatchError for a reason that concerns this path only: the watch limit
+        (ENOSPC), a path longer than PATH_MAX (ENAMETOOLONG), no access, a loop.
+        """
         wd = lib.inotify_add_watch(self.fileno(), os.fsencode(path), mask)
         if wd == -1:
-            if ffi.errno in (errno.ENOENT, errno.ENOTDIR):
+            code = ffi.errno
+            if code in (errno.ENOENT, errno.ENOTDIR):
                 return None
-            raise os_error(f"inotify_add_watch {path}")
+            if code == errno.EBADF:
+                raise os_error(f"inotify_add_watch {path}")
+            raise WatchError(f"inotify_add_watch {path}", code, os.strerror(code))
         return int(wd)
 
     def rm_watch(self, wd: int) -> None:

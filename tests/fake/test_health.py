@@ -6,7 +6,7 @@ import trio
 from prometheus_client import CollectorRegistry
 
 from memguard.fake import drive, tree
-from memguard.health import HealthServer
+from memguard.health import HealthServer, bind
 from memguard.metrics import MetricsSink, StateCollector
 from memguard.policy.model import MIB, Policy
 from memguard.report import ReportKind
@@ -34,7 +34,7 @@ async def test_health_readiness_and_metrics(
     config = make_config(root, policy=Policy.NOOP)
     async with running_agent(config, sinks=[MetricsSink(registry)]) as (agent, collect):
         registry.register(StateCollector(lambda: state_metrics(agent, None)))
-        server = HealthServer("127.0.0.1", 0, routes(agent, registry))
+        server = HealthServer(await bind("127.0.0.1", 0), routes(agent, registry))
         async with trio.open_nursery() as nursery:
             await nursery.start(server.run)
             assert server.bound_port is not None
@@ -59,7 +59,7 @@ async def test_not_ready_before_discovery(empty_fake_root: str) -> None:
 
     agent = Agent(make_config(empty_fake_root), [])
     registry = CollectorRegistry()
-    server = HealthServer("127.0.0.1", 0, routes(agent, registry))
+    server = HealthServer(await bind("127.0.0.1", 0), routes(agent, registry))
     async with trio.open_nursery() as nursery:
         await nursery.start(server.run)
         assert server.bound_port is not None
