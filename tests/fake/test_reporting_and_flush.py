@@ -92,7 +92,12 @@ class BlockingFlushBackend:
         self.entered = threading.Event()
         self.calls = 0
 
+    fds_per_guard = 0
+
     def exists(self, cgroup_dir: str) -> bool:
+        return True
+
+    def mounted(self, path: str) -> bool:
         return True
 
     def snapshot(self, cgroup_dir: str) -> MemorySnapshot | None:
