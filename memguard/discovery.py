@@ -71,6 +71,14 @@ class MatchMode(enum.Enum):
     LEAF = "leaf"  # every directory without subdirectories (unknown layouts)
 
 
+def short_path(path: str, max_chars: int = 160) -> str:
+    """A path fit for one log line: its start and end, the middle elided."""
+    if len(path) <= max_chars:
+        return path
+    keep = (max_chars - 3) // 2
+    return f"{path[:keep]}...{path[-keep:]}"
+
+
 def cause_name(code: int) -> str:
     return errno.errorcode.get(code, f"errno{code}")
 
@@ -224,7 +232,7 @@ class Discovery:
             return False
         self._watched[path] = subscription
         if self.degraded.pop(path, None) is not None:
-            log.info("discovery: %s is watched again", path)
+            log.info("discovery: %s is watched again", short_path(path))
         return True
 
     def _subdirs(self, path: str) -> list[str]:
@@ -247,8 +255,8 @@ class Discovery:
         hint = _HINTS.get(code, os.strerror(code))
         self._warner.warn(
             cause,
-            f"cannot watch or list {path} ({cause}: {hint}); containers there are found by "
-            f"rescans every {DEGRADED_RESCAN_S:.0f}s instead",
+            f"cannot watch or list {short_path(path)} ({cause}: {hint}); containers there "
+            f"are found by rescans every {DEGRADED_RESCAN_S:.0f}s instead",
         )
 
     def _ancestor_degraded(self, path: str, cause: str) -> bool:
@@ -266,7 +274,7 @@ class Discovery:
         self.errors[TOO_DEEP] += 1
         self._warner.warn(
             TOO_DEEP,
-            f"not looking below {path}: more than {MAX_DEPTH} levels below the parent",
+            f"not looking below {short_path(path)}: more than {MAX_DEPTH} levels below the parent",
         )
 
     def _found(self, path: str, ref: ContainerRef) -> None:

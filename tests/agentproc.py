@@ -1,0 +1,175 @@
+"""`memguard run` as a separate process, started as an operator starts it.
+
+The fault tests drive the agent from outside: its health endpoint, its log
+stream, its cgroups. Waits poll a condition (a process outside this one has
+no event to wait on), always bounded, and fail with a message saying what did
+not happen.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import re
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import trio
+
+from memguard.fake import model
+from memguard.fake.tree import spawn_sleeper
+from memguard.kernel.pidfd import PidFd
+
+MEMGUARD = [sys.executable, "-m", "memguard.cli"]
+POLL_S = 0.02
+STOP_TIMEOUT_S = 20.0
+
+
+async def wait_until(
+    condition: Callable[[], bool | Awaitable[bool]], timeout_s: float, message: str
+) -> None:
+    """Poll condition until it holds; fail with message after timeout_s."""
+    with trio.move_on_after(timeout_s):
+        while True:
+            result = condition()
+            if not isinstance(result, bool):
+                result = await result
+            if result:
+                return
+            await trio.sleep(POLL_S)
+    raise AssertionError(f"after {timeout_s:.0f}s: {message}")
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+async def http_get(port: int, path: str, timeout_s: float = 5.0) -> tuple[int, str]:
+    """(status, body) of GET path on 127.0.0.1:port (one request, Connection: close)."""
+    with trio.fail_after(timeout_s):
+        stream = await trio.open_tcp_stream("127.0.0.1", port)
+        async with stream:
+            await stream.send_all(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            data = b""
+            while chunk := await stream.receive_some():
+                data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    return int(head.split()[1]), body.decode()
+
+
+def metric(text: str, name: str, labels: str = "") -> float:
+    """The value of one sample in a Prometheus text exposition (0 when absent)."""
+    pattern = re.escape(name + (f"{{{labels}}}" if labels else "")) + r" ([0-9.e+-]+)$"
+    match = re.search(pattern, text, re.MULTILINE)
+    return float(match.group(1)) if match else 0.0
+
+
+@dataclass
+class AgentProcess:
+    process: subprocess.Popen[bytes]
+    port: int
+
+    @property
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    async def get(self, path: str, timeout_s: float = 5.0) -> tuple[int, str]:
+        return await http_get(self.port, path, timeout_s)
+
+    async def metrics(self) -> str:
+        status, body = await self.get("/metrics")
+        assert status == 200, body
+        return body
+
+    async def wait_ready(self, timeout_s: float = 60.0) -> None:
+        async def ready() -> bool:
+            assert self.alive, f"memguard exited with {self.process.returncode}"
+            try:
+                status, _ = await self.get("/readyz", 2.0)
+            except OSError:
+                return False  # not listening yet
+            return status == 200
+
+        await wait_until(ready, timeout_s, "memguard never became ready")
+
+    def stop(self) -> int:
+        """SIGTERM, and the exit code (SIGKILL if it does not stop in time)."""
+        if self.alive:
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+            raise AssertionError("memguard did not stop within 20 s of SIGTERM") from None
+
+
+@contextmanager
+def agent_process(
+    args: Sequence[str],
+    *,
+    stderr: int | pathlib.Path,
+    prefix: Sequence[str] = (),
+    preexec_fn: Callable[[], None] | None = None,
+) -> Iterator[AgentProcess]:
+    """`memguard run ARGS --listen 127.0.0.1:PORT`, stopped (by its pid) on exit.
+
+    prefix wraps the command (e.g. unshare); stderr is an fd the caller owns or a
+    file to write the log to."""
+    port = free_port()
+    command = [*prefix, *MEMGUARD, "run", *args, "--listen", f"127.0.0.1:{port}"]
+    log_fd = (
+        os.open(stderr, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
+        if isinstance(stderr, pathlib.Path)
+        else stderr
+    )
+    try:
+        process = subprocess.Popen(
+            command, stdin=subprocess.DEVNULL, stdout=log_fd, stderr=log_fd, preexec_fn=preexec_fn
+        )
+    finally:
+        if isinstance(stderr, pathlib.Path):
+            os.close(log_fd)
+    agent = AgentProcess(process, port)
+    try:
+        yield agent
+    finally:
+        if agent.alive:
+            process.kill()
+        process.wait()
+
+
+@dataclass
+class FakeContainer:
+    path: str
+    pid: int
+
+
+def fake_container(root: str, relative: str, limit_bytes: int) -> FakeContainer:
+    """A fake container cgroup with one real sleeping process (the caller reaps it)."""
+    path = os.path.join(root, relative)
+    pid = spawn_sleeper()
+    memory = model.FakeMemory(limit_bytes=limit_bytes, pids=[pid], anon_by_pid={pid: 1 << 20})
+    memory.version = model.tree_cgroup_version(root)
+    model.create(path, memory)
+    return FakeContainer(path, pid)
+
+
+async def wait_exit(pid: int, timeout_s: float, message: str) -> None:
+    """Park until pid exits (a pidfd: no polling); fail with message after timeout_s."""
+    pidfd = PidFd.open(pid)
+    if pidfd is None:
+        return
+    with pidfd:
+        with trio.move_on_after(timeout_s):
+            await pidfd.wait_exit()
+            return
+    raise AssertionError(f"after {timeout_s:.0f}s: {message}")
