@@ -34,10 +34,16 @@ MAX_LOGGED_CAUSES = 256  # (component, error type) pairs whose traceback was log
 Service = Callable[..., Awaitable[Any]]
 
 
-def describe(error: BaseException) -> str:
-    """'Type: message' of the innermost single cause (nursery groups unwrapped)."""
+def innermost(error: BaseException) -> BaseException:
+    """The single cause inside nursery exception groups (the group itself if several)."""
     while isinstance(error, BaseExceptionGroup) and len(error.exceptions) == 1:
         error = error.exceptions[0]
+    return error
+
+
+def describe(error: BaseException) -> str:
+    """'Type: message' of the innermost single cause (nursery groups unwrapped)."""
+    error = innermost(error)
     text = " ".join(str(error).split())[:300]
     return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
@@ -60,7 +66,7 @@ class ComponentStatus:
         """Count and log one failure; action says what happens next."""
         self.failures[component] += 1
         cause = describe(error)
-        key = (component, type(error).__name__)
+        key = (component, type(innermost(error)).__name__)
         first = key not in self._tracebacks and len(self._tracebacks) < MAX_LOGGED_CAUSES
         if first:
             self._tracebacks.add(key)

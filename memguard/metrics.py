@@ -57,6 +57,10 @@ def counter(name: str, help_text: str, values: Mapping[str, float], label: str) 
     return family
 
 
+def plain_counter(name: str, help_text: str, value: float) -> Metric:
+    return CounterMetricFamily(name, help_text, value=value)
+
+
 def labelled_gauge(name: str, help_text: str, values: Mapping[str, float], label: str) -> Metric:
     family = GaugeMetricFamily(name, help_text, labels=[label])
     for key, number in sorted(values.items()):

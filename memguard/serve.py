@@ -62,7 +62,7 @@ def state_metrics(
     log_handler: NonBlockingHandler | None = None,
     http: HttpCounters | None = None,
 ) -> Iterable[Metric]:
-    from memguard.metrics import counter, gauge, labelled_gauge
+    from memguard.metrics import counter, gauge, labelled_gauge, plain_counter
 
     status = agent.current_status()
     yield gauge("memguard_guarded_cgroups", "Container cgroups being guarded.", status.guarded)
@@ -116,11 +116,10 @@ def state_metrics(
         "sink",
     )
     if log_handler is not None:
-        yield counter(
+        yield plain_counter(
             "memguard_log_drops",
             "Log lines dropped: the log output was blocked (or failed).",
-            {"all": log_handler.dropped},
-            "log",
+            log_handler.dropped,
         )
     if http is not None:
         yield counter(
