@@ -76,14 +76,17 @@ def parse_container_path(path: str) -> ContainerRef | None:
 def may_hold_containers(path: str) -> bool:
     """Whether a directory below path can be a container (discovery descends only then).
 
-    Not below a container (nothing inside a container cgroup is a container),
-    and not below a pod's other children (a pod's containers are its direct
-    children, so its grandchildren never are).
+    Not inside a container (nothing below a container cgroup is a container),
+    and not inside a pod's child (a pod's containers are its direct children,
+    so nothing deeper is one).
     """
-    if parse_container_path(path) is not None:
-        return False
     parts = _components(path)
-    return not (len(parts) >= 2 and _is_pod(parts[-2]))
+    for index, name in enumerate(parts):
+        if _is_pod(name) and index < len(parts) - 1:
+            return False
+        if parse_container_path("/".join(parts[: index + 1])) is not None:
+            return False
+    return True
 
 
 def _is_pod(name: str) -> bool:

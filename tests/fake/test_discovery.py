@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 
-from memguard.discovery import MatchMode
+from memguard.discovery import MAX_DEPTH, TOO_DEEP, MatchMode
 from memguard.fake import model, tree
 from memguard.fake.model import FakeMemory
 from memguard.policy.model import MIB
@@ -83,3 +83,38 @@ async def test_500_cgroups_come_and_go_without_leaking_tasks_fds_or_watches(
         assert open_fd_count() == fds_before
         assert agent.hub.watch_count == watches_before
         assert supervisor.failures == 0
+
+
+async def test_nothing_below_a_container_or_beside_a_pods_containers_is_watched(
+    empty_fake_root: str,
+) -> None:
+    container = _container_path(empty_fake_root, 1, HEX_A)
+    model.create(container, FakeMemory(limit_bytes=64 * MIB))
+    os.makedirs(os.path.join(container, "inner", "deeper"))  # below a container
+    os.makedirs(os.path.join(os.path.dirname(container), "not-a-container", "x"))
+    async with running_agent(make_config(empty_fake_root)) as (agent, _):
+        supervisor = supervisor_of(agent)
+        watched_before = agent.hub.watch_count
+        os.makedirs(os.path.join(container, "more", "levels"))
+        os.makedirs(os.path.join(os.path.dirname(container), "other", HEX_B))
+        # inotify events come in order: once this one is guarded, the others were seen
+        sentinel = _container_path(empty_fake_root, 2, HEX_B)
+        model.create(sentinel, FakeMemory(limit_bytes=64 * MIB))
+        await supervisor.wait_for(lambda s: sentinel in s.guarded and s.guards[sentinel].armed)
+        assert supervisor.guarded == {container, sentinel}
+        # the sentinel's pod directory and its guard's notifier, nothing else
+        assert agent.hub.watch_count == watched_before + 2
+
+
+async def test_leaf_mode_does_not_look_deeper_than_its_bound(empty_fake_root: str) -> None:
+    shallow = os.path.join(empty_fake_root, "a", "b")
+    model.create(shallow, FakeMemory(limit_bytes=64 * MIB))
+    deep = os.path.join(empty_fake_root, *["d"] * (MAX_DEPTH + 3))
+    os.makedirs(deep)
+    config = make_config(empty_fake_root, match=MatchMode.LEAF)
+    async with running_agent(config) as (agent, _):
+        assert supervisor_of(agent).guarded == {shallow}
+        discovery = agent.discovery
+        assert discovery is not None
+        assert discovery.degraded_by_cause() == {TOO_DEEP: 1}
+        assert agent.ready()  # too deep is a rule, not a failure

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import trio
+import trio.testing
 from prometheus_client import CollectorRegistry
 
 from memguard.fake import drive, tree
@@ -67,3 +68,64 @@ async def test_not_ready_before_discovery(empty_fake_root: str) -> None:
         nursery.cancel_scope.cancel()
     assert status == 503
     assert "not ready" in body
+
+
+async def test_the_connection_cap_closes_the_oldest_idle_connection() -> None:
+    server = HealthServer(
+        await bind("127.0.0.1", 0), {"/healthz": lambda: (200, "text/plain", b"ok\n")}, 4
+    )
+    async with trio.open_nursery() as nursery:
+        await nursery.start(server.run)
+        idle = [await trio.open_tcp_stream("127.0.0.1", server.bound_port) for _ in range(4)]
+        await trio.testing.wait_all_tasks_blocked()
+        assert server.open_connections == 4
+        # A fifth client still gets its answer: the oldest idle one makes room.
+        assert await http_get(server.bound_port, "/healthz") == (200, "ok\n")
+        with trio.fail_after(5):
+            assert await idle[0].receive_some() == b""  # closed by the server
+        for stream in idle:
+            await stream.aclose()
+        nursery.cancel_scope.cancel()
+    assert server.counters.outcomes["evicted"] == 1
+    assert server.counters.outcomes["answered"] == 1
+
+
+async def test_a_failing_route_fails_only_its_connection() -> None:
+    def broken() -> tuple[int, str, bytes]:
+        raise RuntimeError("a bug in a route")
+
+    routes = {"/broken": broken, "/healthz": lambda: (200, "text/plain", b"ok\n")}
+    server = HealthServer(await bind("127.0.0.1", 0), routes)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(server.run)
+        stream = await trio.open_tcp_stream("127.0.0.1", server.bound_port)
+        async with stream:
+            await stream.send_all(b"GET /broken HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert await stream.receive_some() == b""
+        assert await http_get(server.bound_port, "/healthz") == (200, "ok\n")
+        nursery.cancel_scope.cancel()
+    assert server.counters.outcomes["error"] == 1
+
+
+async def test_garbage_gets_a_400_and_head_gets_no_body() -> None:
+    server = HealthServer(
+        await bind("127.0.0.1", 0), {"/healthz": lambda: (200, "text/plain", b"ok\n")}
+    )
+    async with trio.open_nursery() as nursery:
+        await nursery.start(server.run)
+        for request, expected in [
+            (b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n", b"HTTP/1.1 400 "),
+            (b"HEAD /healthz HTTP/1.1\r\nHost: x\r\n\r\n", b"HTTP/1.1 200 "),
+            (b"DELETE /healthz HTTP/1.1\r\nHost: x\r\n\r\n", b"HTTP/1.1 405 "),
+        ]:
+            stream = await trio.open_tcp_stream("127.0.0.1", server.bound_port)
+            async with stream:
+                await stream.send_all(request)
+                data = b""
+                while chunk := await stream.receive_some():
+                    data += chunk
+            assert data.startswith(expected), data
+            if request.startswith(b"HEAD"):
+                assert data.endswith(b"\r\n\r\n")  # the head only
+        nursery.cancel_scope.cancel()
+    assert server.counters.outcomes["bad_request"] == 1

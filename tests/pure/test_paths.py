@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from memguard.paths import ContainerRef, leaf_ref, parse_container_path
+from memguard.paths import ContainerRef, leaf_ref, may_hold_containers, parse_container_path
 
 UID = "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0"
 UID_ = UID.replace("-", "_")
@@ -171,3 +171,24 @@ def test_any_cgroupfs_container_path_round_trips(
     path = os.path.join(V1, "kubepods", qos_dir, f"pod{uid}", cid)
     assert parse_container_path(path) == ContainerRef(str(uid), cid, qos_class, None, "cgroupfs")
     assert parse_container_path(os.path.dirname(path)) is None
+
+
+@pytest.mark.parametrize(
+    ("path", "expected"),
+    [
+        ("/sys/fs/cgroup/memory", True),
+        ("/sys/fs/cgroup/memory/kubepods", True),
+        ("/sys/fs/cgroup/memory/kubepods/burstable", True),
+        (f"/m/kubepods/burstable/pod{UID}", True),  # its children are containers
+        (f"/m/kubepods/burstable/pod{UID}/{CID}", False),  # a container
+        (f"/m/kubepods/burstable/pod{UID}/not-a-container", False),  # beside them
+        (f"/m/kubepods/pod{UID}/{CID}/inner", False),
+        (f"/m/kubepods.slice/kubepods-pod{UID_}.slice", True),
+        (f"/m/kubepods.slice/kubepods-pod{UID_}.slice/crio-conmon-{CID}.scope", False),
+        (f"/m/kubepods.slice/kubepods-pod{UID_}.slice/cri-containerd-{CID}.scope", False),
+        (f"/m/docker/{CID}", False),
+        ("/m/system.slice", True),
+    ],
+)
+def test_may_hold_containers(path: str, expected: bool) -> None:
+    assert may_hold_containers(path) is expected
