@@ -7,6 +7,10 @@ On events.k8s.io/v1 only `series` may change after creation, so the note keeps
 the numbers of the first occurrence; the log has every one. The window is
 measured from the last occurrence (10 minutes, as client-go's
 EventCorrelator), and `now_s` is passed in: no clock here.
+
+At most MAX_SERIES series are remembered (a node has a few hundred pods and a
+handful of reasons each); beyond, the one seen longest ago is forgotten, and
+its next occurrence simply creates a new Event.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from dataclasses import dataclass
 from memguard.kube.events import Regarding
 
 WINDOW_S = 600.0
+MAX_SERIES = 4096
 
 
 @dataclass(frozen=True)
@@ -49,9 +54,11 @@ class _Series:
 
 
 class Aggregator:
-    def __init__(self, window_s: float = WINDOW_S) -> None:
+    def __init__(self, window_s: float = WINDOW_S, max_series: int = MAX_SERIES) -> None:
         self._window_s = window_s
-        self._series: dict[SeriesKey, _Series] = {}
+        self._max_series = max_series
+        self._series: dict[SeriesKey, _Series] = {}  # least recently seen first
+        self.evicted = 0
 
     def plan(self, key: SeriesKey, now_s: float) -> Create | Bump:
         self._expire(now_s)
@@ -61,12 +68,17 @@ class Aggregator:
         return Bump(series.name, series.namespace, series.count + 1)
 
     def created(self, key: SeriesKey, name: str, namespace: str, now_s: float) -> None:
+        self._series.pop(key, None)
+        while len(self._series) >= self._max_series:
+            del self._series[next(iter(self._series))]  # the one seen longest ago
+            self.evicted += 1
         self._series[key] = _Series(name, namespace, 1, now_s)
 
     def bumped(self, key: SeriesKey, count: int, now_s: float) -> None:
-        series = self._series.get(key)
+        series = self._series.pop(key, None)
         if series is not None:
             series.count, series.last_seen_s = count, now_s
+            self._series[key] = series  # now the most recently seen
 
     def forget(self, key: SeriesKey) -> None:
         """The Event is gone (expired by its TTL): the next one is created anew."""

@@ -64,7 +64,11 @@ class AsyncioBridge:
             loop.close()
 
     def submit(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop)
+        try:
+            return asyncio.run_coroutine_threadsafe(coro, self.loop)
+        except BaseException:
+            coro.close()  # never awaited: close it here, not with a warning at GC
+            raise
 
     def call(self, coro: Coroutine[Any, Any, T], timeout_s: float = 10.0) -> T:
         """Run coro on the loop and block this (non-trio) thread for its result."""

@@ -20,7 +20,7 @@ import logging
 import os
 import sys
 import types
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 import aiohttp
@@ -33,8 +33,17 @@ log = logging.getLogger(__name__)
 _TRANSPORT_ERRORS = (aiohttp.ClientError, OSError, TimeoutError)
 
 USER_AGENT = "memguard/0.1.0"
-REQUEST_TIMEOUT_S = 10.0
-MAX_WATCH_LINE_BYTES = 16 * 1024 * 1024
+REQUEST_TIMEOUT_S = 10.0  # connect + send + whole answer, for one plain request
+# Bounds on what the server can make memguard hold. One object is at most
+# ~1.5 MiB in etcd (3 MiB request bodies at the API server); a node's pod list
+# is read in pages (podcache.LIST_PAGE_SIZE), so 8 MiB is never reached by a
+# sane server and caps an insane one. They also bound the time json.loads holds
+# the GIL on the Kubernetes thread (~25 ms per MiB here), which is time the
+# guards' thread waits: a watch event is one object, so 4 MiB per line.
+MAX_RESPONSE_BYTES = 8 * 1024 * 1024
+MAX_WATCH_LINE_BYTES = 4 * 1024 * 1024
+MAX_ERROR_BODY_BYTES = 4096  # kept of a non-2xx answer (for the log); the rest unread
+MAX_REASON_CHARS = 128
 _LIGHT_PACKAGES = (
     "kubernetes_asyncio",
     "kubernetes_asyncio.client",
@@ -64,9 +73,14 @@ def _load_light() -> tuple[Any, Any, Any]:
 
 
 class ApiError(Exception):
-    """A non-2xx answer (status > 0) or no answer at all (status 0)."""
+    """A non-2xx answer (status > 0) or no answer at all (status 0).
+
+    The server's words are bounded here, once: the reason to MAX_REASON_CHARS,
+    the body to MAX_ERROR_BODY_BYTES (what is logged and what keys log-once sets).
+    """
 
     def __init__(self, status: int, reason: str, body: str = "") -> None:
+        reason, body = reason[:MAX_REASON_CHARS], body[:MAX_ERROR_BODY_BYTES]
         super().__init__(f"{status} {reason}: {body[:300]}" if status else reason)
         self.status = status
         self.reason = reason
@@ -75,6 +89,84 @@ class ApiError(Exception):
     @property
     def retryable(self) -> bool:
         return self.status == 0 or self.status == 429 or self.status >= 500
+
+
+class MalformedAnswer(ApiError):
+    """A 2xx answer that is not what was asked for: not JSON, not an object, too large."""
+
+    @property
+    def retryable(self) -> bool:
+        return False
+
+
+class LineSplitter:
+    """Newline-delimited watch events, each at most max_line_bytes (pure).
+
+    Chunks arrive in any size; only the new chunk is scanned for newlines and an
+    unfinished line is kept as a list of parts (no quadratic re-copying). A line
+    that outgrows the bound raises MalformedAnswer before it is joined.
+    """
+
+    def __init__(self, max_line_bytes: int) -> None:
+        self._max = max_line_bytes
+        self._parts: list[bytes] = []
+        self._size = 0
+
+    def feed(self, chunk: bytes) -> list[bytes]:
+        lines, start = [], 0
+        while (end := chunk.find(b"\n", start)) >= 0:
+            self._grow(end - start)
+            self._parts.append(chunk[start:end])
+            lines.append(b"".join(self._parts))
+            self._parts, self._size = [], 0
+            start = end + 1
+        if start < len(chunk):
+            self._grow(len(chunk) - start)
+            self._parts.append(chunk[start:])
+        return lines
+
+    def _grow(self, size: int) -> None:
+        self._size += size
+        if self._size > self._max:
+            raise MalformedAnswer(200, f"a watch event larger than {self._max} bytes")
+
+
+def every_tenfold(count: int) -> bool:
+    """Log the 1st, 10th, 100th, ... occurrence: a persistent fault is not a flood."""
+    while count >= 10 and count % 10 == 0:
+        count //= 10
+    return count == 1
+
+
+def decode_object(data: bytes, status: int) -> dict[str, Any]:
+    """A JSON object from the server; MalformedAnswer for anything else."""
+    try:
+        value = json.loads(data)
+    except (ValueError, RecursionError) as error:  # RecursionError: absurd nesting
+        raise MalformedAnswer(status, f"not JSON: {type(error).__name__}: {error}") from None
+    if not isinstance(value, dict):
+        raise MalformedAnswer(status, f"expected a JSON object, got {type(value).__name__}")
+    return value
+
+
+async def _read_at_most(response: Any, limit_bytes: int) -> tuple[bytes, bool]:
+    """(up to limit_bytes of the body, whether there was more). Never holds more."""
+    length = response.content_length
+    if length is not None and length > limit_bytes:
+        return b"", True
+    parts, size = [], 0
+    async for chunk in response.content.iter_any():
+        if size + len(chunk) > limit_bytes:
+            parts.append(chunk[: limit_bytes - size])
+            return b"".join(parts), True
+        parts.append(chunk)
+        size += len(chunk)
+    return b"".join(parts), False
+
+
+async def _error_from(response: Any) -> ApiError:
+    body, _ = await _read_at_most(response, MAX_ERROR_BODY_BYTES)
+    return ApiError(response.status, str(response.reason), body.decode("utf-8", "replace"))
 
 
 class KubeClient:
@@ -137,37 +229,58 @@ class KubeClient:
         body: Any = None,
         content_type: str | None = None,
         timeout_s: float = REQUEST_TIMEOUT_S,
-    ) -> Any:
-        """The decoded JSON answer; ApiError for any non-2xx or no answer."""
+    ) -> dict[str, Any]:
+        """The answer, a JSON object: ApiError for any non-2xx or no answer,
+        MalformedAnswer for a 2xx that is not a JSON object of at most 16 MiB."""
         response = await self._call(method, path, query, body, content_type, timeout_s)
+        data, more = await self._answer(response, MAX_RESPONSE_BYTES)
+        if more:
+            raise MalformedAnswer(response.status, f"answer over {MAX_RESPONSE_BYTES} bytes")
+        return decode_object(data, response.status)
+
+    async def send(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Any = None,
+        content_type: str | None = None,
+        timeout_s: float = REQUEST_TIMEOUT_S,
+    ) -> None:
+        """A write whose answer is not needed: only its status counts (ApiError)."""
+        response = await self._call(method, path, None, body, content_type, timeout_s)
+        await self._answer(response, MAX_ERROR_BODY_BYTES)
+
+    @staticmethod
+    async def _answer(response: Any, limit_bytes: int) -> tuple[bytes, bool]:
+        """A 2xx answer's body (at most limit_bytes, and whether there was more)."""
         try:
-            text = await response.text()
+            if not 200 <= response.status <= 299:
+                raise await _error_from(response)
+            return await _read_at_most(response, limit_bytes)
         except _TRANSPORT_ERRORS as error:
-            raise ApiError(0, f"reading the answer: {error}") from error
+            raise ApiError(0, f"reading the answer: {type(error).__name__}: {error}") from error
         finally:
             response.release()
-        if not 200 <= response.status <= 299:
-            raise ApiError(response.status, str(response.reason), text)
-        return json.loads(text) if text else None
 
     async def stream(
         self, path: str, query: list[tuple[str, str]], read_timeout_s: float
-    ) -> AsyncIterator[dict[str, Any]]:
-        """JSON objects, one per line, from a watch response."""
+    ) -> AsyncGenerator[dict[str, Any], None]:
+        """JSON objects, one per line, from a watch response (close it: aclosing).
+
+        read_timeout_s bounds the silence between two reads (the headers
+        included): a server that stopped talking ends the stream with ApiError.
+        """
         timeout = (REQUEST_TIMEOUT_S, read_timeout_s)
         response = await self._call("GET", path, query, None, None, timeout)
         try:
             if not 200 <= response.status <= 299:
-                raise ApiError(response.status, str(response.reason), await response.text())
-            pending = b""
+                raise await _error_from(response)
+            lines = LineSplitter(MAX_WATCH_LINE_BYTES)
             async for chunk in response.content.iter_any():
-                pending += chunk
-                *lines, pending = pending.split(b"\n")
-                if len(pending) > MAX_WATCH_LINE_BYTES:
-                    raise ApiError(0, "watch event larger than 16 MiB")
-                for line in lines:
+                for line in lines.feed(chunk):
                     if line.strip():
-                        yield json.loads(line)
+                        yield decode_object(line, response.status)
         except _TRANSPORT_ERRORS as error:
             raise ApiError(0, f"watch stream: {type(error).__name__}: {error}") from error
         finally:

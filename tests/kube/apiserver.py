@@ -16,6 +16,7 @@ to it through tests/kube/emulator.py.
 from __future__ import annotations
 
 import asyncio
+import base64
 import copy
 import dataclasses
 import datetime
@@ -46,18 +47,29 @@ HARNESS_AGENT = "memguard-test-harness"  # User-Agent of the test's own setup re
 
 @dataclasses.dataclass
 class Fault:
-    """Answer the next `remaining` matching requests with `status` after `delay_s`.
+    """Answer the next `remaining` matching requests (None: every one) with `status`
+    after `delay_s`.
 
     status None only delays (then serves normally); 410 on a watch is sent the
     way kube-apiserver does it: HTTP 200 and one ERROR event (reason Expired).
+    `body` (bytes) is sent as is with `status` (200 if None): a malformed answer.
     A faulted write is not applied (unlike a plain kmock reaction).
     """
 
     action: kmock.action
     resource: kmock.resource
-    remaining: int
+    remaining: int | None
     status: int | None = 500
     delay_s: float = 0.0
+    body: bytes | None = None
+
+    def take(self) -> bool:
+        if self.remaining is None:
+            return True
+        if self.remaining <= 0:
+            return False
+        self.remaining -= 1
+        return True
 
 
 def path_of(resource: kmock.resource) -> str:
@@ -82,6 +94,7 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
         super().__init__()
         self.schema_version = schema_version
         self.faults: list[Fault] = []
+        self.stalled = 0  # requests being held by a delay fault right now
         self.rejections: list[str] = []  # every write our own rules refused
         self._rv = 1
         self._compacted_rv = 0
@@ -129,7 +142,15 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
     async def _handle(self, request: kmock.Request) -> aiohttp.web.StreamResponse:
         fault = self._take_fault(request)
         if fault is not None:
-            await asyncio.sleep(fault.delay_s)
+            self.stalled += 1
+            try:
+                await asyncio.sleep(fault.delay_s)
+            finally:
+                self.stalled -= 1
+            if fault.body is not None:
+                return aiohttp.web.Response(
+                    body=fault.body, status=fault.status or 200, content_type="application/json"
+                )
             if fault.status == 410 and request.action == kmock.action.WATCH:
                 body = json.dumps(_gone_event("injected by the test")) + "\n"
                 return aiohttp.web.Response(text=body, content_type="application/json")
@@ -149,11 +170,10 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
             return None  # faults are for the code under test, not for the test's setup
         for fault in self.faults:
             if (
-                fault.remaining > 0
-                and fault.action == request.action
+                fault.action == request.action
                 and fault.resource == request.resource
+                and fault.take()
             ):
-                fault.remaining -= 1
                 return fault
         return None
 
@@ -258,6 +278,7 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
 
     async def _serve_list(self, request: kmock.Request) -> kmock.Payload:
         keep = self._selector(request)
+        start, rv = self._continue_from(request)
         result = await super()._serve_list(request)
         assert request.resource is not None
         assert isinstance(result, dict)
@@ -267,12 +288,40 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
             for item in result["items"]
             if keep(item)
         ]
+        metadata: dict[str, Any] = {"resourceVersion": str(rv)}
+        limit = self._limit(request)
+        if limit:  # pages: `limit` items, then a continue token (no snapshot: current objects)
+            end = start + limit
+            if end < len(items):
+                metadata["continue"] = _continue_token(rv, end)
+                metadata["remainingItemCount"] = len(items) - end
+            items = items[start:end]
         return {
             "apiVersion": group_version(request.resource),
             "kind": f"{RESOURCES[path_of(request.resource)][0]}List",
-            "metadata": {"resourceVersion": str(self._rv)},
+            "metadata": metadata,
             "items": items,
         }
+
+    def _limit(self, request: kmock.Request) -> int:
+        try:
+            return max(int(request.params.get("limit") or 0), 0)
+        except ValueError:
+            raise _error(400, "BadRequest", "limit: not an integer") from None
+
+    def _continue_from(self, request: kmock.Request) -> tuple[int, int]:
+        """(first item, list resourceVersion) of a continued list; 410 if compacted."""
+        token = request.params.get("continue")
+        if not token:
+            return 0, self._rv
+        try:
+            rv_text, start_text = base64.urlsafe_b64decode(token).decode().split(":")
+            rv, start = int(rv_text), int(start_text)
+        except ValueError:
+            raise _error(400, "BadRequest", "continue: not a token of this server") from None
+        if rv < self._compacted_rv:
+            raise _error(410, "Expired", "the continue token is too old: list again")
+        return start, rv
 
     async def _serve_watch(self, request: kmock.Request) -> AsyncIterator[kmock.Payload]:
         resource = request.resource
@@ -351,6 +400,10 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
             return int(value)
         except ValueError:
             raise _error(400, "BadRequest", f"invalid resourceVersion {value!r}") from None
+
+
+def _continue_token(rv: int, start: int) -> str:
+    return base64.urlsafe_b64encode(f"{rv}:{start}".encode()).decode()
 
 
 def _rv_of(raw: dict[str, Any]) -> int:

@@ -324,17 +324,37 @@ class KubeEmulator:
         action: str,
         resource: ResourceKey,
         *,
-        times: int = 1,
+        times: int | None = 1,
         status: int | None = 500,
         delay_s: float = 0.0,
     ) -> None:
-        """The next `times` requests of `action` ("create", "list", "watch", "update",
-        "delete", "fetch") on `resource` get `status` (None: just `delay_s`, then
-        normal service). 410 on "watch" is an ERROR event, like the real server."""
+        """The next `times` requests (None: all from now on) of `action` ("create",
+        "list", "watch", "update", "delete", "fetch") on `resource` get `status`
+        (None: just `delay_s`, then normal service). 410 on "watch" is an ERROR
+        event, like the real server."""
         fault = Fault(
             kmock.action(action.upper()), kmock.resource(resource), times, status, delay_s
         )
         self._thread.call_sync(lambda: self.api.faults.append(fault))
+
+    def answer(self, action: str, resource: ResourceKey, body: bytes, status: int = 200) -> None:
+        """The next request of `action` on `resource` gets these raw bytes (a
+        malformed answer: not JSON, the wrong shape, oversized, a garbled watch)."""
+        fault = Fault(kmock.action(action.upper()), kmock.resource(resource), 1, status, body=body)
+        self._thread.call_sync(lambda: self.api.faults.append(fault))
+
+    def slow(self, delay_s: float, *requests: tuple[str, ResourceKey]) -> None:
+        """Every request of these (action, resource) pairs waits delay_s, then is
+        served normally (a server that answers, slowly)."""
+        for action, resource in requests:
+            self.fail(action, resource, times=None, status=None, delay_s=delay_s)
+
+    def clear_faults(self) -> None:
+        self._thread.call_sync(self.api.faults.clear)
+
+    def stalled(self) -> int:
+        """Requests held by a delay fault at this moment (the server has not answered)."""
+        return self._thread.call_sync(lambda: self.api.stalled)
 
     def expire_watches(self) -> None:
         """Compact history and end open watches: resuming from any old resourceVersion

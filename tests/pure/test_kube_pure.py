@@ -31,7 +31,7 @@ UID = "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0"
 def pod(**status: Any) -> dict[str, Any]:
     return {
         "metadata": {"namespace": "shop", "name": "web-0", "uid": UID, "resourceVersion": "42",
-                     "annotations": {"a": "b"}},
+                     "annotations": {"a": "b", "class.memory-qos.nri.io": "silver"}},
         "spec": {"nodeName": "node-a", "priority": 1000},
         "status": {"qosClass": "Burstable", **status},
     }  # fmt: skip
@@ -49,7 +49,7 @@ def test_container_ids_of_every_runtime_are_matched(runtime: str) -> None:
         "Burstable",
     )
     assert info.priority == 1000
-    assert info.annotations == {"a": "b"}
+    assert info.annotations == {"class.memory-qos.nri.io": "silver"}  # only memguard's kept
 
 
 def test_init_and_ephemeral_containers_get_their_own_field_paths() -> None:
