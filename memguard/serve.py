@@ -136,11 +136,30 @@ def state_metrics(
             "outcome",
         )
         yield gauge("memguard_pod_cache_pods", "Pods on this node in the cache.", len(kube.cache))
+        yield plain_counter(
+            "memguard_pod_cache_relists", "Full pod lists (start, 410 Gone).", kube.cache.relists
+        )
         yield counter(
-            "memguard_pod_cache_relists",
-            "Full pod lists (start, 410 Gone).",
-            {"all": kube.cache.relists},
-            "cache",
+            "memguard_pod_cache_problems",
+            "Pod cache trouble by kind: errors (backed off), expired (410 Gone), ignored "
+            "(unusable objects), over_cap (pods beyond the cache's bound).",
+            {
+                "errors": kube.cache.errors,
+                "expired": kube.cache.expired,
+                "ignored": kube.cache.ignored,
+                "over_cap": kube.cache.over_cap,
+            },
+            "kind",
+        )
+        yield gauge(
+            "memguard_pod_cache_retrying_seconds",
+            "Backoff the pod cache is waiting out now (0: following).",
+            kube.cache.retrying_in_s,
+        )
+        yield plain_counter(
+            "memguard_kube_event_stalls",
+            "Event deliveries abandoned: the Kubernetes thread did not answer in time.",
+            kube.sink.stalls,
         )
 
 
