@@ -7,6 +7,10 @@ e.g. MEMGUARD_POLICY, MEMGUARD_MIN_MARGIN), then the --config file
 (memguard.configfile), then the default. Every value goes
 through the same parser whatever its source, and a bad one becomes a
 ConfigError naming where it came from.
+
+Every number has a range (Bounded: its help says it, its error repeats it):
+durations at most an hour or a day as fits the flag, sizes at most what a
+cgroup can hold, the report queue at most a million.
 """
 
 from __future__ import annotations
@@ -18,7 +22,15 @@ from typing import Any
 from memguard.errors import ConfigError
 from memguard.logsetup import LOG_FORMATS, LOG_LEVELS
 from memguard.policy.model import CacheLimit
-from memguard.units import parse_duration, parse_listen, parse_ratio, parse_size
+from memguard.units import (
+    MAX_SIZE_BYTES,
+    parse_duration,
+    parse_listen,
+    parse_ratio,
+    parse_size,
+    parse_whole_number,
+    shown,
+)
 
 DEFAULT_PARENT = "auto"  # the kubelet's tree on this host (memguard.kernel.mounts)
 PSI_WINDOW_MIN_US, PSI_WINDOW_MAX_US = 500_000, 10_000_000
@@ -27,17 +39,40 @@ PSI_WINDOW_MIN_US, PSI_WINDOW_MAX_US = 500_000, 10_000_000
 def _choice(*allowed: str) -> Callable[[str], str]:
     def parse(text: str) -> str:
         if text not in allowed:
-            raise ValueError(f"{text!r} is not one of {', '.join(allowed)}")
+            raise ValueError(f"{shown(text)} is not one of {', '.join(allowed)}")
         return text
 
     return parse
 
 
-def _positive_duration(text: str) -> float:
-    value = parse_duration(text)
-    if value <= 0:
-        raise ValueError(f"{text!r} must be longer than 0")
-    return value
+@dataclass(frozen=True)
+class Bounded:
+    """A number parser with its range, as a flag writes it ('0s' .. '1h')."""
+
+    parse: Callable[[str], Any]
+    low: str
+    high: str
+
+    def __call__(self, text: str) -> Any:
+        return self.parse(text)
+
+    @property
+    def range_text(self) -> str:
+        return f"{self.low} .. {self.high}"
+
+
+def _duration(low: str, high: str) -> Bounded:
+    low_s, high_s = parse_duration(low), parse_duration(high)
+    return Bounded(lambda text: parse_duration(text, low_s, high_s), low, high)
+
+
+def _size(low: str, high: str) -> Bounded:
+    low_bytes, high_bytes = parse_size(low), parse_size(high)
+    return Bounded(lambda text: parse_size(text, low_bytes, high_bytes), low, high)
+
+
+def _whole_number(low: int, high: int) -> Bounded:
+    return Bounded(lambda text: parse_whole_number(text, low, high), str(low), str(high))
 
 
 def _bool(text: str) -> bool:
@@ -46,7 +81,7 @@ def _bool(text: str) -> bool:
         return True
     if lowered in ("0", "false", "no", "off", ""):
         return False
-    raise ValueError(f"{text!r} is not a boolean (true/false)")
+    raise ValueError(f"{shown(text)} is not a boolean (true/false)")
 
 
 def _path(text: str) -> str:
@@ -59,12 +94,6 @@ def _optional_path(text: str) -> str:
     return text.strip()
 
 
-def _positive_int(text: str) -> int:
-    if not text.strip().isdigit() or int(text) < 1:
-        raise ValueError(f"{text!r} is not a whole number of at least 1")
-    return int(text)
-
-
 def _listen_address(text: str) -> str:
     if text.strip():
         parse_listen(text)  # raises ValueError with the expected form
@@ -75,7 +104,7 @@ def _signals(text: str) -> frozenset[str]:
     chosen = frozenset(part.strip() for part in text.split(",") if part.strip())
     unknown = chosen - {"events", "psi", "poll"}
     if not chosen or unknown:
-        raise ValueError(f"{text!r}: choose from events, psi, poll (comma-separated)")
+        raise ValueError(f"{shown(text)}: choose from events, psi, poll (comma-separated)")
     return chosen
 
 
@@ -83,14 +112,19 @@ def _psi_trigger(text: str) -> str:
     parts = text.split()
     well_formed = (
         len(parts) == 3 and parts[0] in ("some", "full")
-        and parts[1].isdigit() and parts[2].isdigit()
+        and all(part.isascii() and part.isdigit() for part in parts[1:])
     )  # fmt: skip
     if not well_formed:
-        raise ValueError(f"{text!r} is not 'some|full STALL_US WINDOW_US'")
-    stall_us, window_us = int(parts[1]), int(parts[2])
+        raise ValueError(f"{shown(text)} is not 'some|full STALL_US WINDOW_US'")
+    # A number longer than the largest window is out of range: never int() it.
+    too_long = len(str(PSI_WINDOW_MAX_US))
+    stall_us, window_us = (
+        int(part) if len(part.lstrip("0")) <= too_long else PSI_WINDOW_MAX_US + 1
+        for part in parts[1:]
+    )
     if not PSI_WINDOW_MIN_US <= window_us <= PSI_WINDOW_MAX_US or not 0 < stall_us <= window_us:
         raise ValueError(
-            f"{text!r}: need 500000 <= WINDOW_US <= 10000000 and 0 < STALL_US <= WINDOW_US"
+            f"{shown(text)}: need 500000 <= WINDOW_US <= 10000000 and 0 < STALL_US <= WINDOW_US"
         )
     return " ".join(parts)
 
@@ -103,9 +137,9 @@ def _cache_limit(text: str) -> CacheLimit | None:
     if stripped.endswith("%"):
         ratio = parse_ratio(stripped)
         if ratio <= 0:
-            raise ValueError(f"{text!r}: a share must be above 0%")
+            raise ValueError(f"{shown(text)}: a share must be above 0%")
         return CacheLimit(ratio=ratio)
-    return CacheLimit(size_bytes=parse_size(stripped))
+    return CacheLimit(size_bytes=parse_size(stripped, 1, MAX_SIZE_BYTES))
 
 
 @dataclass(frozen=True)
@@ -153,43 +187,60 @@ RUN_OPTIONS = (
     ),
     Option("--dry-run", "false", _bool, "report what would be done, kill nothing", is_switch=True),
     Option("--margin-ratio", "0.02", parse_ratio, "margin as a share of the limit"),
-    Option("--min-margin", "1Mi", parse_size, "smallest margin"),
-    Option("--max-margin", "50Mi", parse_size, "largest margin"),
+    Option("--min-margin", "1Mi", _size("0", "1Ti"), "smallest margin (0 .. 1Ti)"),
+    Option("--max-margin", "50Mi", _size("0", "1Ti"), "largest margin (0 .. 1Ti)"),
     Option(
         "--max-cache-ratio",
         "0.5",
         parse_ratio,
         "after a flush, leave it to the kernel if reclaimable cache is above this share",
     ),
-    Option("--flush-cooldown", "10s", parse_duration, "at most one flush per cgroup this often"),
+    Option(
+        "--flush-cooldown",
+        "10s",
+        _duration("0s", "1h"),
+        "at most one flush per cgroup this often (0s .. 1h)",
+    ),
     Option(
         "--flush-cache-above",
         "",
         _cache_limit,
         "flush a container's page cache above this share of its limit (25%) or size "
-        "(512Mi); off when empty",
+        "(512Mi; 1 .. 4Ei); off when empty",
     ),
     Option(
         "--flush-interval",
         "30s",
-        _positive_duration,
-        "how often --flush-cache-above is checked (also on every notification)",
+        _duration("100ms", "24h"),
+        "how often --flush-cache-above is checked, also on every notification (100ms .. 24h)",
     ),
-    Option("--flush-timeout", "5s", _positive_duration, "stop waiting for a flush after this"),
-    Option("--cooldown", "5s", parse_duration, "after acting on a cgroup, wait this long"),
+    Option(
+        "--flush-timeout",
+        "5s",
+        _duration("10ms", "10m"),
+        "stop waiting for a flush after this (10ms .. 10m)",
+    ),
+    Option(
+        "--cooldown",
+        "5s",
+        _duration("0s", "1h"),
+        "after acting on a cgroup, wait this long (0s .. 1h)",
+    ),
     Option(
         "--recheck-interval",
         "60s",
-        _positive_duration,
-        "safety re-read of each cgroup (catches crossings the kernel did not report)",
+        _duration("100ms", "1h"),
+        "safety re-read of each cgroup, catches crossings the kernel did not report (100ms .. 1h)",
     ),
     Option(
         "--hot-recheck-interval",
         "100ms",
-        _positive_duration,
-        "re-read interval while a cgroup is over its threshold without action",
+        _duration("1ms", "1m"),
+        "re-read interval while a cgroup is over its threshold without action (1ms .. 1m)",
     ),
-    Option("--rescan-interval", "60s", _positive_duration, "full rescan of the tree"),
+    Option(
+        "--rescan-interval", "60s", _duration("1s", "24h"), "full rescan of the tree (1s .. 24h)"
+    ),
     Option(
         "--v2-signals",
         "events,psi,poll",
@@ -205,20 +256,20 @@ RUN_OPTIONS = (
     Option(
         "--poll-min-interval",
         "10ms",
-        _positive_duration,
-        "cgroup v2: shortest interval between reads of memory.current",
+        _duration("1ms", "1m"),
+        "cgroup v2: shortest interval between reads of memory.current (1ms .. 1m)",
     ),
     Option(
         "--poll-max-interval",
         "1s",
-        _positive_duration,
-        "cgroup v2: longest interval between reads of memory.current",
+        _duration("1ms", "1m"),
+        "cgroup v2: longest interval between reads of memory.current (1ms .. 1m)",
     ),
     Option(
         "--poll-assumed-rate",
         "16Mi",
-        parse_size,
-        "cgroup v2: growth per second assumed at least, even for an idle cgroup",
+        _size("1", "64Gi"),
+        "cgroup v2: growth per second assumed at least, even for an idle cgroup (1 .. 64Gi)",
     ),
     Option(
         "--high-tripwire",
@@ -244,14 +295,15 @@ RUN_OPTIONS = (
     Option(
         "--report-queue",
         "1024",
-        _positive_int,
-        "reports queued per sink (log, metrics, Events) before dropping",
+        _whole_number(1, 1_000_000),
+        "reports queued per sink (log, metrics, Events) before dropping (1 .. 1000000)",
     ),
     Option(
         "--listen",
         "",
         _listen_address,
-        "serve /healthz, /readyz and /metrics on HOST:PORT (e.g. :9637); off when empty",
+        "serve /healthz, /readyz and /metrics on HOST:PORT (e.g. :9637; port 0: any free "
+        "port); off when empty",
     ),
     Option("--log-format", "text", _choice(*LOG_FORMATS), "text or json lines"),
     Option("--log-level", "info", _choice(*LOG_LEVELS), "debug, info, warning or error"),

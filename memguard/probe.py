@@ -23,8 +23,14 @@ measured by bench/probe.py):
   packaged alone into a zipapp (packaging/build_probe_zipapp.py), and runs on
   Python >= 3.8, because application images are not ours.
 - Never a traceback: every failure is one line on stderr and its exit code.
+- Never a hang: files are opened with O_NONBLOCK (a FIFO opens at once, with
+  or without a writer) and read only if fstat says they are regular files,
+  at most MAX_READ_BYTES; --logfile opens without blocking (a FIFO with no
+  reader fails, exit 4), then writes block as usual. A --proc-self-cgroup
+  that exists but is not a regular file is a bad argument (exit 2).
 
 Kernel facts:
+- /proc/self/cgroup and cgroupfs files are regular files to stat (size 0).
 - /proc/self/cgroup: "0::<path>" is the v2 line; a v1 line is
   "<id>:<controllers>:<path>" and the memory one lists "memory".
 - With a cgroup namespace, or a runtime that mounts only the container's own
@@ -56,7 +62,17 @@ DEFAULT_FAILURE_PCT = 95.0
 DEFAULT_CGROUP_ROOT = "/sys/fs/cgroup"
 DEFAULT_PROC_SELF_CGROUP = "/proc/self/cgroup"
 UNLIMITED_AT_BYTES = 2**62
+MAX_READ_BYTES = 1 << 20  # memory.stat is a few KiB
+MAX_NUMBER_DIGITS = 20  # 2**64 has 20 digits: longer is garbage, never int()ed
 STDERR_FD = 2
+_S_IFMT, _S_IFREG = 0o170000, 0o100000  # <sys/stat.h>; the stat module is not imported
+_FILE_KINDS = {
+    0o040000: "a directory",
+    0o010000: "a FIFO",
+    0o020000: "a character device",
+    0o060000: "a block device",
+    0o140000: "a socket",
+}
 _MIB = 1024 * 1024
 _PROG = "memguard probe"
 
@@ -204,12 +220,28 @@ def parse_args(argv: list[str]) -> Options | None:
     for flag in ("--logfile", "--cgroup-root", "--proc-self-cgroup"):
         if flag in values and not values[flag]:
             raise UsageError(f"{flag} needs a non-empty value")
+    if "--proc-self-cgroup" in values:
+        _check_regular_if_present("--proc-self-cgroup", values["--proc-self-cgroup"])
     options.logfile = values.get("--logfile")
     options.cgroup_root = os.path.normpath(values.get("--cgroup-root", DEFAULT_CGROUP_ROOT))
     options.proc_self_cgroup = values.get("--proc-self-cgroup", DEFAULT_PROC_SELF_CGROUP)
     options.include_cache = "--include-cache" in switches
     options.verbose = "--verbose" in switches
     return options
+
+
+def _check_regular_if_present(flag: str, path: str) -> None:
+    """UsageError when path exists but is not a regular file (missing: exit 3 later)."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return  # the read says why, with the cgroup's exit code
+    if mode & _S_IFMT != _S_IFREG:
+        raise UsageError(f"{flag} {path}: {_not_regular(mode)}")
+
+
+def _not_regular(mode: int) -> str:
+    return f"not a regular file ({_FILE_KINDS.get(mode & _S_IFMT, 'unknown type')})"
 
 
 # --- the cgroup ------------------------------------------------------------
@@ -258,11 +290,34 @@ def locate(cgroup_root: str, proc_self_cgroup: str) -> tuple[int, str, str]:
 
 
 def read_text(path: str) -> str:
+    """A regular file's text, never blocking (see the rules above); CgroupError otherwise."""
     try:
-        with open(path, "rb") as file:
-            return file.read().decode("ascii", "replace")
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
     except OSError as error:
         raise CgroupError(f"cannot read {path}: {error.strerror or error}") from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if mode & _S_IFMT != _S_IFREG:
+            raise CgroupError(f"cannot read {path}: {_not_regular(mode)}")
+        chunks = []
+        size_bytes = 0
+        while size_bytes <= MAX_READ_BYTES:
+            chunk = os.read(fd, MAX_READ_BYTES + 1 - size_bytes)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size_bytes += len(chunk)
+    except OSError as error:
+        raise CgroupError(f"cannot read {path}: {error.strerror or error}") from None
+    finally:
+        os.close(fd)
+    if size_bytes > MAX_READ_BYTES:
+        raise CgroupError(f"cannot read {path}: larger than {MAX_READ_BYTES} bytes")
+    return b"".join(chunks).decode("ascii", "replace")
+
+
+def _is_number(text: str) -> bool:
+    return text.isascii() and text.isdigit() and len(text) <= MAX_NUMBER_DIGITS
 
 
 def read_int(path: str) -> int:
@@ -270,7 +325,7 @@ def read_int(path: str) -> int:
     text = read_text(path).strip()
     if text == "max":
         return UNLIMITED_AT_BYTES
-    if not (text.isascii() and text.isdigit()):
+    if not _is_number(text):
         raise CgroupError(f"{path}: expected a number, got {text[:40]!r}")
     return int(text)
 
@@ -280,7 +335,7 @@ def parse_stat(text: str) -> dict[str, int]:
     fields: dict[str, int] = {}
     for line in text.splitlines():
         parts = line.split()
-        if len(parts) == 2 and parts[1].isascii() and parts[1].isdigit():
+        if len(parts) == 2 and _is_number(parts[1]):
             fields[parts[0]] = int(parts[1])
     return fields
 
@@ -391,11 +446,33 @@ def format_line(level: str, message: str, now_s: float) -> str:
 
 
 def open_log(logfile: str | None) -> int:
-    """An fd to append log lines to; stderr when no --logfile. OSError if it cannot."""
+    """An fd to append log lines to; stderr when no --logfile. OSError if it cannot.
+
+    Opened with O_NONBLOCK, so a FIFO without a reader fails (ENXIO) instead of
+    blocking the open; writes then block as usual (a pipe's reader drains it).
+    """
     if logfile is None:
         return STDERR_FD
-    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOCTTY
-    return os.open(logfile, flags, 0o644)
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOCTTY | os.O_NONBLOCK
+    try:
+        fd = os.open(logfile, flags, 0o644)
+    except OSError as error:
+        if _is_fifo(logfile):
+            raise OSError(error.errno, f"a FIFO with no reader ({error.strerror})") from None
+        raise
+    try:
+        os.set_blocking(fd, True)
+    except OSError:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _is_fifo(path: str) -> bool:
+    try:
+        return os.stat(path).st_mode & _S_IFMT == 0o010000
+    except OSError:
+        return False
 
 
 def write_line(fd: int, line: str) -> None:

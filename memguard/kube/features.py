@@ -45,6 +45,12 @@ class KubeFeatures:
 
 
 async def open_kube(connection: Connection, node_name: str, explicit: bool) -> KubeFeatures | None:
+    if connection.problem is not None:  # a $KUBECONFIG that is no kubeconfig: never read it
+        message = f"cannot load Kubernetes config ({connection.describe()}): {connection.problem}"
+        if explicit:
+            raise ConfigError(message)
+        log.error("%s; Kubernetes features are off", message)
+        return None
     bridge = AsyncioBridge("memguard-kubernetes")
     bridge.start()
     try:

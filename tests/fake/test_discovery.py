@@ -100,7 +100,7 @@ async def test_nothing_below_a_container_or_beside_a_pods_containers_is_watched(
         # inotify events come in order: once this one is guarded, the others were seen
         sentinel = _container_path(empty_fake_root, 2, HEX_B)
         model.create(sentinel, FakeMemory(limit_bytes=64 * MIB))
-        await supervisor.wait_for(lambda s: sentinel in s.guarded and s.guards[sentinel].armed)
+        await supervisor.wait_for(lambda s: sentinel in s.guards and s.guards[sentinel].armed)
         assert supervisor.guarded == {container, sentinel}
         # the sentinel's pod directory and its guard's notifier, nothing else
         assert agent.hub.watch_count == watched_before + 2

@@ -340,7 +340,7 @@ def _no_memory_line(root: pathlib.Path, flags: list[str]) -> None:
     [
         (_missing, ["cannot read ", "memory.usage_in_bytes: No such file or directory"]),
         (_garbage_limit, ["memory.limit_in_bytes: expected a number, got 'lots'"]),
-        (_directory_for_a_file, ["cannot read ", "memory.stat: Is a directory"]),
+        (_directory_for_a_file, ["cannot read ", "memory.stat: not a regular file (a directory)"]),
         (_no_inactive_file, ["memory.stat has no inactive_file (see --include-cache)"]),
         (_no_proc_self_cgroup, ["cannot read ", "proc-self-cgroup: No such file or directory"]),
         (_no_memory_line, ["no memory cgroup: neither "]),

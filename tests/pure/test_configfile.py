@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import os
 import pathlib
+import socket
 from fractions import Fraction
 from typing import Any
 
 import pytest
+import yaml
 
-from memguard.configfile import ConfigFile, load_config_file
+from memguard.configfile import (
+    ConfigFile,
+    YamlRefusal,
+    compose_bounded,
+    load_config_file,
+    read_regular_file,
+)
 from memguard.errors import ConfigError
 from memguard.options import RUN_OPTIONS, resolve
 from memguard.policy.model import CacheLimit
@@ -392,3 +401,176 @@ def test_two_spellings_of_one_key_are_an_error(tmp_path: pathlib.Path) -> None:
     path = write(tmp_path, "dry-run: true\ndry_run: false\n")
     with pytest.raises(ConfigError, match="are one key"):
         load_config_file(path, RUN_OPTIONS)
+
+
+# hostile files (issue 9) -----------------------------------------------------------------------
+
+
+def _laughs(levels: int) -> str:
+    """A "billion laughs": each level ten aliases of the one before (10**levels values)."""
+    lines = ["l0: &l0 [x, x, x, x, x, x, x, x, x, x]"]
+    lines += [f"l{n}: &l{n} [{', '.join([f'*l{n - 1}'] * 10)}]" for n in range(1, levels)]
+    return "\n".join(lines) + "\n"
+
+
+def load_error(tmp_path: pathlib.Path, text: str) -> str:
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load_config_file(path, RUN_OPTIONS)
+    message = str(info.value)
+    assert message.startswith(f"--config {path}: ")
+    assert "\n" not in message
+    return message.removeprefix(f"--config {path}: ")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("? [a, b]\n: 1\n", "line 1, column 3: a key must be a string, not list"),
+        ("? {a: 1}\n: 1\n", "line 1, column 3: a key must be a string, not dict"),
+        ("~: 1\n", "line 1, column 1: a key must be a string, not null"),
+        ("true: 1\n", "line 1, column 1: a key must be a string, not bool"),
+        ("classes: [{? [a]\n : 1}]\n", "line 1, column 14: a key must be a string, not list"),
+        ("policy: process\npolicy: noop\n", "line 2, column 1: duplicate key 'policy'"),
+    ],
+)
+def test_keys_must_be_strings(tmp_path: pathlib.Path, text: str, expected: str) -> None:
+    assert load_error(tmp_path, text) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("[" * 1000, "line 1, column 33: nested deeper than 32 levels"),
+        ("{" * 1000, "line 1, column 33: nested deeper than 32 levels"),
+        ("[" * 33 + "]" * 33, "line 1, column 33: nested deeper than 32 levels"),
+        ("".join("  " * n + "a:\n" for n in range(40)), "line 33, column 65: nested deeper"),
+        ("".join(" " * n + "- \n" for n in range(1000)), "nested deeper than 32 levels"),
+        # depth through an alias counts the anchor's depth
+        ("a: &a " + "[" * 20 + "]" * 20 + "\nb: " + "[" * 12 + "*a" + "]" * 12, "nested deeper"),
+        (_laughs(9), "more than 100000 values (aliases expanded)"),
+        (_laughs(6), "more than 100000 values (aliases expanded)"),
+        ("policy: &a [*a]\n", "line 1, column 13: a recursive alias"),
+        ("policy: &a {x: *a}\n", "a recursive alias"),
+        ("policy: *nowhere\n", "not valid YAML (found undefined alias 'nowhere')"),
+    ],
+)
+def test_deep_large_and_recursive_documents_are_refused(
+    tmp_path: pathlib.Path, text: str, expected: str
+) -> None:
+    assert expected in load_error(tmp_path, text)
+
+
+def test_32_levels_are_allowed_and_benign_aliases_work(tmp_path: pathlib.Path) -> None:
+    text = "policy: " + "[" * 31 + "]" * 31 + "\n"
+    assert "policy: expected a single value, got list" in load_error(tmp_path, text)
+    file = load(
+        tmp_path,
+        "policy: &p process\nnode-name: *p\nclasses:\n- &silver {name: silver, swaplimitratio: "
+        "0.2}\nunifiedannotations: &files [memory.high]\n",
+    )
+    assert dict(file.values) == {"policy": "process", "node_name": "process"}
+    assert file.memory_qos is not None
+    assert sorted(file.memory_qos.classes) == ["silver"]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("policy: !!python/object/apply:os.system [true]\n", "python/object/apply:os.system'"),
+        ("policy: !!python/name:os.system ''\n", "'tag:yaml.org,2002:python/name:os.system'"),
+        ("report-queue: !!int abc\n", "'tag:yaml.org,2002:int' is not allowed"),
+        ("report-queue: !!int 12\n", "'tag:yaml.org,2002:int' is not allowed"),
+        ("cooldown: !!float nan\n", "'tag:yaml.org,2002:float' is not allowed"),
+        ("node-name: !!timestamp x\n", "'tag:yaml.org,2002:timestamp' is not allowed"),
+        ("node-name: !!binary '%%%'\n", "'tag:yaml.org,2002:binary' is not allowed"),
+        ("node-name: !!set {a}\n", "'tag:yaml.org,2002:set' is not allowed"),
+        ("classes: !!omap [a: 1]\n", "'tag:yaml.org,2002:omap' is not allowed"),
+        ("policy: !custom x\n", "the tag '!custom' is not allowed"),
+        ("dry-run: !!bool maybe\n", "line 1, column 10: !!bool 'maybe' is not true or false"),
+        ("? !!merge <<\n: {policy: process}\n", "'tag:yaml.org,2002:merge' is not allowed"),
+    ],
+)
+def test_only_plain_tags_are_allowed(tmp_path: pathlib.Path, text: str, expected: str) -> None:
+    assert expected in load_error(tmp_path, text)
+
+
+@pytest.mark.parametrize(
+    ("text", "dest", "raw"),
+    [
+        ("policy: !!str process\n", "policy", "process"),
+        ("dry-run: !!bool true\n", "dry_run", "true"),
+        ("kubeconfig: !!null ''\n", "kubeconfig", ""),
+        ("v2-signals: !!seq [events]\n", "v2_signals", "events"),
+    ],
+)
+def test_the_plain_tags_still_work(tmp_path: pathlib.Path, text: str, dest: str, raw: str) -> None:
+    assert dict(load(tmp_path, text).values) == {dest: raw}
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        (bytes(range(256)), "not UTF-8 text"),
+        (b"policy: a\x00b\n", "not valid YAML (unacceptable character #x0000"),
+        (b"\x7fELF\x02\x01\x01\x00", "not valid YAML (unacceptable character #x007f"),
+        (b"\xef\xbb\xbfpolicy: noop\n", None),  # a UTF-8 byte order mark is fine
+    ],
+)
+def test_binary_files(tmp_path: pathlib.Path, data: bytes, expected: str | None) -> None:
+    path = tmp_path / "memguard.yaml"
+    path.write_bytes(data)
+    if expected is None:
+        assert dict(load_config_file(str(path), RUN_OPTIONS).values) == {"policy": "noop"}
+        return
+    with pytest.raises(ConfigError) as info:
+        load_config_file(str(path), RUN_OPTIONS)
+    assert str(info.value).startswith(f"--config {path}: {expected}")
+
+
+def test_a_fifo_is_refused_without_blocking(tmp_path: pathlib.Path) -> None:
+    fifo = tmp_path / "memguard.yaml"
+    os.mkfifo(fifo)  # no writer: a plain open() would block here for ever
+    with pytest.raises(ConfigError) as info:
+        load_config_file(str(fifo), RUN_OPTIONS)
+    assert str(info.value) == f"--config {fifo}: not a regular file (a FIFO)"
+
+
+@pytest.mark.parametrize(
+    ("path", "kind"),
+    [("/dev/null", "a character device"), ("/dev/zero", "a character device"),
+     ("{tmp}", "a directory")],
+)  # fmt: skip
+def test_devices_and_directories_are_refused(tmp_path: pathlib.Path, path: str, kind: str) -> None:
+    path = path.format(tmp=tmp_path)
+    with pytest.raises(ConfigError) as info:
+        load_config_file(path, RUN_OPTIONS)
+    assert str(info.value) == f"--config {path}: not a regular file ({kind})"
+
+
+def test_a_socket_is_refused(tmp_path: pathlib.Path) -> None:
+    path = str(tmp_path / "s")
+    with socket.socket(socket.AF_UNIX) as server:
+        server.bind(path)
+        with pytest.raises(ValueError, match=r"^not a regular file \(a socket\)$"):
+            read_regular_file(path, 100)
+
+
+def test_read_regular_file_reads_at_most_the_limit(tmp_path: pathlib.Path) -> None:
+    path = tmp_path / "f"
+    path.write_bytes(b"x" * 100)
+    assert read_regular_file(str(path), 100) == b"x" * 100
+    with pytest.raises(ValueError, match="larger than"):
+        read_regular_file(str(path), 99)
+    with pytest.raises(FileNotFoundError):
+        read_regular_file(str(tmp_path / "absent"), 100)
+
+
+def test_compose_bounded_gives_nodes_and_keeps_the_limits() -> None:
+    node = compose_bounded("clusters: []\ncontexts: [{name: a}]\n")
+    assert isinstance(node, yaml.MappingNode)
+    assert compose_bounded("") is None
+    with pytest.raises(YamlRefusal, match="nested deeper"):
+        compose_bounded("[" * 100)
+    with pytest.raises(YamlRefusal, match="aliases expanded"):
+        compose_bounded(_laughs(9))

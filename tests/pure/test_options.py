@@ -10,7 +10,7 @@ import pytest
 from memguard.config import build_agent_config
 from memguard.discovery import MatchMode
 from memguard.errors import ConfigError
-from memguard.options import DEFAULT_PARENT, RUN_OPTIONS, resolve
+from memguard.options import DEFAULT_PARENT, RUN_OPTIONS, Bounded, Option, resolve
 from memguard.policy.model import MIB, Policy, check_granularity_bytes
 
 NO_FLAGS: dict[str, str | None] = {}
@@ -67,8 +67,8 @@ def test_flag_beats_env_beats_default(
         ({"max_margin": "lots"}, {}, "--max-margin: 'lots' is not a size"),
         ({}, {"MEMGUARD_MARGIN_RATIO": "120%"}, "$MEMGUARD_MARGIN_RATIO: '120%' is out of range"),
         ({}, {"MEMGUARD_COOLDOWN": "5x"}, "$MEMGUARD_COOLDOWN: '5x' is not a duration"),
-        ({}, {"MEMGUARD_FLUSH_TIMEOUT": "0"}, "$MEMGUARD_FLUSH_TIMEOUT: '0' must be longer"),
-        ({"recheck_interval": "0s"}, {}, "--recheck-interval: '0s' must be longer than 0"),
+        ({}, {"MEMGUARD_FLUSH_TIMEOUT": "0"}, "$MEMGUARD_FLUSH_TIMEOUT: '0' is out of range"),
+        ({"recheck_interval": "0s"}, {}, "--recheck-interval: '0s' is out of range: at least"),
         ({}, {"MEMGUARD_DRY_RUN": "maybe"}, "$MEMGUARD_DRY_RUN: 'maybe' is not a boolean"),
         ({}, {"MEMGUARD_PARENT": " "}, "$MEMGUARD_PARENT: an empty path"),
         ({}, {"MEMGUARD_LOG_FORMAT": "xml"}, "$MEMGUARD_LOG_FORMAT: 'xml' is not one of"),
@@ -179,3 +179,86 @@ def test_v2_options_reach_the_config() -> None:
     assert config.v2.high_tripwire is True
     with pytest.raises(ConfigError, match="poll-min-interval"):
         build_agent_config(resolve(RUN_OPTIONS, {"poll_min_interval": "3s"}, NO_ENV))
+
+
+# --- every number has a range (issue 9) ------------------------------------------------------
+
+BOUNDED = [option for option in RUN_OPTIONS if isinstance(option.parse, Bounded)]
+RANGES = {
+    "--min-margin": ("0", "1Ti"),
+    "--max-margin": ("0", "1Ti"),
+    "--flush-cooldown": ("0s", "1h"),
+    "--flush-interval": ("100ms", "24h"),
+    "--flush-timeout": ("10ms", "10m"),
+    "--cooldown": ("0s", "1h"),
+    "--recheck-interval": ("100ms", "1h"),
+    "--hot-recheck-interval": ("1ms", "1m"),
+    "--rescan-interval": ("1s", "24h"),
+    "--poll-min-interval": ("1ms", "1m"),
+    "--poll-max-interval": ("1ms", "1m"),
+    "--poll-assumed-rate": ("1", "64Gi"),
+    "--report-queue": ("1", "1000000"),
+}
+
+
+def test_the_documented_ranges() -> None:
+    ranges = {o.flag: (o.parse.low, o.parse.high) for o in BOUNDED if isinstance(o.parse, Bounded)}
+    assert ranges == RANGES
+
+
+@pytest.mark.parametrize("option", BOUNDED, ids=lambda option: option.flag)
+def test_a_bounded_option_takes_its_bounds_and_its_help_says_them(option: Option) -> None:
+    bounded = option.parse
+    assert isinstance(bounded, Bounded)
+    assert f"({bounded.range_text})" in option.help or f"; {bounded.range_text})" in option.help
+    low = resolve(RUN_OPTIONS, {option.dest: bounded.low}, NO_ENV)[option.dest]
+    high = resolve(RUN_OPTIONS, {option.dest: bounded.high}, NO_ENV)[option.dest]
+    default = resolve(RUN_OPTIONS, NO_FLAGS, NO_ENV)[option.dest]
+    assert low <= default <= high
+    assert low < high
+
+
+@pytest.mark.parametrize("option", BOUNDED, ids=lambda option: option.flag)
+@pytest.mark.parametrize("suffix", ["", "h", "Ei"])
+def test_a_bounded_option_refuses_a_huge_value_naming_the_range(
+    option: Option, suffix: str
+) -> None:
+    bounded = option.parse
+    assert isinstance(bounded, Bounded)
+    text = "99999999999999999999" + suffix
+    with pytest.raises(ConfigError) as info:
+        resolve(RUN_OPTIONS, {option.dest: text}, NO_ENV)
+    message = str(info.value)
+    assert message.startswith(f"{option.flag}: '{text}' is ")
+    if "out of range" in message:  # else a unit this flag does not take ("h" for a size)
+        assert message.endswith(f"is out of range: at least {bounded.low}, at most {bounded.high}")
+
+
+@pytest.mark.parametrize(
+    ("dest", "text", "message"),
+    [
+        ("report_queue", "\u0663", "--report-queue: '\u0663' is not a whole number"),
+        ("report_queue", "0", "--report-queue: '0' is out of range: at least 1, at most 1000000"),
+        ("report_queue", "9" * 5000, "--report-queue: '999"),
+        ("cooldown", "\u0663s", "--cooldown: '\u0663s' is not a duration"),
+        ("poll_assumed_rate", "0", "--poll-assumed-rate: '0' is out of range: at least 1, at"),
+        ("flush_cache_above", "0", "--flush-cache-above: '0' is out of range: at least 1, at"),
+        ("flush_cache_above", "99999999999999999999", "at most 4Ei"),
+        ("listen", ":\u0669\u0666", "--listen: ':\u0669\u0666' is not HOST:PORT"),
+        ("listen", ":65536", "--listen: ':65536': the port is out of range"),
+        ("psi_trigger", "some \u0665\u0660\u0660 500000", "is not 'some|full STALL_US"),
+        ("psi_trigger", "some 1 " + "9" * 5000, "need 500000 <= WINDOW_US <= 10000000"),
+        ("psi_trigger", "some " + "9" * 5000 + " 500000", "0 < STALL_US <= WINDOW_US"),
+    ],
+)
+def test_numbers_are_ascii_and_bounded(dest: str, text: str, message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        resolve(RUN_OPTIONS, {dest: text}, NO_ENV)
+    assert str(info.value).startswith(message) or message in str(info.value)
+    assert "\n" not in str(info.value)
+    assert len(str(info.value)) < 200
+
+
+def test_psi_trigger_keeps_leading_zeros_as_written() -> None:
+    values = resolve(RUN_OPTIONS, {"psi_trigger": "some 050000 0500000"}, NO_ENV)
+    assert values["psi_trigger"] == "some 050000 0500000"

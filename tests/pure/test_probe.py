@@ -3,26 +3,33 @@
 from __future__ import annotations
 
 import ast
+import os
 import pathlib
+import stat
 
 import pytest
 
 from memguard import probe
 from memguard.probe import (
     UNLIMITED_AT_BYTES,
+    CgroupError,
     Measurement,
     Options,
     UsageError,
     format_line,
     level_for,
+    open_log,
     parse_args,
     parse_percent,
     parse_proc_self_cgroup,
     parse_stat,
     percent_of_limit,
+    read_int,
+    read_text,
     smallest_limit,
     verdict,
     working_set_bytes,
+    write_line,
 )
 
 MIB = 1024 * 1024
@@ -274,3 +281,87 @@ def test_the_probe_imports_only_cheap_standard_modules() -> None:
         elif isinstance(node, ast.ImportFrom):
             imported.add("." * node.level + (node.module or ""))
     assert imported == {"__future__", "os", "sys", "time"}
+
+
+# --- files that are not regular files, numbers too long (issue 9) ----------------------------
+
+
+def test_percentages_need_ascii_digits_and_a_sane_length() -> None:
+    with pytest.raises(UsageError, match="not a percentage"):
+        parse_percent("\u0668\u0665", "--warning")  # ARABIC-INDIC 8 5
+    with pytest.raises(UsageError, match="out of range"):
+        parse_percent("9" * 5000, "--warning")
+
+
+def test_a_proc_self_cgroup_that_is_not_a_regular_file_is_a_bad_argument(
+    tmp_path: pathlib.Path,
+) -> None:
+    fifo = tmp_path / "cgroup"
+    os.mkfifo(fifo)
+    for path, kind in [(str(fifo), "a FIFO"), (str(tmp_path), "a directory"),
+                       ("/dev/null", "a character device")]:  # fmt: skip
+        with pytest.raises(UsageError) as raised:
+            parse_args(["--proc-self-cgroup", path])
+        assert str(raised.value) == f"--proc-self-cgroup {path}: not a regular file ({kind})"
+    # A missing file is no bad argument: reading it fails (exit 3), as the real one would.
+    assert _options("--proc-self-cgroup", str(tmp_path / "absent")).proc_self_cgroup.endswith(
+        "absent"
+    )
+
+
+def test_proc_self_cgroup_is_a_regular_file_on_this_kernel() -> None:
+    assert stat.S_ISREG(os.stat(probe.DEFAULT_PROC_SELF_CGROUP).st_mode)
+    assert "::" in read_text(probe.DEFAULT_PROC_SELF_CGROUP) or ":memory:" in read_text(
+        probe.DEFAULT_PROC_SELF_CGROUP
+    )
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device", "directory"])
+def test_read_text_refuses_what_is_not_a_regular_file_without_blocking(
+    tmp_path: pathlib.Path, kind: str
+) -> None:
+    path = {"fifo": str(tmp_path / "memory.stat"), "device": "/dev/zero", "directory": "/"}[kind]
+    if kind == "fifo":
+        os.mkfifo(path)  # no writer: open() without O_NONBLOCK would block
+    with pytest.raises(CgroupError, match=r"^cannot read .*: not a regular file \(a "):
+        read_text(path)
+
+
+def test_read_text_reads_at_most_a_mebibyte(tmp_path: pathlib.Path) -> None:
+    path = tmp_path / "memory.stat"
+    path.write_bytes(b"cache 1\n" * (probe.MAX_READ_BYTES // 8))
+    assert len(read_text(str(path))) == probe.MAX_READ_BYTES
+    path.write_bytes(b"x" * (probe.MAX_READ_BYTES + 1))
+    with pytest.raises(CgroupError, match="larger than 1048576 bytes"):
+        read_text(str(path))
+
+
+def test_numbers_longer_than_20_digits_are_garbage(tmp_path: pathlib.Path) -> None:
+    path = tmp_path / "memory.usage_in_bytes"
+    path.write_text("9" * 5000 + "\n")  # int() would raise past 4300 digits
+    with pytest.raises(CgroupError, match="expected a number, got '9999"):
+        read_int(str(path))
+    path.write_text("18446744073709551615\n")  # 2**64 - 1: 20 digits, still a number
+    assert read_int(str(path)) == 2**64 - 1
+    path.write_text("\u0663\n")
+    with pytest.raises(CgroupError, match="expected a number"):
+        read_int(str(path))
+    assert parse_stat(f"cache {'9' * 5000}\ninactive_file 5\nx \u0663\n") == {"inactive_file": 5}
+
+
+def test_the_log_opens_a_fifo_only_when_someone_reads_it(tmp_path: pathlib.Path) -> None:
+    fifo = tmp_path / "app.log"
+    os.mkfifo(fifo)
+    with pytest.raises(OSError, match="a FIFO with no reader"):
+        open_log(str(fifo))
+    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        fd = open_log(str(fifo))
+        try:
+            assert os.get_blocking(fd)  # writes wait for the reader, as a log's should
+            write_line(fd, "a line")
+            assert os.read(reader, 100) == b"a line\n"
+        finally:
+            os.close(fd)
+    finally:
+        os.close(reader)
