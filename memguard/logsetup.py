@@ -202,9 +202,14 @@ class NonBlockingHandler(logging.Handler):
         super().close()
 
 
-def configure(log_format: str, level: str, stream: TextIO | None = None) -> NonBlockingHandler:
+def configure(
+    log_format: str,
+    level: str,
+    stream: TextIO | None = None,
+    queue_lines: int = LOG_QUEUE_LINES,
+) -> NonBlockingHandler:
     """Route every record through one NonBlockingHandler (replacing any before)."""
-    handler = NonBlockingHandler(stream or sys.stderr)
+    handler = NonBlockingHandler(stream or sys.stderr, queue_lines)
     handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
     root = logging.getLogger()
     for old in root.handlers[:]:

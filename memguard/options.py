@@ -299,6 +299,13 @@ RUN_OPTIONS = (
         "reports queued per sink (log, metrics, Events) before dropping (1 .. 1000000)",
     ),
     Option(
+        "--log-queue",
+        "4096",
+        _whole_number(16, 1_000_000),
+        "log lines held while the log output is blocked; beyond, lines are dropped, "
+        "counted and reported (16 .. 1000000)",
+    ),
+    Option(
         "--listen",
         "",
         _listen_address,

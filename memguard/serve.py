@@ -255,7 +255,9 @@ async def _main(
 
 
 def serve(config: AgentConfig, values: Mapping[str, Any]) -> int:
-    log_handler = configure(values["log_format"], values["log_level"])
+    log_handler = configure(
+        values["log_format"], values["log_level"], queue_lines=values["log_queue"]
+    )
     try:
         select_backend(config.parent, config.cgroup_version, config.v2)  # ConfigError: exit 2
         fd_limit = raise_fd_limit()

@@ -34,14 +34,20 @@ class KubeFeatures:
     node_name: str
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Keep the pod cache current until cancelled (then close everything)."""
+        """Keep the pod cache current until cancelled (then close everything).
+
+        A failure leaves the client and its loop open: the agent's supervisor
+        runs this again, on the same connection."""
         task_status.started()
         try:
             await self.bridge.run(self.cache.run())
-        finally:
+        except Exception:
+            raise
+        except BaseException:  # cancelled: the agent stops
             with trio.CancelScope(shield=True):
                 await self.bridge.run(self.client.close())
             self.bridge.stop()
+            raise
 
 
 async def open_kube(connection: Connection, node_name: str, explicit: bool) -> KubeFeatures | None:

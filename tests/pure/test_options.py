@@ -198,6 +198,7 @@ RANGES = {
     "--poll-max-interval": ("1ms", "1m"),
     "--poll-assumed-rate": ("1", "64Gi"),
     "--report-queue": ("1", "1000000"),
+    "--log-queue": ("16", "1000000"),
 }
 
 
