@@ -9,8 +9,8 @@ connection only, and are counted by outcome. Each connection has one deadline
 for reading the request and writing the answer. At most `max_connections` are
 open at once; a new connection beyond that closes the oldest one that has not
 sent a whole request yet, so idle or hostile clients cannot lock out the
-kubelet's probe. Running out of file descriptors in accept() closes the oldest
-idle connection too, and waits briefly, instead of failing.
+kubelet's probe. Running out of file descriptors in accept() waits for one to
+come back (every ACCEPT_RETRY_S) instead of failing.
 """
 
 from __future__ import annotations
@@ -100,8 +100,11 @@ class HealthServer:
             except OSError as error:
                 if error.errno not in _ACCEPT_OUT_OF_RESOURCES:
                     raise
+                # Out of fds (the kernel says so before looking for a pending
+                # connection): wait for one to come back. Closing our own idle
+                # connections would not help - with at most max_connections of
+                # them, it is others that hold the fds.
                 self.counters.accept_errors += 1
-                self._evict_oldest_idle()
                 await trio.sleep(ACCEPT_RETRY_S)
                 continue
             if len(self._open) >= self._max_connections:

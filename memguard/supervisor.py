@@ -76,6 +76,9 @@ class GuardSupervisor:
         self._changed = trio.Event()
         self.failures = 0
         self._running = 0
+        # Guard tasks launched and not finished: a stopped guard holds its fds
+        # until its task ends, so the budget counts these, not the scopes.
+        self._holding = 0
 
     @property
     def guarded(self) -> frozenset[str]:
@@ -86,7 +89,7 @@ class GuardSupervisor:
         if cgroup_dir in self._scopes:
             return
         slots = self._budget.slots()
-        if slots is not None and len(self._scopes) >= slots:
+        if slots is not None and self._holding >= slots:
             if cgroup_dir not in self.waiting:
                 self.waiting[cgroup_dir] = ref
                 self._note_waiting(slots)
@@ -97,6 +100,7 @@ class GuardSupervisor:
     def _launch(self, cgroup_dir: str, ref: ContainerRef) -> None:
         scope = trio.CancelScope()
         self._scopes[cgroup_dir] = scope
+        self._holding += 1
         self._nursery.start_soon(self._run, cgroup_dir, ref, scope, name=f"guard {cgroup_dir}")
         self._notify()
 
@@ -114,7 +118,7 @@ class GuardSupervisor:
 
     def _admit_waiting(self) -> None:
         slots = self._budget.slots()
-        while self.waiting and (slots is None or len(self._scopes) < slots):
+        while self.waiting and (slots is None or self._holding < slots):
             cgroup_dir = next(iter(self.waiting))
             self._launch(cgroup_dir, self.waiting.pop(cgroup_dir))
         if self.waiting:
@@ -182,6 +186,7 @@ class GuardSupervisor:
                         await trio.sleep(backoff_s)
         finally:
             self._running -= 1
+            self._holding -= 1
             if self._scopes.get(cgroup_dir) is scope:
                 del self._scopes[cgroup_dir]
                 self.guards.pop(cgroup_dir, None)
