@@ -38,6 +38,7 @@ test: lint typecheck pytest
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.latency
+	$(BIN)/python -m bench.latency_faults
 	$(BIN)/python -m bench.rss
 	$(BIN)/python -m bench.kube_events
 	$(BIN)/python -m bench.probe
