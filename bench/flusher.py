@@ -20,7 +20,7 @@ from typing import Any
 import trio
 
 from memguard.policy.model import MIB, CacheLimit
-from memguard.report import ReportKind
+from memguard.reports.report import ReportKind
 from tests.helpers import make_config, running_agent
 from tests.kernel.cgroups import TEST_CGROUP_VERSION, CgroupTree, new_tree
 

@@ -27,15 +27,15 @@ from typing import Any
 
 import trio
 
-from memguard.agent import Agent
-from memguard.collect_sink import CollectSink
 from memguard.fake import drive, model, tree
+from memguard.guarding.agent import Agent
 from memguard.kube.connection import Connection
 from memguard.kube.features import KubeFeatures, open_kube
-from memguard.paths import ContainerRef
 from memguard.policy.model import MIB, Policy
-from memguard.report import Report, ReportKind
-from memguard.reporting import ReportBus
+from memguard.policy.paths import ContainerRef
+from memguard.reports.bus import ReportBus
+from memguard.reports.collect_sink import CollectSink
+from memguard.reports.report import Report, ReportKind
 from tests.helpers import make_config, wait_armed
 from tests.kube.emulator import make_pod
 

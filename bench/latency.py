@@ -22,7 +22,7 @@ import time
 import trio
 
 from memguard.policy.model import MIB, Policy
-from memguard.report import ReportKind
+from memguard.reports.report import ReportKind
 from tests.helpers import make_config, running_agent, wait_armed
 from tests.kernel.cgroups import CgroupTree, new_tree
 

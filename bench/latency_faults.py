@@ -30,10 +30,10 @@ import time
 
 import trio
 
-from memguard.health import HealthServer, bind
-from memguard.logsetup import configure
+from memguard.cli.logsetup import configure
 from memguard.policy.model import MIB, Policy
-from memguard.report import ReportKind
+from memguard.reports.http import HealthServer, bind
+from memguard.reports.report import ReportKind
 from tests.helpers import make_config, running_agent, wait_armed
 from tests.kernel.cgroups import CgroupTree, new_tree
 

@@ -4,7 +4,7 @@
 
 Target (DESIGN.md): <= 40 ms wall per probe run. Every way of running it is
 timed --runs times, round-robin so that machine noise hits all alike: the
-venv's console script (`memguard probe`, through memguard.entry's fast path),
+venv's console script (`memguard probe`, through memguard.cli.entry's fast path),
 `python -m memguard.probe`, and the zipapp built by
 packaging/build_probe_zipapp.py run by --python (an application image's
 python3: the default skips pyenv shims, which cost ~50 ms themselves) with and
@@ -65,7 +65,7 @@ CONSOLE_SCRIPT = """\
 #!{python}
 import re
 import sys
-from memguard.entry import main
+from memguard.cli.entry import main
 if __name__ == '__main__':
     sys.argv[0] = re.sub(r'(-script\\.pyw|\\.exe)?$', '', sys.argv[0])
     sys.exit(main())

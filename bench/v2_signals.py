@@ -23,10 +23,10 @@ from typing import Any
 
 import trio
 
-from memguard.backend_v2 import V2Settings
+from memguard.backends.v2 import V2Settings
 from memguard.policy.margin import threshold_bytes
 from memguard.policy.model import MIB, Policy
-from memguard.report import ReportKind
+from memguard.reports.report import ReportKind
 from tests.helpers import make_config, make_settings, running_agent, wait_armed
 from tests.kernel.cgroups import CgroupTree, new_tree
 

@@ -4,7 +4,7 @@
                                             [--python "/usr/bin/env python3"]
 
 The archive holds only what the probe needs: an empty memguard/__init__.py,
-memguard/probe.py (standard library only: checked here, the build fails
+memguard/probe/__init__.py (standard library only: checked here, the build fails
 otherwise) and a __main__.py. It runs on any python3 >= 3.8:
 
     memguard-probe probe --warning 85 --failure 95          # the #! line
@@ -29,10 +29,10 @@ import sys
 import zipfile
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-PROBE_SOURCE = ROOT / "memguard" / "probe.py"
+PROBE_SOURCE = ROOT / "memguard" / "probe" / "__init__.py"
 DEFAULT_OUTPUT = ROOT / "build" / "memguard-probe"
 DEFAULT_INTERPRETER = "/usr/bin/env python3"
-# What memguard/probe.py may import: cheap at startup and in every python3.
+# What memguard/probe/__init__.py may import: cheap at startup and in every python3.
 ALLOWED_IMPORTS = frozenset({"__future__", "os", "sys", "time"})
 FIXED_DATE_TIME = (1980, 1, 1, 0, 0, 0)  # the earliest a zip can say
 PYC_FLAGS_CHECKED_HASH = 0b11  # PEP 552: hash-based, checked against the source
@@ -73,13 +73,14 @@ def archive_members(probe_source: bytes) -> list[tuple[str, bytes]]:
     forbidden = imported_modules(probe_source) - ALLOWED_IMPORTS
     if forbidden:
         raise SystemExit(
-            f"memguard/probe.py imports {sorted(forbidden)}: only {sorted(ALLOWED_IMPORTS)}"
+            f"memguard/probe/__init__.py imports {sorted(forbidden)}: "
+            f"only {sorted(ALLOWED_IMPORTS)}"
         )
     members: list[tuple[str, bytes]] = []
     for name, source in (
         ("__main__.py", MAIN_SOURCE),
         ("memguard/__init__.py", b""),
-        ("memguard/probe.py", probe_source),
+        ("memguard/probe/__init__.py", probe_source),
     ):
         members.append((name, source))
         members.append((name + "c", checked_pyc(source, name)))

@@ -10,13 +10,13 @@ from typing import Any
 
 import trio
 
-from memguard.agent import Agent, AgentConfig
-from memguard.backend import Backend
-from memguard.collect_sink import CollectSink
-from memguard.discovery import MatchMode
+from memguard.backends.base import Backend
+from memguard.guarding.agent import Agent, AgentConfig
+from memguard.guarding.discovery import MatchMode
+from memguard.guarding.supervisor import GuardSupervisor
 from memguard.policy.model import GuardSettings, check_granularity_bytes
-from memguard.reporting import Sink
-from memguard.supervisor import GuardSupervisor
+from memguard.reports.bus import Sink
+from memguard.reports.collect_sink import CollectSink
 
 
 def make_settings(**overrides: Any) -> GuardSettings:

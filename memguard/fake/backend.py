@@ -17,14 +17,14 @@ import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from memguard.backend import Service
-from memguard.doorbell import Doorbell
+from memguard.backends.base import Service
+from memguard.backends.doorbell import Doorbell
+from memguard.backends.inotify_hub import InotifyHub
 from memguard.errors import WatchError
 from memguard.fake import files, model
 from memguard.kernel import cgroup_v1, cgroup_v2
 from memguard.kernel.inotify import IN_CLOSE_WRITE, IN_MOVED_TO, InotifyEvent
 from memguard.policy.model import MemorySnapshot
-from memguard.watch import InotifyHub
 
 FILE_CHANGED = "file"
 

@@ -25,8 +25,8 @@ from dataclasses import dataclass
 
 from memguard.fake import model
 from memguard.kernel.procfs import start_time_ticks
-from memguard.paths import ContainerRef, parse_container_path
 from memguard.policy.model import MIB
+from memguard.policy.paths import ContainerRef, parse_container_path
 
 SLEEP_ARGV = ["sleep", "infinity"]
 QOS_OOM_SCORE_ADJ = {"Guaranteed": -997, "Burstable": 500, "BestEffort": 1000}

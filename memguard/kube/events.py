@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from memguard.kube.pods import PodInfo
-from memguard.report import Report, ReportKind
+from memguard.reports.report import Report, ReportKind
 
 REPORTING_CONTROLLER = "memguard.io/memguard"
 NAME_MAX = 253

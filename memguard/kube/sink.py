@@ -40,7 +40,7 @@ from memguard.kube.events import (
 )
 from memguard.kube.podcache import PodCache
 from memguard.kube.pods import PodInfo
-from memguard.report import Report
+from memguard.reports.report import Report
 
 log = logging.getLogger(__name__)
 

@@ -18,9 +18,9 @@ from collections.abc import Callable
 
 import pytest
 
+from memguard.cli.options import RUN_OPTIONS, Bounded, Option
 from memguard.kube.connection import Connection, find_connection
 from memguard.kube.features import open_kube
-from memguard.options import RUN_OPTIONS, Bounded, Option
 
 MEMGUARD = os.path.join(os.path.dirname(sys.executable), "memguard")  # the console script
 TIMEOUT_S = 30

@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 import shutil
 
-from memguard.discovery import MAX_DEPTH, TOO_DEEP, MatchMode
 from memguard.fake import model, tree
 from memguard.fake.model import FakeMemory
+from memguard.guarding.discovery import MAX_DEPTH, TOO_DEEP, MatchMode
 from memguard.policy.model import MIB
 from tests.helpers import (
     make_config,

@@ -13,7 +13,7 @@ from memguard.fake.model import FakeMemory
 from memguard.kernel import cgroup_v1
 from memguard.policy.margin import threshold_bytes
 from memguard.policy.model import MIB, CacheLimit, Policy
-from memguard.report import ReportKind
+from memguard.reports.report import ReportKind
 from tests.helpers import make_config, make_settings, running_agent, supervisor_of
 
 HEX = "d" * 64

@@ -6,12 +6,12 @@ import trio
 import trio.testing
 from prometheus_client import CollectorRegistry
 
+from memguard.cli.run import routes, state_metrics
 from memguard.fake import drive, tree
-from memguard.health import HealthServer, bind
-from memguard.metrics import MetricsSink, StateCollector
 from memguard.policy.model import MIB, Policy
-from memguard.report import ReportKind
-from memguard.serve import routes, state_metrics
+from memguard.reports.http import HealthServer, bind
+from memguard.reports.metrics import MetricsSink, StateCollector
+from memguard.reports.report import ReportKind
 from tests.helpers import make_config, running_agent, supervisor_of
 
 
@@ -56,7 +56,7 @@ async def test_health_readiness_and_metrics(
 
 
 async def test_not_ready_before_discovery(empty_fake_root: str) -> None:
-    from memguard.agent import Agent
+    from memguard.guarding.agent import Agent
 
     agent = Agent(make_config(empty_fake_root), [])
     registry = CollectorRegistry()

@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 
 from memguard.fake import drive, model, tree
+from memguard.guarding.supervisor import FdBudget
 from memguard.kernel.native import ffi, lib
 from memguard.policy.model import MIB, Policy
-from memguard.report import ReportKind
-from memguard.supervisor import FdBudget
+from memguard.reports.report import ReportKind
 from tests.agentproc import wait_exit
 from tests.helpers import make_config, running_agent
 

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from memguard.logsetup import JsonFormatter, NonBlockingHandler, TextFormatter
+from memguard.cli.logsetup import JsonFormatter, NonBlockingHandler, TextFormatter
 
 PIPE_BYTES = 4096
 QUEUE_LINES = 16

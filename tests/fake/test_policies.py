@@ -8,7 +8,7 @@ import signal
 from memguard.fake import drive, model, tree
 from memguard.fake.model import FakeMemory
 from memguard.policy.model import MIB, Policy
-from memguard.report import ReportKind
+from memguard.reports.report import ReportKind
 from tests.helpers import make_config, running_agent
 
 Tree = tuple[str, list[tree.FakeContainer]]

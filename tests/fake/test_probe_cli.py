@@ -406,17 +406,17 @@ HEAVY = ("trio", "kubernetes_asyncio", "aiohttp", "cffi", "_cffi_backend", "prom
     ("entry", "modules_expected"),
     [
         # the console script: not even argparse
-        ("entry", ["memguard", "memguard.entry", "memguard.probe"]),
-        ("cli", ["memguard", "memguard.cli", "memguard.probe"]),  # `python -m memguard`-style
+        ("cli.entry", ["memguard", "memguard.cli", "memguard.cli.entry", "memguard.probe"]),
+        ("cli.main", ["memguard", "memguard.cli", "memguard.cli.main", "memguard.probe"]),
     ],
 )
 def test_memguard_probe_loads_only_its_entry_and_probe(
     entry: str, modules_expected: list[str]
 ) -> None:
     # A whole run on this machine's cgroup, through the fast path.
-    call = "entry.main()" if entry == "entry" else "cli.main(sys.argv[1:])"
+    call = "entry.main()" if entry == "cli.entry" else "main.main(sys.argv[1:])"
     code = (
-        f"import sys\nfrom memguard import {entry}\n"
+        f"import sys\nfrom memguard.cli import {entry.split('.')[1]}\n"
         "sys.argv = ['memguard', 'probe', '--verbose', '--logfile', '/dev/null']\n"
         f"rc = {call}\n"
         "print(rc, ' '.join(sorted(sys.modules)))\n"
@@ -428,7 +428,7 @@ def test_memguard_probe_loads_only_its_entry_and_probe(
     memguard_modules = [name for name in loaded if name.startswith("memguard")]
     assert memguard_modules == modules_expected
     assert [name for name in loaded if name.startswith(HEAVY)] == []
-    if entry == "entry":
+    if entry == "cli.entry":
         assert "argparse" not in loaded
 
 
@@ -492,11 +492,11 @@ def test_the_zipapp_holds_only_the_probe_and_builds_the_same_bytes(
     names = zipfile.ZipFile(first).namelist()
     assert sorted(names) == [
         "__main__.py", "__main__.pyc", "memguard/__init__.py", "memguard/__init__.pyc",
-        "memguard/probe.py", "memguard/probe.pyc",
+        "memguard/probe/__init__.py", "memguard/probe/__init__.pyc",
     ]  # fmt: skip
     assert (
-        zipfile.ZipFile(first).read("memguard/probe.py")
-        == (ROOT / "memguard/probe.py").read_bytes()
+        zipfile.ZipFile(first).read("memguard/probe/__init__.py")
+        == (ROOT / "memguard/probe/__init__.py").read_bytes()
     )
 
 

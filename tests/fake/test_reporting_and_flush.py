@@ -8,13 +8,13 @@ from contextlib import AbstractContextManager
 import trio
 import trio.testing
 
-from memguard.actions import Flusher
-from memguard.backend import Notifier, Service
-from memguard.paths import ContainerRef
+from memguard.backends.base import Notifier, Service
+from memguard.backends.inotify_hub import InotifyHub
+from memguard.guarding.actions import Flusher
 from memguard.policy.model import MemorySnapshot
-from memguard.report import Report, ReportKind
-from memguard.reporting import ReportBus
-from memguard.watch import InotifyHub
+from memguard.policy.paths import ContainerRef
+from memguard.reports.bus import ReportBus
+from memguard.reports.report import Report, ReportKind
 
 
 def _report(index: int) -> Report:

@@ -15,14 +15,14 @@ from fractions import Fraction
 
 import pytest
 
-from memguard.agent import AgentConfig
-from memguard.backend_v2 import V2Settings
+from memguard.backends.v2 import V2Settings
+from memguard.guarding.agent import AgentConfig
 from memguard.kernel import cgroup_v1
 from memguard.kube.pods import PodInfo, parse_pod
 from memguard.policy.margin import threshold_bytes
 from memguard.policy.model import MIB, CacheLimit, Policy
 from memguard.policy.qos import QosClass, QosConfig, high_for
-from memguard.report import ReportKind
+from memguard.reports.report import ReportKind
 from tests.helpers import (
     make_config,
     make_settings,

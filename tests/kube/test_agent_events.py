@@ -12,15 +12,15 @@ from typing import Any
 import pytest
 import trio
 
-from memguard.agent import Agent, AgentConfig
-from memguard.collect_sink import CollectSink
 from memguard.fake import drive, tree
+from memguard.guarding.agent import Agent, AgentConfig
 from memguard.kube.connection import Connection
 from memguard.kube.features import KubeFeatures, open_kube
 from memguard.kube.pods import bare_container_id
-from memguard.paths import ContainerRef
 from memguard.policy.model import MIB, Policy
-from memguard.report import Report, ReportKind, Victim
+from memguard.policy.paths import ContainerRef
+from memguard.reports.collect_sink import CollectSink
+from memguard.reports.report import Report, ReportKind, Victim
 from tests.helpers import make_config, wait_armed
 from tests.kernel.cgroups import CgroupTree
 from tests.kube.emulator import EVENTS_V1, KubeEmulator, container_id, make_pod

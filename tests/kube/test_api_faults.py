@@ -25,8 +25,7 @@ from dataclasses import dataclass
 import pytest
 import trio
 
-from memguard.agent import Agent
-from memguard.collect_sink import CollectSink
+from memguard.guarding.agent import Agent
 from memguard.kube.bridge import AsyncioBridge
 from memguard.kube.client import KubeClient
 from memguard.kube.connection import Connection
@@ -35,7 +34,8 @@ from memguard.kube.podcache import PodCache
 from memguard.kube.pods import bare_container_id
 from memguard.kube.sink import EventPoster, KubeEventSink
 from memguard.policy.model import MIB, Policy
-from memguard.report import Report, ReportKind
+from memguard.reports.collect_sink import CollectSink
+from memguard.reports.report import Report, ReportKind
 from tests.helpers import make_config, supervisor_of, wait_armed
 from tests.kernel.cgroups import CgroupTree
 from tests.kube.bounded import within

@@ -17,16 +17,16 @@ from typing import Any
 
 import trio
 
-from memguard.agent import Agent
-from memguard.collect_sink import CollectSink
 from memguard.fake.tree import FakeContainer
+from memguard.guarding.agent import Agent
 from memguard.kube.connection import Connection
 from memguard.kube.features import KubeFeatures, open_kube
 from memguard.kube.podcache import PodCache
-from memguard.memory_qos import MemoryQos
 from memguard.policy.model import MIB
 from memguard.policy.qos import CLASS_KEY, QosClass, QosConfig, high_for
-from memguard.report import Report, ReportKind
+from memguard.qos.applier import MemoryQos
+from memguard.reports.collect_sink import CollectSink
+from memguard.reports.report import Report, ReportKind
 from tests.helpers import make_config, supervisor_of
 from tests.kube.emulator import PODS, KubeEmulator, pod_for
 

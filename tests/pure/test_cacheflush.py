@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from memguard.cli.options import RUN_OPTIONS, resolve
 from memguard.errors import ConfigError
-from memguard.options import RUN_OPTIONS, resolve
 from memguard.policy.cacheflush import CacheStep, after_cache_flush, decide_cache_flush
 from memguard.policy.decide import GuardState, Step, decide
 from memguard.policy.model import CacheLimit, GuardSettings, MemorySnapshot

@@ -11,15 +11,15 @@ from typing import Any
 import pytest
 import yaml
 
-from memguard.configfile import (
+from memguard.cli.configfile import (
     ConfigFile,
     YamlRefusal,
     compose_bounded,
     load_config_file,
     read_regular_file,
 )
+from memguard.cli.options import RUN_OPTIONS, resolve
 from memguard.errors import ConfigError
-from memguard.options import RUN_OPTIONS, resolve
 from memguard.policy.model import CacheLimit
 from memguard.policy.qos import QosClass, parse_qos_config
 

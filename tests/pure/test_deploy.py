@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 import yaml
 
-from memguard.cli import build_parser
-from memguard.configfile import load_config_file
-from memguard.options import RUN_OPTIONS, resolve
+from memguard.cli.configfile import load_config_file
+from memguard.cli.main import build_parser
+from memguard.cli.options import RUN_OPTIONS, resolve
 from tests.kube import apirules
 
 DEPLOY = pathlib.Path(__file__).resolve().parents[2] / "deploy"

@@ -16,7 +16,6 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from memguard import reporting
 from memguard.kube import podcache, sink
 from memguard.kube.aggregate import Aggregator, Bump, Create, SeriesKey
 from memguard.kube.client import (
@@ -41,9 +40,10 @@ from memguard.kube.pods import (
     read_pod,
 )
 from memguard.kube.sink import MAX_LOGGED_REJECTIONS, Delivery, EventPoster
-from memguard.paths import ContainerRef
+from memguard.policy.paths import ContainerRef
 from memguard.policy.qos import ANNOTATION_SUFFIX, CLASS_KEY
-from memguard.report import Report, ReportKind
+from memguard.reports import bus as reporting
+from memguard.reports.report import Report, ReportKind
 
 UID = "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0"
 HEX = "ab" * 32

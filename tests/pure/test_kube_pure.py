@@ -20,8 +20,8 @@ from memguard.kube.events import (
     series_patch,
 )
 from memguard.kube.pods import ContainerInfo, bare_container_id, parse_pod
-from memguard.paths import ContainerRef
-from memguard.report import Report, ReportKind, Victim
+from memguard.policy.paths import ContainerRef
+from memguard.reports.report import Report, ReportKind, Victim
 from tests.kube import apirules
 
 HEX = "ab" * 32

@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 
-from memguard.config import build_agent_config
-from memguard.discovery import MatchMode
+from memguard.cli.config import build_agent_config
+from memguard.cli.options import DEFAULT_PARENT, RUN_OPTIONS, Bounded, Option, resolve
 from memguard.errors import ConfigError
-from memguard.options import DEFAULT_PARENT, RUN_OPTIONS, Bounded, Option, resolve
+from memguard.guarding.discovery import MatchMode
 from memguard.policy.model import MIB, Policy, check_granularity_bytes
 
 NO_FLAGS: dict[str, str | None] = {}

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from memguard.paths import ContainerRef, leaf_ref, may_hold_containers, parse_container_path
+from memguard.policy.paths import ContainerRef, leaf_ref, may_hold_containers, parse_container_path
 
 UID = "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0"
 UID_ = UID.replace("-", "_")

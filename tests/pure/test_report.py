@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from memguard.paths import ContainerRef, parse_container_path
 from memguard.policy.model import MIB
-from memguard.report import MESSAGE_MAX_BYTES, Report, ReportKind, Victim
+from memguard.policy.paths import ContainerRef, parse_container_path
+from memguard.reports.report import MESSAGE_MAX_BYTES, Report, ReportKind, Victim
 
 UID = "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0"
 CID = "9a" * 32

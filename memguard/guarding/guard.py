@@ -19,22 +19,22 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from memguard.actions import Flusher, FlushOutcome, Killer, KillOutcome
-from memguard.backend import Backend, Notifier
+from memguard.backends.base import Backend, Notifier
+from memguard.backends.doorbell import NOTIFICATIONS, TIMEOUT
+from memguard.backends.inotify_hub import InotifyHub
 from memguard.components import ComponentStatus
-from memguard.doorbell import NOTIFICATIONS, TIMEOUT
-from memguard.paths import ContainerRef
+from memguard.guarding.actions import Flusher, FlushOutcome, Killer, KillOutcome
 from memguard.policy import decide as policy
 from memguard.policy.cacheflush import CacheStep, after_cache_flush, decide_cache_flush
 from memguard.policy.decide import Decision, GuardState, Step
 from memguard.policy.margin import threshold_bytes
 from memguard.policy.model import GuardSettings, MemorySnapshot, Policy
-from memguard.report import Report, ReportKind
+from memguard.policy.paths import ContainerRef
+from memguard.reports.report import Report, ReportKind
 from memguard.units import format_size
-from memguard.watch import InotifyHub
 
 if TYPE_CHECKING:
-    from memguard.memory_qos import MemoryQos
+    from memguard.qos.applier import MemoryQos
 
 log = logging.getLogger(__name__)
 

@@ -20,15 +20,15 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from memguard.agent import Agent, AgentConfig, raise_fd_limit, select_backend
-from memguard.backend import Service
+from memguard.backends.base import Service
+from memguard.cli.logsetup import NonBlockingHandler, configure
 from memguard.components import fatal_in
 from memguard.errors import ConfigError
-from memguard.health import DEFAULT_MAX_CONNECTIONS, HealthServer, HttpCounters, bind
+from memguard.guarding.agent import Agent, AgentConfig, raise_fd_limit, select_backend
 from memguard.kube.connection import find_connection, node_name_from
-from memguard.log_sink import LogSink
-from memguard.logsetup import NonBlockingHandler, configure
-from memguard.reporting import Sink
+from memguard.reports.bus import Sink
+from memguard.reports.http import DEFAULT_MAX_CONNECTIONS, HealthServer, HttpCounters, bind
+from memguard.reports.log_sink import LogSink
 from memguard.units import parse_listen
 
 if TYPE_CHECKING:
@@ -62,7 +62,7 @@ def state_metrics(
     log_handler: NonBlockingHandler | None = None,
     http: HttpCounters | None = None,
 ) -> Iterable[Metric]:
-    from memguard.metrics import counter, gauge, labelled_gauge, plain_counter
+    from memguard.reports.metrics import counter, gauge, labelled_gauge, plain_counter
 
     status = agent.current_status()
     yield gauge("memguard_guarded_cgroups", "Container cgroups being guarded.", status.guarded)
@@ -164,7 +164,7 @@ def state_metrics(
 
 
 def routes(agent: Agent, registry: CollectorRegistry) -> dict[str, Any]:
-    from memguard.metrics import render
+    from memguard.reports.metrics import render
 
     def ready() -> tuple[int, str, bytes]:
         reasons = agent.current_status().not_ready_reasons()
@@ -230,7 +230,7 @@ async def _main(
     if listeners is not None:
         from prometheus_client import CollectorRegistry
 
-        from memguard.metrics import MetricsSink
+        from memguard.reports.metrics import MetricsSink
 
         registry = CollectorRegistry()
         sinks.append(MetricsSink(registry))
@@ -244,7 +244,7 @@ async def _main(
         else:
             agent.memory_qos.follow(kube.cache)
     if listeners is not None:
-        from memguard.metrics import StateCollector
+        from memguard.reports.metrics import StateCollector
 
         counters = HttpCounters()
         registry.register(StateCollector(lambda: state_metrics(agent, kube, log_handler, counters)))

@@ -25,7 +25,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _add_run(commands: argparse._SubParsersAction[_Parser]) -> None:
-    from memguard.options import RUN_OPTIONS
+    from memguard.cli.options import RUN_OPTIONS
 
     run = commands.add_parser(
         "run",
@@ -112,14 +112,14 @@ def build_parser() -> _Parser:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from memguard.config import build_agent_config
-    from memguard.options import RUN_OPTIONS, resolve
-    from memguard.serve import serve
+    from memguard.cli.config import build_agent_config
+    from memguard.cli.options import RUN_OPTIONS, resolve
+    from memguard.cli.run import serve
 
     path = (args.config or os.environ.get("MEMGUARD_CONFIG", "")).strip()
     file = None
     if path:
-        from memguard.configfile import load_config_file  # yaml only when a file is given
+        from memguard.cli.configfile import load_config_file  # yaml only when a file is given
 
         file = load_config_file(path, RUN_OPTIONS)
     values = resolve(RUN_OPTIONS, vars(args), os.environ, file.values if file else None, path)
@@ -128,7 +128,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from memguard.demo import main
+    from memguard.cli.demo import main
 
     return main(args.cgroup_version)
 
@@ -140,7 +140,7 @@ def _cmd_probe(args: argparse.Namespace) -> int:
 
 
 def _cmd_fake(args: argparse.Namespace) -> int:
-    from memguard import fake_cli
+    from memguard.cli import fake as fake_cli
 
     return fake_cli.dispatch(args)
 

@@ -25,8 +25,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from memguard.backend import Service
-from memguard.doorbell import KERNEL, TIMEOUT, Doorbell
+from memguard.backends.base import Service
+from memguard.backends.doorbell import KERNEL, TIMEOUT, Doorbell
+from memguard.backends.inotify_hub import InotifyHub
+from memguard.backends.poller import PollEntry, Poller, close_entry
 from memguard.errors import Unsupported, WatchError
 from memguard.kernel import cgroup_v1, cgroup_v2
 from memguard.kernel.fstype import FsKind, still_on
@@ -34,8 +36,6 @@ from memguard.kernel.inotify import IN_MODIFY, InotifyEvent
 from memguard.kernel.psi import PsiTrigger
 from memguard.policy.model import MemorySnapshot
 from memguard.policy.poll import PollSettings
-from memguard.v2poller import PollEntry, Poller, close_entry
-from memguard.watch import InotifyHub
 
 log = logging.getLogger(__name__)
 

@@ -25,8 +25,8 @@ from collections.abc import Callable
 import trio
 
 from memguard.components import RESTART_BACKOFF_S, ComponentStatus
-from memguard.guard import Guard, GuardContext
-from memguard.paths import ContainerRef
+from memguard.guarding.guard import Guard, GuardContext
+from memguard.policy.paths import ContainerRef
 
 log = logging.getLogger(__name__)
 

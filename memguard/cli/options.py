@@ -19,8 +19,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from memguard.cli.logsetup import LOG_FORMATS, LOG_LEVELS
 from memguard.errors import ConfigError
-from memguard.logsetup import LOG_FORMATS, LOG_LEVELS
 from memguard.policy.model import CacheLimit
 from memguard.units import (
     MAX_SIZE_BYTES,

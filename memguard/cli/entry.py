@@ -2,7 +2,7 @@
 
 `memguard probe` runs every few seconds in every pod; this module sends it to
 memguard.probe (stdlib os/time only) before argparse, or anything of the
-agent's, is imported. Every other command goes to memguard.cli.
+agent's, is imported. Every other command goes to memguard.cli.main.
 """
 
 from __future__ import annotations
@@ -16,6 +16,6 @@ def main() -> int:
         from memguard import probe
 
         return probe.main(arguments[1:])
-    from memguard import cli
+    from memguard.cli import main as cli
 
     return cli.main(arguments)

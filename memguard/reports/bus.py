@@ -19,7 +19,7 @@ from typing import Protocol
 import trio
 
 from memguard.components import ComponentStatus, describe, supervise
-from memguard.report import Report
+from memguard.reports.report import Report
 
 log = logging.getLogger(__name__)
 

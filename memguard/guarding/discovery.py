@@ -31,6 +31,7 @@ from collections.abc import Callable, Iterator
 
 import trio
 
+from memguard.backends.inotify_hub import InotifyHub, Subscription
 from memguard.errors import FatalError, WatchError
 from memguard.kernel.inotify import (
     IN_CREATE,
@@ -41,8 +42,7 @@ from memguard.kernel.inotify import (
     IN_ONLYDIR,
     InotifyEvent,
 )
-from memguard.paths import ContainerRef, leaf_ref, may_hold_containers, parse_container_path
-from memguard.watch import InotifyHub, Subscription
+from memguard.policy.paths import ContainerRef, leaf_ref, may_hold_containers, parse_container_path
 
 log = logging.getLogger(__name__)
 

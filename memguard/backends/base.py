@@ -12,8 +12,8 @@ from collections.abc import Awaitable, Callable
 from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
+from memguard.backends.inotify_hub import InotifyHub
 from memguard.policy.model import MemorySnapshot
-from memguard.watch import InotifyHub
 
 # A long-running trio task: `await nursery.start(service)` (it calls task_status.started()).
 Service = Callable[..., Awaitable[Any]]

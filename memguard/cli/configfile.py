@@ -42,8 +42,8 @@ from typing import Any, NoReturn
 import yaml
 from yaml.constructor import SafeConstructor
 
+from memguard.cli.options import Option
 from memguard.errors import ConfigError
-from memguard.options import Option
 from memguard.policy.qos import QosConfig, parse_qos_config
 
 QOS_KEYS = ("classes", "unifiedannotations")

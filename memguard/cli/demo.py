@@ -15,13 +15,13 @@ from collections.abc import Callable
 
 import trio
 
-from memguard.agent import Agent, AgentConfig
-from memguard.collect_sink import CollectSink
+from memguard.cli.logsetup import configure
 from memguard.fake import scenario, tree
-from memguard.log_sink import LogSink
-from memguard.logsetup import configure
+from memguard.guarding.agent import Agent, AgentConfig
 from memguard.policy.model import GuardSettings, Policy, check_granularity_bytes
-from memguard.report import Report, ReportKind
+from memguard.reports.collect_sink import CollectSink
+from memguard.reports.log_sink import LogSink
+from memguard.reports.report import Report, ReportKind
 
 REPORT_WAIT_S = 5.0
 EXPECTED = {

@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 import trio
 
-from memguard.report import Report, ReportKind
+from memguard.reports.report import Report, ReportKind
 
 
 class CollectSink:

@@ -11,7 +11,7 @@ import unicodedata
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from memguard.paths import ContainerRef
+from memguard.policy.paths import ContainerRef
 from memguard.units import format_size
 
 MESSAGE_MAX_BYTES = 1024

@@ -20,12 +20,12 @@ from dataclasses import dataclass
 
 import trio
 
-from memguard.backend import Backend
+from memguard.backends.base import Backend
 from memguard.kernel.pidfd import Process, open_process
 from memguard.kernel.procfs import read_procs_info
 from memguard.policy.model import ProcInfo
 from memguard.policy.victim import eligible, is_protected, ranked
-from memguard.report import Victim
+from memguard.reports.report import Victim
 
 CONTAINER_KILL_ROUNDS = 5
 VICTIM_EXIT_WAIT_S = 0.5

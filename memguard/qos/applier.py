@@ -23,12 +23,12 @@ from typing import TYPE_CHECKING, Protocol
 
 import trio
 
-from memguard.backend import Backend
+from memguard.backends.base import Backend
 from memguard.errors import KernelError
 from memguard.kube.pods import PodInfo
-from memguard.paths import ContainerRef
+from memguard.policy.paths import ContainerRef
 from memguard.policy.qos import HIGH_FILE, QosConfig, QosPlan, plan_memory_qos
-from memguard.report import Report, ReportKind
+from memguard.reports.report import Report, ReportKind
 from memguard.units import format_size
 
 if TYPE_CHECKING:

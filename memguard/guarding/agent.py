@@ -20,25 +20,25 @@ from dataclasses import dataclass, field
 
 import trio
 
-from memguard.actions import Flusher, Killer
-from memguard.backend import Backend, Service
-from memguard.backend_v1 import V1Backend
-from memguard.backend_v2 import V2Backend, V2Settings
+from memguard.backends.base import Backend, Service
+from memguard.backends.inotify_hub import InotifyHub
+from memguard.backends.v1 import V1Backend
+from memguard.backends.v2 import V2Backend, V2Settings
 from memguard.components import ComponentStatus, supervise
-from memguard.discovery import Discovery, MatchMode
 from memguard.errors import ConfigError
 from memguard.fake import model as fake_model
 from memguard.fake.backend import FakeBackend
-from memguard.guard import GuardContext
+from memguard.guarding.actions import Flusher, Killer
+from memguard.guarding.discovery import Discovery, MatchMode
+from memguard.guarding.guard import GuardContext
+from memguard.guarding.supervisor import FdBudget, GuardSupervisor
 from memguard.kernel.fstype import FsKind, existing_ancestor, fs_kind
-from memguard.memory_qos import MemoryQos
 from memguard.policy.margin import granularity_raised_margin
 from memguard.policy.model import GuardSettings
 from memguard.policy.qos import QosConfig
-from memguard.reporting import DEFAULT_QUEUE_CAPACITY, ReportBus, Sink
-from memguard.supervisor import FdBudget, GuardSupervisor
+from memguard.qos.applier import MemoryQos
+from memguard.reports.bus import DEFAULT_QUEUE_CAPACITY, ReportBus, Sink
 from memguard.units import format_size
-from memguard.watch import InotifyHub
 
 log = logging.getLogger(__name__)
 

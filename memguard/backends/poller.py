@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import trio
 
-from memguard.doorbell import Doorbell
+from memguard.backends.doorbell import Doorbell
 from memguard.kernel import cgroup_v2
 from memguard.policy.poll import PollSettings, PollState, next_interval_s, observe
 

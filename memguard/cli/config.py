@@ -6,10 +6,10 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from memguard.agent import AgentConfig
-from memguard.backend_v2 import V2Settings
-from memguard.discovery import MatchMode
+from memguard.backends.v2 import V2Settings
 from memguard.errors import ConfigError
+from memguard.guarding.agent import AgentConfig
+from memguard.guarding.discovery import MatchMode
 from memguard.kernel.mounts import default_parent, read_host
 from memguard.policy.model import GuardSettings, Policy, check_granularity_bytes
 from memguard.policy.poll import PollSettings

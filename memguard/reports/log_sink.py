@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from memguard.report import Report, ReportKind
+from memguard.reports.report import Report, ReportKind
 
 _LEVELS = {
     ReportKind.FLUSH: logging.INFO,

@@ -8,15 +8,15 @@ from contextlib import contextmanager
 
 import trio
 
-from memguard.backend import Service
-from memguard.doorbell import KERNEL, Doorbell
+from memguard.backends.base import Service
+from memguard.backends.doorbell import KERNEL, Doorbell
+from memguard.backends.inotify_hub import InotifyHub, Subscription
 from memguard.errors import WatchError
 from memguard.kernel import cgroup_v1
 from memguard.kernel.eventfd import EventFd
 from memguard.kernel.fstype import FsKind, still_on
 from memguard.kernel.inotify import IN_CLOSE_WRITE, IN_MODIFY, InotifyEvent
 from memguard.policy.model import MemorySnapshot
-from memguard.watch import InotifyHub, Subscription
 
 LIMIT_CHANGED = "limit"
 

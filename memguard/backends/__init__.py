@@ -1,0 +1,1 @@
+"""Turning kernel signals into wake-ups and snapshots: one backend per cgroup flavour."""

@@ -1,0 +1,7 @@
+"""`python -m memguard.probe`: the liveness probe alone."""
+
+import sys
+
+from memguard.probe import main
+
+sys.exit(main(sys.argv[1:]))
