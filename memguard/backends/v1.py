@@ -12,7 +12,7 @@ from memguard.backends.base import Service
 from memguard.backends.doorbell import KERNEL, Doorbell
 from memguard.backends.inotify_hub import InotifyHub, Subscription
 from memguard.errors import WatchError
-from memguard.kernel import cgroup_v1
+from memguard.kernel import cgroup_v1, cgroupfs, names
 from memguard.kernel.eventfd import EventFd
 from memguard.kernel.fstype import FsKind, still_on
 from memguard.kernel.inotify import IN_CLOSE_WRITE, IN_MODIFY, InotifyEvent
@@ -47,7 +47,7 @@ class V1Notifier:
         return self.bell.kernel_woke_at
 
     def on_file_event(self, event: InotifyEvent) -> None:
-        if event.name == cgroup_v1.LIMIT_FILE:
+        if event.name == names.LIMIT_FILE:
             self.bell.ring(LIMIT_CHANGED)
 
     def _register(self, eventfd: int, threshold_bytes: int | None) -> bool:
@@ -105,7 +105,7 @@ class V1Backend:
         return cgroup_v1.read_snapshot(cgroup_dir)
 
     def pids(self, cgroup_dir: str) -> list[int] | None:
-        return cgroup_v1.read_procs(cgroup_dir)
+        return cgroupfs.read_procs(cgroup_dir)
 
     def flush(self, cgroup_dir: str, request_bytes: int) -> bool:
         return cgroup_v1.force_empty(cgroup_dir)  # v1 has no partial reclaim

@@ -30,7 +30,7 @@ from memguard.backends.doorbell import KERNEL, TIMEOUT, Doorbell
 from memguard.backends.inotify_hub import InotifyHub
 from memguard.backends.poller import PollEntry, Poller, close_entry
 from memguard.errors import Unsupported, WatchError
-from memguard.kernel import cgroup_v1, cgroup_v2
+from memguard.kernel import cgroup_v2, cgroupfs, names
 from memguard.kernel.fstype import FsKind, still_on
 from memguard.kernel.inotify import IN_MODIFY, InotifyEvent
 from memguard.kernel.psi import PsiTrigger
@@ -71,9 +71,9 @@ class V2Notifier:
         return self.woke_at
 
     def on_file_event(self, event: InotifyEvent) -> None:
-        if event.name == cgroup_v2.EVENTS_FILE and SIGNAL_EVENTS in self._settings.signals:
+        if event.name == names.EVENTS_FILE and SIGNAL_EVENTS in self._settings.signals:
             self.bell.ring(SIGNAL_EVENTS)
-        elif event.name == cgroup_v2.MAX_FILE:
+        elif event.name == names.MAX_FILE:
             self.bell.ring(LIMIT_CHANGED)
 
     def open(self) -> bool:
@@ -101,7 +101,7 @@ class V2Notifier:
         return cgroup_v2.read_max(self._cgroup_dir)[0]
 
     def _set_tripwire(self, threshold_bytes: int | None) -> bool:
-        present, high = cgroup_v2.read_max(self._cgroup_dir, cgroup_v2.HIGH_FILE)
+        present, high = cgroup_v2.read_max(self._cgroup_dir, names.HIGH_FILE)
         if not present:
             return False
         if high is not None and high != self._tripwire_bytes:
@@ -130,7 +130,7 @@ class V2Notifier:
             close_entry(self._poll)
             self._poll = None
         if self._tripwire_bytes is not None:
-            present, high = cgroup_v2.read_max(self._cgroup_dir, cgroup_v2.HIGH_FILE)
+            present, high = cgroup_v2.read_max(self._cgroup_dir, names.HIGH_FILE)
             if present and high == self._tripwire_bytes:
                 cgroup_v2.write_high(self._cgroup_dir, None)  # give "max" back
             self._tripwire_bytes = None
@@ -161,7 +161,7 @@ class V2Backend:
         return cgroup_v2.read_snapshot(cgroup_dir)
 
     def pids(self, cgroup_dir: str) -> list[int] | None:
-        return cgroup_v1.read_procs(cgroup_dir)  # cgroup.procs: the same format
+        return cgroupfs.read_procs(cgroup_dir)  # cgroup.procs: the same format
 
     def flush(self, cgroup_dir: str, request_bytes: int) -> bool:
         return cgroup_v2.reclaim(cgroup_dir, request_bytes)

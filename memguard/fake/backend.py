@@ -22,7 +22,7 @@ from memguard.backends.doorbell import Doorbell
 from memguard.backends.inotify_hub import InotifyHub
 from memguard.errors import WatchError
 from memguard.fake import files, model
-from memguard.kernel import cgroup_v1, cgroup_v2
+from memguard.kernel import cgroup_v1, cgroup_v2, names
 from memguard.kernel.inotify import IN_CLOSE_WRITE, IN_MOVED_TO, InotifyEvent
 from memguard.policy.model import MemorySnapshot
 
@@ -35,8 +35,8 @@ class FakeNotifier:
         self._watched = {
             files.usage_file(version),
             files.limit_file(version),
-            cgroup_v1.OOM_CONTROL_FILE,
-            cgroup_v2.EVENTS_FILE,
+            names.OOM_CONTROL_FILE,
+            names.EVENTS_FILE,
         }
         self.bell = Doorbell()
         self.limit_watched = True

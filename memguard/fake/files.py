@@ -8,29 +8,29 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from memguard.kernel import cgroup_v1, cgroup_v2
+from memguard.kernel import cgroup_v2, cgroupfs, names
 
 if TYPE_CHECKING:
     from memguard.fake.model import FakeMemory
 
 UNLIMITED_V1_TEXT = "9223372036854771712"
 _CONTROLS = {
-    1: (cgroup_v1.FORCE_EMPTY_FILE, cgroup_v1.EVENT_CONTROL_FILE),
-    2: (cgroup_v2.RECLAIM_FILE, cgroup_v2.KILL_FILE, cgroup_v2.PRESSURE_FILE),
+    1: (names.FORCE_EMPTY_FILE, names.EVENT_CONTROL_FILE),
+    2: (names.RECLAIM_FILE, names.KILL_FILE, names.PRESSURE_FILE),
 }
 
 
 def limit_file(version: int) -> str:
-    return cgroup_v1.LIMIT_FILE if version == 1 else cgroup_v2.MAX_FILE
+    return names.LIMIT_FILE if version == 1 else names.MAX_FILE
 
 
 def usage_file(version: int) -> str:
-    return cgroup_v1.USAGE_FILE if version == 1 else cgroup_v2.CURRENT_FILE
+    return names.USAGE_FILE if version == 1 else names.CURRENT_FILE
 
 
 def parse_limit_text(version: int, text: str, path: str) -> int | None:
     if version == 1:
-        return cgroup_v1.parse_limit(cgroup_v1.parse_int(text, path))
+        return cgroupfs.parse_limit(cgroupfs.parse_int(text, path))
     return cgroup_v2.parse_max(text, path)
 
 
@@ -51,13 +51,11 @@ def _v1(memory: FakeMemory) -> dict[str, str]:
     stat.append(f"hierarchical_memory_limit {limit}")
     stat += [f"total_{key} {value}" for key, value in local.items()]
     return {
-        cgroup_v1.LIMIT_FILE: limit + "\n",
-        cgroup_v1.STAT_FILE: "\n".join(stat) + "\n",
-        cgroup_v1.OOM_CONTROL_FILE: (
-            f"oom_kill_disable 0\nunder_oom 0\noom_kill {memory.oom_kills}\n"
-        ),
-        cgroup_v1.PROCS_FILE: "".join(f"{pid}\n" for pid in memory.pids),
-        cgroup_v1.USAGE_FILE: f"{memory.usage_bytes}\n",
+        names.LIMIT_FILE: limit + "\n",
+        names.STAT_FILE: "\n".join(stat) + "\n",
+        names.OOM_CONTROL_FILE: (f"oom_kill_disable 0\nunder_oom 0\noom_kill {memory.oom_kills}\n"),
+        names.PROCS_FILE: "".join(f"{pid}\n" for pid in memory.pids),
+        names.USAGE_FILE: f"{memory.usage_bytes}\n",
     }
 
 
@@ -79,13 +77,13 @@ def _v2(memory: FakeMemory) -> dict[str, str]:
     limit = "max" if memory.limit_bytes is None else str(memory.limit_bytes)
     populated = 1 if memory.pids else 0
     return {
-        cgroup_v2.MAX_FILE: limit + "\n",
-        cgroup_v2.HIGH_FILE: "max\n",
-        cgroup_v2.STAT_FILE: "".join(f"{key} {value}\n" for key, value in stat.items()),
-        cgroup_v2.EVENTS_FILE: "".join(f"{key} {value}\n" for key, value in events.items()),
-        cgroup_v2.CGROUP_EVENTS_FILE: f"populated {populated}\nfrozen 0\n",
-        cgroup_v1.PROCS_FILE: "".join(f"{pid}\n" for pid in memory.pids),
-        cgroup_v2.CURRENT_FILE: f"{memory.usage_bytes}\n",
+        names.MAX_FILE: limit + "\n",
+        names.HIGH_FILE: "max\n",
+        names.STAT_FILE: "".join(f"{key} {value}\n" for key, value in stat.items()),
+        names.EVENTS_FILE: "".join(f"{key} {value}\n" for key, value in events.items()),
+        names.CGROUP_EVENTS_FILE: f"populated {populated}\nfrozen 0\n",
+        names.PROCS_FILE: "".join(f"{pid}\n" for pid in memory.pids),
+        names.CURRENT_FILE: f"{memory.usage_bytes}\n",
     }
 
 

@@ -26,7 +26,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from memguard.fake import files
-from memguard.kernel import cgroup_v1
+from memguard.kernel import cgroupfs
 from memguard.kernel.procfs import is_alive
 
 STATE_FILE = "memguard.fake.json"
@@ -110,13 +110,13 @@ def create(cgroup_dir: str, memory: FakeMemory) -> None:
 
 def read(cgroup_dir: str) -> FakeMemory | None:
     """The state of one fake cgroup, or None when it is gone."""
-    state_text = cgroup_v1.read_text(os.path.join(cgroup_dir, STATE_FILE))
+    state_text = cgroupfs.read_text(os.path.join(cgroup_dir, STATE_FILE))
     if state_text is None:
         return None
     state = json.loads(state_text)
     version = state.get("version", 1)
     limit_path = os.path.join(cgroup_dir, files.limit_file(version))
-    limit_text = cgroup_v1.read_text(limit_path)
+    limit_text = cgroupfs.read_text(limit_path)
     if limit_text is None:
         return None
     return FakeMemory(

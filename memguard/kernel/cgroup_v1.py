@@ -17,61 +17,27 @@ Kernel facts (measured on this host's 6.18 kernel):
 
 from __future__ import annotations
 
-import errno
 import os
-import re
 
-from memguard.errors import CgroupFormatError, KernelError
+from memguard.kernel.cgroupfs import (
+    GONE_ERRNOS,
+    UNLIMITED_AT_BYTES,
+    kernel_error,
+    parse_flat_keyed,
+    parse_int,
+    parse_limit,
+    read_text,
+    write,
+)
+from memguard.kernel.names import (
+    EVENT_CONTROL_FILE,
+    FORCE_EMPTY_FILE,
+    LIMIT_FILE,
+    OOM_CONTROL_FILE,
+    STAT_FILE,
+    USAGE_FILE,
+)
 from memguard.policy.model import MemorySnapshot
-
-UNLIMITED_AT_BYTES = 2**62
-_INTEGER = re.compile(r"-?[0-9]+")
-GONE_ERRNOS = frozenset({errno.ENOENT, errno.ENODEV, errno.ENOTDIR})
-
-USAGE_FILE = "memory.usage_in_bytes"
-LIMIT_FILE = "memory.limit_in_bytes"
-STAT_FILE = "memory.stat"
-OOM_CONTROL_FILE = "memory.oom_control"
-FORCE_EMPTY_FILE = "memory.force_empty"
-EVENT_CONTROL_FILE = "cgroup.event_control"
-PROCS_FILE = "cgroup.procs"
-
-
-def _kernel_error(operation: str, error: OSError) -> KernelError:
-    code = error.errno or 0
-    return KernelError(operation, code, error.strerror or os.strerror(code))
-
-
-def read_text(path: str) -> str | None:
-    """A cgroup file's content, or None when the cgroup is gone."""
-    try:
-        with open(path, "rb") as file:
-            return file.read().decode("ascii", "replace")
-    except OSError as error:
-        if error.errno in GONE_ERRNOS:
-            return None
-        raise _kernel_error(f"read {path}", error) from error
-
-
-def parse_int(text: str, path: str) -> int:
-    try:
-        return int(text.strip())
-    except ValueError:
-        raise CgroupFormatError(f"{path}: expected an integer, got {text.strip()[:40]!r}") from None
-
-
-def parse_limit(value: int) -> int | None:
-    return None if value >= UNLIMITED_AT_BYTES else value
-
-
-def parse_flat_keyed(text: str) -> dict[str, int]:
-    """memory.stat / memory.oom_control: 'key value' lines; malformed lines skipped."""
-    fields: dict[str, int] = {}
-    for line in text.splitlines():
-        parts = line.split()
-        if len(parts) == 2 and _INTEGER.fullmatch(parts[1]):
-            fields[parts[0]] = int(parts[1])
-    return fields
 
 
 def _stat(fields: dict[str, int], name: str) -> int:
@@ -98,12 +64,7 @@ def read_snapshot(cgroup_dir: str) -> MemorySnapshot | None:
         limit_bytes=limit,
         cache_bytes=_stat(stat, "cache"),
         shmem_bytes=_stat(stat, "shmem"),
-        rss_bytes=_stat(stat, "rss"),
-        inactive_file_bytes=_stat(stat, "inactive_file"),
-        dirty_bytes=_stat(stat, "dirty"),
-        writeback_bytes=_stat(stat, "writeback"),
         oom_kill_count=oom.get("oom_kill", 0),
-        under_oom=oom.get("under_oom", 0) == 1,
     )
 
 
@@ -112,43 +73,16 @@ def read_usage(cgroup_dir: str) -> int | None:
     return None if text is None else parse_int(text, os.path.join(cgroup_dir, USAGE_FILE))
 
 
-def read_procs(cgroup_dir: str) -> list[int] | None:
-    """Thread-group ids in the cgroup, or None when it is gone; junk lines skipped."""
-    text = read_text(os.path.join(cgroup_dir, PROCS_FILE))
-    if text is None:
-        return None
-    return [int(line) for line in text.split() if line.isdigit()]
-
-
-def _write(path: str, data: bytes) -> bool:
-    """Write to a control file; False when the cgroup is gone."""
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
-    except OSError as error:
-        if error.errno in GONE_ERRNOS:
-            return False
-        raise _kernel_error(f"open {path}", error) from error
-    try:
-        os.write(fd, data)
-    except OSError as error:
-        if error.errno in GONE_ERRNOS:
-            return False
-        raise _kernel_error(f"write {path}", error) from error
-    finally:
-        os.close(fd)
-    return True
-
-
 def _register(eventfd: int, cgroup_dir: str, watched_file: str, argument: str) -> bool:
     try:
         watched_fd = os.open(os.path.join(cgroup_dir, watched_file), os.O_RDONLY | os.O_CLOEXEC)
     except OSError as error:
         if error.errno in GONE_ERRNOS:
             return False
-        raise _kernel_error(f"open {cgroup_dir}/{watched_file}", error) from error
+        raise kernel_error(f"open {cgroup_dir}/{watched_file}", error) from error
     try:
         line = f"{eventfd} {watched_fd}{argument}".encode()
-        return _write(os.path.join(cgroup_dir, EVENT_CONTROL_FILE), line)
+        return write(os.path.join(cgroup_dir, EVENT_CONTROL_FILE), line)
     finally:
         os.close(watched_fd)
 
@@ -165,4 +99,4 @@ def register_oom(eventfd: int, cgroup_dir: str) -> bool:
 
 def force_empty(cgroup_dir: str) -> bool:
     """Reclaim the cgroup's page cache (blocking); False when it is gone."""
-    return _write(os.path.join(cgroup_dir, FORCE_EMPTY_FILE), b"0")
+    return write(os.path.join(cgroup_dir, FORCE_EMPTY_FILE), b"0")

@@ -20,19 +20,25 @@ from __future__ import annotations
 import errno
 import os
 
-from memguard.errors import KernelError
-from memguard.kernel.cgroup_v1 import GONE_ERRNOS, parse_flat_keyed, parse_int, read_text
+from memguard.kernel.cgroupfs import (
+    GONE_ERRNOS,
+    kernel_error,
+    parse_flat_keyed,
+    parse_int,
+    read_text,
+    write,
+)
+from memguard.kernel.names import (
+    CURRENT_FILE,
+    EVENTS_FILE,
+    HIGH_FILE,
+    KILL_FILE,
+    MAX_FILE,
+    RECLAIM_FILE,
+    STAT_FILE,
+)
 from memguard.policy.model import MemorySnapshot
 
-CURRENT_FILE = "memory.current"
-MAX_FILE = "memory.max"
-HIGH_FILE = "memory.high"
-STAT_FILE = "memory.stat"
-EVENTS_FILE = "memory.events"
-PRESSURE_FILE = "memory.pressure"
-RECLAIM_FILE = "memory.reclaim"
-KILL_FILE = "cgroup.kill"
-CGROUP_EVENTS_FILE = "cgroup.events"
 MAX_ANCESTORS = 16  # kubepods.slice/…/pod…/container is 4 deep; a bound, not a guess
 
 
@@ -83,37 +89,8 @@ def read_snapshot(cgroup_dir: str) -> MemorySnapshot | None:
         limit_bytes=effective_limit(cgroup_dir),
         cache_bytes=stat.get("file", 0),
         shmem_bytes=stat.get("shmem", 0),
-        rss_bytes=stat.get("anon", 0),
-        inactive_file_bytes=stat.get("inactive_file", 0),
-        dirty_bytes=stat.get("file_dirty", 0),
-        writeback_bytes=stat.get("file_writeback", 0),
         oom_kill_count=events.get("oom_kill", 0),
-        under_oom=False,
     )
-
-
-def _kernel_error(operation: str, error: OSError) -> KernelError:
-    code = error.errno or 0
-    return KernelError(operation, code, error.strerror or os.strerror(code))
-
-
-def _write(path: str, data: bytes, ok_errnos: frozenset[int] = frozenset()) -> bool:
-    """Write a control file; False when the cgroup is gone (or an ok errno)."""
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
-    except OSError as error:
-        if error.errno in GONE_ERRNOS:
-            return False
-        raise _kernel_error(f"open {path}", error) from error
-    try:
-        os.write(fd, data)
-    except OSError as error:
-        if error.errno in GONE_ERRNOS or error.errno in ok_errnos:
-            return error.errno in ok_errnos
-        raise _kernel_error(f"write {path}", error) from error
-    finally:
-        os.close(fd)
-    return True
 
 
 def reclaim(cgroup_dir: str, request_bytes: int) -> bool:
@@ -123,7 +100,7 @@ def reclaim(cgroup_dir: str, request_bytes: int) -> bool:
     """
     if request_bytes <= 0:
         return os.path.isdir(cgroup_dir)
-    return _write(
+    return write(
         os.path.join(cgroup_dir, RECLAIM_FILE),
         str(request_bytes).encode(),
         frozenset({errno.EAGAIN}),
@@ -132,13 +109,13 @@ def reclaim(cgroup_dir: str, request_bytes: int) -> bool:
 
 def kill_all(cgroup_dir: str) -> bool:
     """SIGKILL every process of the cgroup via cgroup.kill; False when gone."""
-    return _write(os.path.join(cgroup_dir, KILL_FILE), b"1")
+    return write(os.path.join(cgroup_dir, KILL_FILE), b"1")
 
 
 def write_high(cgroup_dir: str, high_bytes: int | None) -> bool:
     """Set memory.high (None: "max"); False when gone."""
     value = b"max" if high_bytes is None else str(high_bytes).encode()
-    return _write(os.path.join(cgroup_dir, HIGH_FILE), value)
+    return write(os.path.join(cgroup_dir, HIGH_FILE), value)
 
 
 def read_setting(cgroup_dir: str, file: str) -> str | None:
@@ -153,7 +130,7 @@ def write_setting(cgroup_dir: str, file: str, value: str) -> bool:
     A value the kernel refuses raises KernelError (EINVAL). Writing memory.high
     under the current usage reclaims in the writer: call it off the trio thread.
     """
-    return _write(os.path.join(cgroup_dir, file), value.encode())
+    return write(os.path.join(cgroup_dir, file), value.encode())
 
 
 def open_current(cgroup_dir: str) -> int | None:
@@ -163,7 +140,7 @@ def open_current(cgroup_dir: str) -> int | None:
     except OSError as error:
         if error.errno in GONE_ERRNOS:
             return None
-        raise _kernel_error(f"open {cgroup_dir}/{CURRENT_FILE}", error) from error
+        raise kernel_error(f"open {cgroup_dir}/{CURRENT_FILE}", error) from error
 
 
 def pread_current(fd: int) -> int | None:
@@ -173,5 +150,5 @@ def pread_current(fd: int) -> int | None:
     except OSError as error:
         if error.errno in GONE_ERRNOS:
             return None
-        raise _kernel_error("pread memory.current", error) from error
+        raise kernel_error("pread memory.current", error) from error
     return int(data) if data.strip().isdigit() else None

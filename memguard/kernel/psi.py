@@ -19,9 +19,9 @@ import select
 import trio
 
 from memguard.errors import KernelError, Unsupported
-from memguard.kernel.cgroup_v1 import GONE_ERRNOS
-from memguard.kernel.cgroup_v2 import PRESSURE_FILE
+from memguard.kernel.cgroupfs import GONE_ERRNOS
 from memguard.kernel.fdholder import FdHolder
+from memguard.kernel.names import PRESSURE_FILE
 
 # PSI compiled out or disabled (psi=0): the file is missing or refuses triggers.
 _UNSUPPORTED = frozenset({errno.EOPNOTSUPP, errno.EINVAL, errno.ENOTSUP})

@@ -30,12 +30,7 @@ class MemorySnapshot:
     limit_bytes: int | None  # None: unlimited
     cache_bytes: int = 0  # page cache, shmem included (v1 'total_cache')
     shmem_bytes: int = 0  # tmpfs/shm: counted as cache but not reclaimable without swap
-    rss_bytes: int = 0
-    inactive_file_bytes: int = 0
-    dirty_bytes: int = 0
-    writeback_bytes: int = 0
     oom_kill_count: int = 0  # kernel OOM kills in this cgroup so far
-    under_oom: bool = False
 
     @property
     def reclaimable_cache_bytes(self) -> int:
@@ -69,7 +64,7 @@ class CacheLimit:
 
 @dataclass(frozen=True, slots=True)
 class GuardSettings:
-    """The policy-relevant part of the configuration (built in cli.py)."""
+    """The policy-relevant part of the configuration (built by memguard.cli.config)."""
 
     policy: Policy = Policy.CONTAINER
     dry_run: bool = False

@@ -27,10 +27,10 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
 
+from memguard.kernel.names import HIGH_FILE, SWAP_MAX_FILE
+
 ANNOTATION_SUFFIX = ".memory-qos.nri.io"
 CLASS_KEY = "class" + ANNOTATION_SUFFIX
-HIGH_FILE = "memory.high"
-SWAP_MAX_FILE = "memory.swap.max"
 MAX_VALUE_CHARS = 64
 
 

@@ -25,9 +25,10 @@ import trio
 
 from memguard.backends.base import Backend
 from memguard.errors import KernelError
+from memguard.kernel.names import HIGH_FILE
 from memguard.kube.pods import PodInfo
 from memguard.policy.paths import ContainerRef
-from memguard.policy.qos import HIGH_FILE, QosConfig, QosPlan, plan_memory_qos
+from memguard.policy.qos import QosConfig, QosPlan, plan_memory_qos
 from memguard.reports.report import Report, ReportKind
 from memguard.units import format_size
 

@@ -10,7 +10,7 @@ import trio.testing
 
 from memguard.fake import drive, model
 from memguard.fake.model import FakeMemory
-from memguard.kernel import cgroup_v1
+from memguard.kernel import names
 from memguard.policy.margin import threshold_bytes
 from memguard.policy.model import MIB, CacheLimit, Policy
 from memguard.reports.report import ReportKind
@@ -44,11 +44,11 @@ async def test_limit_change_rearms_the_threshold(empty_fake_root: str, container
         supervisor = supervisor_of(agent)
         expected = threshold_bytes(256 * MIB, settings)
         await supervisor.wait_for(lambda s: s.guards[container].armed_threshold_bytes == expected)
-        _write_in_place(os.path.join(container, cgroup_v1.LIMIT_FILE), str(128 * MIB))
+        _write_in_place(os.path.join(container, names.LIMIT_FILE), str(128 * MIB))
         expected = threshold_bytes(128 * MIB, settings)
         await supervisor.wait_for(lambda s: s.guards[container].armed_threshold_bytes == expected)
         assert collect.reports == []  # 100 MiB is still under the new threshold
-        _write_in_place(os.path.join(container, cgroup_v1.LIMIT_FILE), str(96 * MIB))
+        _write_in_place(os.path.join(container, names.LIMIT_FILE), str(96 * MIB))
         report = await collect.wait_for_kind(container, ReportKind.NOOP)
     assert report.limit_bytes == 96 * MIB
     assert report.threshold_bytes == threshold_bytes(96 * MIB, settings)
@@ -57,14 +57,14 @@ async def test_limit_change_rearms_the_threshold(empty_fake_root: str, container
 async def test_vanished_file_pauses_the_guard_without_failing(
     empty_fake_root: str, container: str, autojump_clock: trio.testing.MockClock
 ) -> None:
-    stat_path = os.path.join(container, cgroup_v1.STAT_FILE)
+    stat_path = os.path.join(container, names.STAT_FILE)
     config = make_config(empty_fake_root, policy=Policy.NOOP)
     async with running_agent(config) as (agent, collect):
         supervisor = supervisor_of(agent)
         await supervisor.wait_until(1)
         saved = _read(stat_path)
         os.unlink(stat_path)
-        usage_path = os.path.join(container, cgroup_v1.USAGE_FILE)
+        usage_path = os.path.join(container, names.USAGE_FILE)
         _write_in_place(usage_path, str(251 * MIB))  # wakes the guard: the stat is gone
         await trio.sleep(30)  # virtual time: several not-ready retries pass
         assert supervisor.guarded == {container}
@@ -78,11 +78,11 @@ async def test_vanished_file_pauses_the_guard_without_failing(
 async def test_garbage_in_memory_stat_is_tolerated(empty_fake_root: str, container: str) -> None:
     config = make_config(empty_fake_root, policy=Policy.NOOP)
     async with running_agent(config) as (_, collect):
-        stat_path = os.path.join(container, cgroup_v1.STAT_FILE)
+        stat_path = os.path.join(container, names.STAT_FILE)
         lines = _read(stat_path).splitlines()
         garbage = ["", "total_cache", "rss x", "\x00\x01", "unknown_key 12 34", *lines, "junk"]
         _write_in_place(stat_path, "\n".join(garbage))
-        _write_in_place(os.path.join(container, cgroup_v1.USAGE_FILE), str(255 * MIB))
+        _write_in_place(os.path.join(container, names.USAGE_FILE), str(255 * MIB))
         report = await collect.wait_for_kind(container, ReportKind.NOOP)
     assert report.usage_bytes == 255 * MIB
 
@@ -96,7 +96,7 @@ async def test_garbage_usage_fails_one_guard_and_spares_the_others(
     async with running_agent(config) as (agent, collect):
         supervisor = supervisor_of(agent)
         await supervisor.wait_until(2)
-        _write_in_place(os.path.join(container, cgroup_v1.USAGE_FILE), "not a number\n")
+        _write_in_place(os.path.join(container, names.USAGE_FILE), "not a number\n")
         await supervisor.wait_for(lambda s: s.failures >= 1)
         drive.step(empty_fake_root, other, drive.Kind.ANON, 63 * MIB)
         await collect.wait_for_kind(other, ReportKind.NOOP)

@@ -19,7 +19,7 @@ import uuid
 from dataclasses import dataclass, field
 
 from memguard.fake.tree import kill_and_reap
-from memguard.kernel import cgroup_v1, cgroup_v2
+from memguard.kernel import cgroupfs, names
 from memguard.kernel.pidfd import PidFd
 
 V1_MEMORY_ROOT = "/sys/fs/cgroup/memory"
@@ -77,7 +77,7 @@ class CgroupTree:
         return path
 
     def set_limit(self, cgroup: str, limit_bytes: int) -> None:
-        name = cgroup_v1.LIMIT_FILE if self.version == 1 else cgroup_v2.MAX_FILE
+        name = names.LIMIT_FILE if self.version == 1 else names.MAX_FILE
         with open(os.path.join(cgroup, name), "w") as file:
             file.write(str(limit_bytes))
 
@@ -102,7 +102,7 @@ class CgroupTree:
         process = subprocess.Popen(wrapped, stdin=subprocess.PIPE, stdout=stdout)
         started = Started(process)
         self.processes.append(started)
-        with open(os.path.join(cgroup, cgroup_v1.PROCS_FILE), "w") as file:
+        with open(os.path.join(cgroup, names.PROCS_FILE), "w") as file:
             file.write(str(process.pid))
         return started
 
@@ -125,10 +125,10 @@ class CgroupTree:
         return os.listdir(cgroup)
 
     def oom_kills(self, cgroup: str) -> int:
-        name = cgroup_v1.OOM_CONTROL_FILE if self.version == 1 else cgroup_v2.EVENTS_FILE
-        text = cgroup_v1.read_text(os.path.join(cgroup, name))
+        name = names.OOM_CONTROL_FILE if self.version == 1 else names.EVENTS_FILE
+        text = cgroupfs.read_text(os.path.join(cgroup, name))
         assert text is not None
-        return cgroup_v1.parse_flat_keyed(text)["oom_kill"]
+        return cgroupfs.parse_flat_keyed(text)["oom_kill"]
 
     def remove(self, cgroup: str) -> None:
         os.rmdir(cgroup)

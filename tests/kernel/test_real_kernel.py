@@ -17,7 +17,7 @@ import pytest
 
 from memguard.backends.v2 import V2Settings
 from memguard.guarding.agent import AgentConfig
-from memguard.kernel import cgroup_v1
+from memguard.kernel import cgroupfs
 from memguard.kube.pods import PodInfo, parse_pod
 from memguard.policy.margin import threshold_bytes
 from memguard.policy.model import MIB, CacheLimit, Policy
@@ -97,7 +97,7 @@ async def test_container_policy_kills_every_process_of_the_cgroup(cgroups: Cgrou
     assert codes == [KILLED] * 3
     assert sorted(v.pid for v in report.victims) == sorted(p.pid for p in [*sleepers, hog])
     assert report.survivors == 0
-    assert cgroup_v1.read_procs(cgroup) == []
+    assert cgroupfs.read_procs(cgroup) == []
     assert cgroups.oom_kills(cgroup) == 0
 
 

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from memguard.kernel.cgroup_v1 import UNLIMITED_AT_BYTES
+from memguard.kernel.cgroupfs import UNLIMITED_AT_BYTES
 from memguard.policy.margin import granularity_raised_margin, margin_bytes, threshold_bytes
 from memguard.policy.model import KIB, MIB, GuardSettings, check_granularity_bytes
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from memguard.errors import CgroupFormatError
-from memguard.kernel.cgroup_v1 import parse_flat_keyed, parse_int, parse_limit
+from memguard.kernel.cgroupfs import parse_flat_keyed, parse_int, parse_limit
 
 # /sys/fs/cgroup/memory/memory.stat (root cgroup, kernel 6.18, cgroup v1).
 GOLDEN_MEMORY_STAT = """\
