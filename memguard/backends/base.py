@@ -13,6 +13,7 @@ from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
 from memguard.backends.inotify_hub import InotifyHub
+from memguard.backends.wake import Wake
 from memguard.policy.model import MemorySnapshot
 
 # A long-running trio task: `await nursery.start(service)` (it calls task_status.started()).
@@ -24,8 +25,8 @@ class Notifier(Protocol):
         """(Re-)arm at threshold_bytes (None: OOM events only); False if gone."""
         ...
 
-    async def wait(self, timeout_s: float) -> frozenset[str]:
-        """Why the guard woke: doorbell.KERNEL, doorbell.TIMEOUT or a ring reason."""
+    async def wait(self, timeout_s: float) -> frozenset[Wake]:
+        """Why the guard woke (coalesced; never empty)."""
         ...
 
     @property

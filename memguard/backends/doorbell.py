@@ -12,26 +12,22 @@ import time
 
 import trio
 
-KERNEL = "kernel"  # the kernel notification fd became readable
-TIMEOUT = "timeout"
-# Wake-ups that are notifications of memory use (latency is measured from them):
-# v1's eventfd, v2's memory.events, PSI trigger and poll, a fake tree's writes.
-NOTIFICATIONS = frozenset({KERNEL, "events", "psi", "poll", "file"})
+from memguard.backends.wake import Wake
 
 
 class Doorbell:
     def __init__(self) -> None:
-        self._pending: set[str] = set()
+        self._pending: set[Wake] = set()
         self._scope: trio.CancelScope | None = None
         # perf_counter() when the kernel fd woke us: the start of the latency clock.
         self.kernel_woke_at: float | None = None
 
-    def ring(self, reason: str) -> None:
+    def ring(self, reason: Wake) -> None:
         self._pending.add(reason)
         if self._scope is not None:
             self._scope.cancel()
 
-    async def wait(self, fd: int | None, timeout_s: float) -> frozenset[str]:
+    async def wait(self, fd: int | None, timeout_s: float) -> frozenset[Wake]:
         """The reasons for waking (coalesced); never empty."""
         if not self._pending:
             with trio.move_on_after(max(timeout_s, 0.0)) as scope:
@@ -41,11 +37,11 @@ class Doorbell:
                         await trio.sleep_forever()
                     await trio.lowlevel.wait_readable(fd)
                     self.kernel_woke_at = time.perf_counter()
-                    self._pending.add(KERNEL)
+                    self._pending.add(Wake.KERNEL)
                 finally:
                     self._scope = None
             if not self._pending:
-                self._pending.add(TIMEOUT)
+                self._pending.add(Wake.TIMEOUT)
         reasons = frozenset(self._pending)
         self._pending.clear()
         return reasons

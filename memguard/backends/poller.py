@@ -19,10 +19,10 @@ from dataclasses import dataclass, field
 import trio
 
 from memguard.backends.doorbell import Doorbell
+from memguard.backends.wake import Wake
 from memguard.kernel import cgroup_v2
 from memguard.policy.poll import PollSettings, PollState, next_interval_s, observe
 
-POLL = "poll"
 COALESCE_S = 0.005
 GRID_S = 0.1  # intervals at least this long are aligned to this grid
 
@@ -61,12 +61,12 @@ class Poller:
         self.reads += 1
         if usage is None:
             entry.active = False
-            entry.bell.ring(POLL)  # gone: the guard's next read says so
+            entry.bell.ring(Wake.POLL)  # gone: the guard's next read says so
             return
         entry.state = observe(entry.state, usage, now_s)
         if entry.threshold_bytes is not None and usage >= entry.threshold_bytes:
             entry.woke_at = time.perf_counter()
-            entry.bell.ring(POLL)
+            entry.bell.ring(Wake.POLL)
         interval_s = next_interval_s(entry.state, entry.threshold_bytes, self._settings)
         due_s = now_s + interval_s
         if interval_s >= GRID_S:

@@ -9,17 +9,15 @@ from contextlib import contextmanager
 import trio
 
 from memguard.backends.base import Service
-from memguard.backends.doorbell import KERNEL, Doorbell
+from memguard.backends.doorbell import Doorbell
 from memguard.backends.inotify_hub import InotifyHub, Subscription
+from memguard.backends.wake import Wake
 from memguard.errors import WatchError
 from memguard.kernel import cgroup_v1, cgroupfs, names
 from memguard.kernel.eventfd import EventFd
 from memguard.kernel.fstype import FsKind, still_on
 from memguard.kernel.inotify import IN_CLOSE_WRITE, IN_MODIFY, InotifyEvent
 from memguard.policy.model import MemorySnapshot
-
-LIMIT_CHANGED = "limit"
-
 
 # Registering a usage threshold waits for an RCU grace period in the kernel
 # (synchronize_rcu in __mem_cgroup_usage_register_event): ~7 ms measured here.
@@ -48,7 +46,7 @@ class V1Notifier:
 
     def on_file_event(self, event: InotifyEvent) -> None:
         if event.name == names.LIMIT_FILE:
-            self.bell.ring(LIMIT_CHANGED)
+            self.bell.ring(Wake.LIMIT)
 
     def _register(self, eventfd: int, threshold_bytes: int | None) -> bool:
         return cgroup_v1.register_oom(eventfd, self._cgroup_dir) and (
@@ -74,10 +72,10 @@ class V1Notifier:
         self._eventfd = fresh
         return True
 
-    async def wait(self, timeout_s: float) -> frozenset[str]:
+    async def wait(self, timeout_s: float) -> frozenset[Wake]:
         fd = None if self._eventfd is None else self._eventfd.fileno()
         reasons = await self.bell.wait(fd, timeout_s)
-        if KERNEL in reasons and self._eventfd is not None:
+        if Wake.KERNEL in reasons and self._eventfd is not None:
             self._eventfd.read_nowait()
         return reasons
 

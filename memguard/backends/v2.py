@@ -26,9 +26,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from memguard.backends.base import Service
-from memguard.backends.doorbell import KERNEL, TIMEOUT, Doorbell
+from memguard.backends.doorbell import Doorbell
 from memguard.backends.inotify_hub import InotifyHub
 from memguard.backends.poller import PollEntry, Poller, close_entry
+from memguard.backends.wake import V2_SIGNALS, Wake
 from memguard.errors import Unsupported, WatchError
 from memguard.kernel import cgroup_v2, cgroupfs, names
 from memguard.kernel.fstype import FsKind, still_on
@@ -39,16 +40,10 @@ from memguard.policy.poll import PollSettings
 
 log = logging.getLogger(__name__)
 
-SIGNAL_EVENTS = "events"
-SIGNAL_PSI = "psi"
-SIGNAL_POLL = "poll"
-LIMIT_CHANGED = "limit"
-ALL_SIGNALS = frozenset({SIGNAL_EVENTS, SIGNAL_PSI, SIGNAL_POLL})
-
 
 @dataclass(frozen=True)
 class V2Settings:
-    signals: frozenset[str] = ALL_SIGNALS
+    signals: frozenset[str] = V2_SIGNALS
     psi_trigger: str = "some 50000 500000"  # 50 ms of stall within 500 ms
     poll: PollSettings = field(default_factory=PollSettings)
     high_tripwire: bool = False
@@ -71,20 +66,20 @@ class V2Notifier:
         return self.woke_at
 
     def on_file_event(self, event: InotifyEvent) -> None:
-        if event.name == names.EVENTS_FILE and SIGNAL_EVENTS in self._settings.signals:
-            self.bell.ring(SIGNAL_EVENTS)
+        if event.name == names.EVENTS_FILE and Wake.EVENTS in self._settings.signals:
+            self.bell.ring(Wake.EVENTS)
         elif event.name == names.MAX_FILE:
-            self.bell.ring(LIMIT_CHANGED)
+            self.bell.ring(Wake.LIMIT)
 
     def open(self) -> bool:
         """Open the PSI trigger and memory.current; False when the cgroup is gone."""
-        if SIGNAL_POLL in self._settings.signals:
+        if Wake.POLL in self._settings.signals:
             fd = cgroup_v2.open_current(self._cgroup_dir)
             if fd is None:
                 return False
             self._poll = PollEntry(fd, self.bell)
             self._poller.add(self._poll)
-        if SIGNAL_PSI in self._settings.signals:
+        if Wake.PSI in self._settings.signals:
             try:
                 self._psi = PsiTrigger.open(self._cgroup_dir, self._settings.psi_trigger)
             except Unsupported as error:
@@ -109,16 +104,16 @@ class V2Notifier:
         self._tripwire_bytes = threshold_bytes
         return cgroup_v2.write_high(self._cgroup_dir, threshold_bytes)
 
-    async def wait(self, timeout_s: float) -> frozenset[str]:
+    async def wait(self, timeout_s: float) -> frozenset[Wake]:
         psi_fd = None if self._psi is None else self._psi.fileno()
         reasons = await self.bell.wait(psi_fd, timeout_s)
-        if KERNEL in reasons and self._psi is not None:
+        if Wake.KERNEL in reasons and self._psi is not None:
             self._psi.drain()
-            reasons = (reasons - {KERNEL}) | {SIGNAL_PSI}
+            reasons = (reasons - {Wake.KERNEL}) | {Wake.PSI}
         polled_at = self._poll.woke_at if self._poll is not None else None
-        if SIGNAL_POLL in reasons and polled_at is not None:
+        if Wake.POLL in reasons and polled_at is not None:
             self.woke_at = polled_at  # when the poller saw it, not when the guard woke
-        elif reasons != {TIMEOUT}:
+        elif reasons != {Wake.TIMEOUT}:
             self.woke_at = time.perf_counter()
         return reasons
 
@@ -144,15 +139,15 @@ class V2Backend:
         self.settings = settings or V2Settings()
         self.poller = Poller(self.settings.poll)
         # memory.current for the poll; memory.pressure and its private epoll for PSI
-        self.fds_per_guard = (SIGNAL_POLL in self.settings.signals) + 2 * (
-            SIGNAL_PSI in self.settings.signals
+        self.fds_per_guard = (Wake.POLL in self.settings.signals) + 2 * (
+            Wake.PSI in self.settings.signals
         )
 
     def mounted(self, path: str) -> bool:
         return still_on(path, FsKind.CGROUP_V2)
 
     def services(self) -> list[Service]:
-        return [self.poller.run] if SIGNAL_POLL in self.settings.signals else []
+        return [self.poller.run] if Wake.POLL in self.settings.signals else []
 
     def exists(self, cgroup_dir: str) -> bool:
         return os.path.isdir(cgroup_dir)

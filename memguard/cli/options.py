@@ -19,6 +19,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from memguard.backends.wake import V2_SIGNALS
 from memguard.cli.logsetup import LOG_FORMATS, LOG_LEVELS
 from memguard.errors import ConfigError
 from memguard.policy.model import CacheLimit
@@ -102,7 +103,7 @@ def _listen_address(text: str) -> str:
 
 def _signals(text: str) -> frozenset[str]:
     chosen = frozenset(part.strip() for part in text.split(",") if part.strip())
-    unknown = chosen - {"events", "psi", "poll"}
+    unknown = chosen - V2_SIGNALS
     if not chosen or unknown:
         raise ValueError(f"{shown(text)}: choose from events, psi, poll (comma-separated)")
     return chosen

@@ -20,13 +20,12 @@ from contextlib import contextmanager
 from memguard.backends.base import Service
 from memguard.backends.doorbell import Doorbell
 from memguard.backends.inotify_hub import InotifyHub
+from memguard.backends.wake import Wake
 from memguard.errors import WatchError
 from memguard.fake import files, model
 from memguard.kernel import cgroup_v1, cgroup_v2, names
 from memguard.kernel.inotify import IN_CLOSE_WRITE, IN_MOVED_TO, InotifyEvent
 from memguard.policy.model import MemorySnapshot
-
-FILE_CHANGED = "file"
 
 
 class FakeNotifier:
@@ -47,13 +46,13 @@ class FakeNotifier:
 
     def on_file_event(self, event: InotifyEvent) -> None:
         if event.name in self._watched:
-            self.bell.ring(FILE_CHANGED)
+            self.bell.ring(Wake.FILE)
 
     async def arm(self, threshold_bytes: int | None) -> bool:
         # Every write wakes the guard; there is nothing to register.
         return model.read(self._cgroup_dir) is not None
 
-    async def wait(self, timeout_s: float) -> frozenset[str]:
+    async def wait(self, timeout_s: float) -> frozenset[Wake]:
         return await self.bell.wait(None, timeout_s)
 
 

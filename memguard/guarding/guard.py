@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING
 import trio
 
 from memguard.backends.base import Backend, Notifier
-from memguard.backends.doorbell import NOTIFICATIONS, TIMEOUT
 from memguard.backends.inotify_hub import InotifyHub
+from memguard.backends.wake import NOTIFICATIONS, Wake
 from memguard.components import ComponentStatus
 from memguard.guarding.actions import Flusher, FlushOutcome, Killer, KillOutcome
 from memguard.policy import decide as policy
@@ -78,7 +78,7 @@ class Guard:
         self._state = GuardState()
         self._armed: int | None = None
         self._is_armed = False
-        self._woke_by: frozenset[str] = frozenset({TIMEOUT})
+        self._woke_by: frozenset[Wake] = frozenset({Wake.TIMEOUT})
         self._unlimited_noted = False
 
     @property
