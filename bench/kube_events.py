@@ -23,6 +23,7 @@ import tempfile
 import time
 import urllib.request
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import trio
@@ -36,7 +37,7 @@ from memguard.policy.paths import ContainerRef
 from memguard.reports.bus import ReportBus
 from memguard.reports.collect_sink import CollectSink
 from memguard.reports.report import Report, ReportKind
-from tests.helpers import make_config, wait_armed
+from tests.helpers import compose_agent, make_config, until, wait_armed
 from tests.kube.emulator import make_pod
 
 NODE = "bench-node"
@@ -80,12 +81,19 @@ async def _features(kubeconfig: str) -> KubeFeatures:
     return features
 
 
+def events_posted(agent: Agent, count: int) -> Callable[[], bool]:
+    return lambda: agent.bus.handled("kubernetes") >= count
+
+
 async def kill_to_event(root: str, kubeconfig: str, containers: list[str]) -> list[float]:
     """Kill in each container in turn; the report wall times, in order."""
     features = await _features(kubeconfig)
     collect = CollectSink()
-    agent = Agent(
-        make_config(root, policy=Policy.PROCESS), [collect, features.sink], services=[features.run]
+    agent, _ = compose_agent(
+        make_config(root, policy=Policy.PROCESS),
+        [collect, features.sink],
+        [("pod-cache", features.run)],
+        features.cache,
     )
     wall_times = []
     async with trio.open_nursery() as nursery:
@@ -95,7 +103,7 @@ async def kill_to_event(root: str, kubeconfig: str, containers: list[str]) -> li
             await wait_armed(agent, path)
             drive.step(root, path, drive.Kind.ANON, 63 * MIB)
             report = await collect.wait_for_kind(path, ReportKind.KILL_PROCESS)
-            await agent.bus.wait_handled("kubernetes", index + 1)
+            await until(agent.bus.changes, events_posted(agent, index + 1), "the Event posted")
             wall_times.append(report.wall_time_s)
         agent.stop()
     assert features.poster.counts == {"created": len(containers)}, features.poster.counts
@@ -117,7 +125,9 @@ async def throughput(kubeconfig: str, pod_uids: list[str]) -> dict[str, Any]:
         started = time.monotonic()
         for report in reports:
             bus.publish(report)
-        await bus.wait_handled("kubernetes", len(reports))
+        await until(
+            bus.changes, lambda: bus.handled("kubernetes") >= len(reports), "every Event posted"
+        )
         elapsed_s = time.monotonic() - started
         bus.close()
         nursery.cancel_scope.cancel()

@@ -136,3 +136,37 @@ async def supervise(
             started = True
             task_status.started()
         await trio.sleep(delay_s)
+
+
+class Changes:
+    """The observation API: a version that moves whenever its owner's state changes.
+
+    Owners (the guard supervisor, the report bus, memory QoS) call notify();
+    anyone who wants to see a state come about - `memguard status`, the tests -
+    checks it and, if it is not there yet, awaits the next change:
+
+        while not condition():
+            await changes.wait_after(seen)  # seen: the version the check used
+    """
+
+    def __init__(self) -> None:
+        self.version = 0
+        self._moved = trio.Event()
+
+    def notify(self) -> None:
+        self.version += 1
+        self._moved.set()
+        self._moved = trio.Event()
+
+    async def wait_after(self, version: int) -> None:
+        """Park until the version is past `version` (at once if it already is)."""
+        while self.version <= version:
+            await self._moved.wait()
+
+    async def until(self, condition: Callable[[], bool]) -> None:
+        """Park until condition() holds (checked now and after every change)."""
+        while True:
+            seen = self.version
+            if condition():
+                return
+            await self.wait_after(seen)

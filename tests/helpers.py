@@ -4,19 +4,23 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
 import trio
 
-from memguard.backends.base import Backend
+from memguard.backends.base import Backend, NamedService
+from memguard.cli.compose import build_agent, select_backend
+from memguard.cli.config import RunConfig
+from memguard.components import Changes
 from memguard.guarding.agent import Agent, AgentConfig
-from memguard.guarding.discovery import MatchMode
-from memguard.guarding.supervisor import GuardSupervisor
 from memguard.policy.model import GuardSettings, check_granularity_bytes
+from memguard.qos.applier import MemoryQos, PodSource
 from memguard.reports.bus import Sink
 from memguard.reports.collect_sink import CollectSink
+
+WAIT_S = 60.0  # a lost wake-up fails here, with a message, not at pytest's timeout
 
 
 def make_settings(**overrides: Any) -> GuardSettings:
@@ -28,22 +32,45 @@ def make_settings(**overrides: Any) -> GuardSettings:
     return dataclasses.replace(base, **overrides)
 
 
-def make_config(parent: str, **overrides: Any) -> AgentConfig:
-    match = overrides.pop("match", MatchMode.CONTAINERS)
-    agent_fields = {f.name for f in dataclasses.fields(AgentConfig)}
+def make_config(parent: str, **overrides: Any) -> RunConfig:
+    """A RunConfig for parent: keyword arguments go to RunConfig (v2, memory_qos,
+    report_queue ...), AgentConfig (match, shutdown_drain_s ...) or GuardSettings
+    (policy, dry_run ...), whichever has the field."""
+    run_fields = {f.name for f in dataclasses.fields(RunConfig)} - {"agent"}
+    agent_fields = {f.name for f in dataclasses.fields(AgentConfig)} - {"settings", "parent"}
+    run_overrides = {k: overrides.pop(k) for k in list(overrides) if k in run_fields}
     agent_overrides = {k: overrides.pop(k) for k in list(overrides) if k in agent_fields}
-    return AgentConfig(
-        parent=parent, settings=make_settings(**overrides), match=match, **agent_overrides
-    )
+    agent = AgentConfig(parent=parent, settings=make_settings(**overrides), **agent_overrides)
+    return RunConfig(agent=agent, **run_overrides)
+
+
+def compose_agent(
+    config: RunConfig,
+    sinks: Sequence[Sink],
+    services: Sequence[NamedService] = (),
+    pods: PodSource | None = None,
+    backend: Backend | None = None,
+) -> tuple[Agent, MemoryQos | None]:
+    """The agent (and its memory QoS, if configured) as memguard.cli.compose builds it;
+    the backend is chosen from the parent's filesystem unless given."""
+    if backend is None:
+        backend = select_backend(config.agent.parent, config.cgroup_version, config.v2)
+    return build_agent(config, backend, sinks, services, pods)
 
 
 @asynccontextmanager
 async def running_agent(
-    config: AgentConfig, sinks: Sequence[Sink] = (), backend: Backend | None = None
+    config: RunConfig,
+    sinks: Sequence[Sink] = (),
+    backend: Backend | None = None,
+    services: Sequence[NamedService] = (),
+    pods: PodSource | None = None,
 ) -> AsyncIterator[tuple[Agent, CollectSink]]:
-    """An agent running in a nursery; stopped (and drained) on exit."""
+    """An agent composed as `memguard run` composes it (memguard.cli.compose), running
+    in a nursery; stopped (and drained) on exit. The backend is chosen from the
+    parent's filesystem unless given."""
     collect = CollectSink()
-    agent = Agent(config, [collect, *sinks], backend=backend)
+    agent, _ = compose_agent(config, [collect, *sinks], services, pods, backend)
     async with trio.open_nursery() as nursery:
         await nursery.start(agent.run)
         try:
@@ -52,14 +79,36 @@ async def running_agent(
             agent.stop()
 
 
-def supervisor_of(agent: Agent) -> GuardSupervisor:
-    assert agent.supervisor is not None
-    return agent.supervisor
+async def until(
+    changes: Changes, condition: Callable[[], bool], message: str, timeout_s: float = WAIT_S
+) -> None:
+    """Park until condition() holds (checked after every change); fail with message."""
+    with trio.move_on_after(timeout_s):
+        await changes.until(condition)
+        return
+    raise AssertionError(f"not within {timeout_s:g}s: {message}")
 
 
-async def wait_armed(agent: Agent, cgroup: str) -> None:
+async def wait_guarded(agent: Agent, count: int, timeout_s: float = WAIT_S) -> None:
+    """Park until exactly count cgroups are guarded by exactly count live guard tasks."""
+    supervisor = agent.supervisor
+    await until(
+        supervisor.changes,
+        lambda: len(supervisor.guarded) == count and supervisor.running == count,
+        f"{count} guards running (have {len(supervisor.guarded)} guarded)",
+        timeout_s,
+    )
+
+
+async def wait_armed(agent: Agent, cgroup: str, timeout_s: float = WAIT_S) -> None:
     """Park until the guard of cgroup has registered its threshold."""
-    await supervisor_of(agent).wait_for(lambda s: cgroup in s.guards and s.guards[cgroup].armed)
+    guards = agent.supervisor.guards
+    await until(
+        agent.supervisor.changes,
+        lambda: cgroup in guards and guards[cgroup].armed,
+        f"the guard of {cgroup} armed",
+        timeout_s,
+    )
 
 
 def open_fd_count() -> int:

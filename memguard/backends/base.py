@@ -18,6 +18,8 @@ from memguard.policy.model import MemorySnapshot
 
 # A long-running trio task: `await nursery.start(service)` (it calls task_status.started()).
 Service = Callable[..., Awaitable[Any]]
+# A service with its component name (logs, memguard_component_failures_total).
+NamedService = tuple[str, Service]
 
 
 class Notifier(Protocol):
@@ -70,7 +72,7 @@ class Backend(Protocol):
 
     def notifier(self, cgroup_dir: str, hub: InotifyHub) -> AbstractContextManager[Notifier]: ...
 
-    def services(self) -> list[Service]:
+    def services(self) -> list[NamedService]:
         """Tasks the backend needs beside the guards (v2: the memory.current poller)."""
         ...
 

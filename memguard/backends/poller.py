@@ -48,9 +48,6 @@ class Poller:
     def add(self, entry: PollEntry) -> None:
         self._schedule(entry, trio.current_time())
 
-    def remove(self, entry: PollEntry) -> None:
-        entry.active = False  # dropped from the heap when it comes due
-
     def _schedule(self, entry: PollEntry, due_s: float) -> None:
         heapq.heappush(self._heap, (due_s, next(self._sequence), entry))
         if self._heap[0][2] is entry:

@@ -8,7 +8,7 @@ from contextlib import contextmanager
 
 import trio
 
-from memguard.backends.base import Service
+from memguard.backends.base import NamedService
 from memguard.backends.doorbell import Doorbell
 from memguard.backends.inotify_hub import InotifyHub, Subscription
 from memguard.backends.wake import Wake
@@ -119,7 +119,7 @@ class V1Backend:
     def write_setting(self, cgroup_dir: str, file: str, value: str) -> bool:
         return False  # no memory.high / memory.swap.max on v1 (unified_settings)
 
-    def services(self) -> list[Service]:
+    def services(self) -> list[NamedService]:
         return []
 
     @contextmanager

@@ -25,7 +25,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from memguard.backends.base import Service
+from memguard.backends.base import NamedService
 from memguard.backends.doorbell import Doorbell
 from memguard.backends.inotify_hub import InotifyHub
 from memguard.backends.poller import PollEntry, Poller, close_entry
@@ -146,8 +146,8 @@ class V2Backend:
     def mounted(self, path: str) -> bool:
         return still_on(path, FsKind.CGROUP_V2)
 
-    def services(self) -> list[Service]:
-        return [self.poller.run] if Wake.POLL in self.settings.signals else []
+    def services(self) -> list[NamedService]:
+        return [("v2-poller", self.poller.run)] if Wake.POLL in self.settings.signals else []
 
     def exists(self, cgroup_dir: str) -> bool:
         return os.path.isdir(cgroup_dir)

@@ -1,9 +1,15 @@
-"""Turning resolved `memguard run` options into the one frozen AgentConfig."""
+"""Turning resolved `memguard run` options into the one frozen RunConfig.
+
+RunConfig is the whole configuration of `memguard run`; the composition root
+(memguard.cli.compose) builds everything from it and hands each part its share
+(the agent its AgentConfig, the v2 backend its V2Settings, ...).
+"""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from memguard.backends.v2 import V2Settings
@@ -13,6 +19,23 @@ from memguard.guarding.discovery import MatchMode
 from memguard.kernel.mounts import default_parent, read_host
 from memguard.policy.model import GuardSettings, Policy, check_granularity_bytes
 from memguard.policy.poll import PollSettings
+from memguard.policy.qos import QosConfig
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    agent: AgentConfig
+    cgroup_version: str = "auto"  # auto | 1 | 2
+    v2: V2Settings = field(default_factory=V2Settings)
+    memory_qos: QosConfig | None = None  # classes / unifiedannotations from --config
+    report_queue: int = 1024
+    log_queue: int = 4096
+    log_format: str = "text"
+    log_level: str = "info"
+    listen: str = ""
+    kubernetes: str = "auto"
+    kubeconfig: str = ""
+    node_name: str = ""
 
 
 def resolve_parent(parent: str, version: str) -> str:
@@ -21,6 +44,23 @@ def resolve_parent(parent: str, version: str) -> str:
         return parent
     mode, mounts = read_host()
     return default_parent(mode, mounts, version)
+
+
+def build_run_config(values: Mapping[str, Any]) -> RunConfig:
+    return RunConfig(
+        agent=build_agent_config(values),
+        cgroup_version=values["cgroup_version"],
+        v2=build_v2_settings(values),
+        memory_qos=values.get("memory_qos"),
+        report_queue=values["report_queue"],
+        log_queue=values["log_queue"],
+        log_format=values["log_format"],
+        log_level=values["log_level"],
+        listen=values["listen"],
+        kubernetes=values["kubernetes"],
+        kubeconfig=values["kubeconfig"],
+        node_name=values["node_name"],
+    )
 
 
 def build_agent_config(values: Mapping[str, Any]) -> AgentConfig:
@@ -48,9 +88,19 @@ def build_agent_config(values: Mapping[str, Any]) -> AgentConfig:
         cache_flush_above=values["flush_cache_above"],
         cache_flush_interval_s=values["flush_interval"],
     )
+    return AgentConfig(
+        parent=resolve_parent(values["parent"], values["cgroup_version"]),
+        settings=settings,
+        match=MatchMode(values["match"]),
+        rescan_interval_s=values["rescan_interval"],
+        flush_timeout_s=values["flush_timeout"],
+    )
+
+
+def build_v2_settings(values: Mapping[str, Any]) -> V2Settings:
     if values["poll_min_interval"] > values["poll_max_interval"]:
         raise ConfigError("--poll-min-interval is longer than --poll-max-interval")
-    v2 = V2Settings(
+    return V2Settings(
         signals=values["v2_signals"],
         psi_trigger=values["psi_trigger"],
         poll=PollSettings(
@@ -59,15 +109,4 @@ def build_agent_config(values: Mapping[str, Any]) -> AgentConfig:
             float(values["poll_assumed_rate"]),
         ),
         high_tripwire=values["high_tripwire"],
-    )
-    return AgentConfig(
-        parent=resolve_parent(values["parent"], values["cgroup_version"]),
-        settings=settings,
-        cgroup_version=values["cgroup_version"],
-        v2=v2,
-        memory_qos=values.get("memory_qos"),
-        match=MatchMode(values["match"]),
-        rescan_interval_s=values["rescan_interval"],
-        flush_timeout_s=values["flush_timeout"],
-        queue_capacity=values["report_queue"],
     )

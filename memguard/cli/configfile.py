@@ -47,7 +47,6 @@ from memguard.errors import ConfigError
 from memguard.policy.qos import QosConfig, parse_qos_config
 
 QOS_KEYS = ("classes", "unifiedannotations")
-CONFIG_ENV = "MEMGUARD_CONFIG"
 MAX_FILE_BYTES = 1 << 20
 MAX_DEPTH = 32  # nested lists and mappings, aliases expanded
 MAX_NODES = 100_000  # scalars, lists and mappings, aliases expanded

@@ -15,10 +15,12 @@ from collections.abc import Callable
 
 import trio
 
+from memguard.cli.compose import select_backend
 from memguard.cli.logsetup import configure
 from memguard.fake import scenario, tree
 from memguard.guarding.agent import Agent, AgentConfig
 from memguard.policy.model import GuardSettings, Policy, check_granularity_bytes
+from memguard.reports.bus import ReportBus
 from memguard.reports.collect_sink import CollectSink
 from memguard.reports.log_sink import LogSink
 from memguard.reports.report import Report, ReportKind
@@ -66,7 +68,8 @@ async def run_demo(say: Callable[[str], None] = print, cgroup_version: int = 1) 
     pids = [pid for c in containers for pid in c.pids]
     say(f"fake kubepods tree in {root}: {len(containers)} containers, {len(pids)} real processes")
     collect = CollectSink()
-    agent = Agent(AgentConfig(parent=root, settings=_settings()), [LogSink(), collect])
+    bus = ReportBus([LogSink(), collect])
+    agent = Agent(AgentConfig(parent=root, settings=_settings()), select_backend(root), bus)
     try:
         async with trio.open_nursery() as nursery:
             await nursery.start(agent.run)

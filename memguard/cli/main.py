@@ -112,7 +112,7 @@ def build_parser() -> _Parser:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from memguard.cli.config import build_agent_config
+    from memguard.cli.config import build_run_config
     from memguard.cli.options import RUN_OPTIONS, resolve
     from memguard.cli.run import serve
 
@@ -124,19 +124,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
         file = load_config_file(path, RUN_OPTIONS)
     values = resolve(RUN_OPTIONS, vars(args), os.environ, file.values if file else None, path)
     values["memory_qos"] = file.memory_qos if file else None
-    return serve(build_agent_config(values), values)
+    return serve(build_run_config(values))
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     from memguard.cli.demo import main
 
     return main(args.cgroup_version)
-
-
-def _cmd_probe(args: argparse.Namespace) -> int:
-    from memguard import probe
-
-    return probe.main([])
 
 
 def _cmd_fake(args: argparse.Namespace) -> int:
@@ -156,7 +150,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from memguard.errors import ConfigError, MemguardError
 
     args = build_parser().parse_args(arguments)
-    handlers = {"run": _cmd_run, "demo": _cmd_demo, "probe": _cmd_probe, "fake": _cmd_fake}
+    handlers = {"run": _cmd_run, "demo": _cmd_demo, "fake": _cmd_fake}  # probe: above
     handler = handlers[args.command]
     try:
         return handler(args)

@@ -17,7 +17,7 @@ import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from memguard.backends.base import Service
+from memguard.backends.base import NamedService
 from memguard.backends.doorbell import Doorbell
 from memguard.backends.inotify_hub import InotifyHub
 from memguard.backends.wake import Wake
@@ -127,7 +127,7 @@ class FakeBackend:
             handle.write(value + "\n")
         return True
 
-    def services(self) -> list[Service]:
+    def services(self) -> list[NamedService]:
         return []
 
     @contextmanager

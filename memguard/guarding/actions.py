@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import trio
 
 from memguard.backends.base import Backend
+from memguard.components import Changes
 from memguard.kernel.pidfd import Process, open_process
 from memguard.kernel.procfs import read_procs_info
 from memguard.policy.model import ProcInfo
@@ -55,17 +56,17 @@ class Flusher:
         self._timeout_s = timeout_s
         self._limiter = trio.CapacityLimiter(max_parallel)
         self._busy: dict[str, trio.Event] = {}  # cgroup -> set when its flush returns
+        self.changes = Changes()  # moves when a flush returns (an abandoned one too)
 
-    async def wait_idle(self, cgroup_dir: str) -> None:
-        """Park until no flush of cgroup_dir is running (an abandoned one included)."""
-        done = self._busy.get(cgroup_dir)
-        if done is not None:
-            await done.wait()
+    def busy(self, cgroup_dir: str) -> bool:
+        """A flush of cgroup_dir is running (an abandoned one included)."""
+        return cgroup_dir in self._busy
 
     def _finished(self, cgroup_dir: str, done: trio.Event) -> None:
         if self._busy.get(cgroup_dir) is done:
             del self._busy[cgroup_dir]
         done.set()
+        self.changes.notify()
 
     async def flush(self, cgroup_dir: str, request_bytes: int) -> FlushOutcome:
         if cgroup_dir in self._busy:

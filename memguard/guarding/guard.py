@@ -14,15 +14,14 @@ import logging
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import Protocol
 
 import trio
 
 from memguard.backends.base import Backend, Notifier
 from memguard.backends.inotify_hub import InotifyHub
 from memguard.backends.wake import NOTIFICATIONS, Wake
-from memguard.components import ComponentStatus
 from memguard.guarding.actions import Flusher, FlushOutcome, Killer, KillOutcome
 from memguard.policy import decide as policy
 from memguard.policy.cacheflush import CacheStep, after_cache_flush, decide_cache_flush
@@ -32,9 +31,6 @@ from memguard.policy.model import GuardSettings, MemorySnapshot, Policy
 from memguard.policy.paths import ContainerRef
 from memguard.reports.report import Report, ReportKind
 from memguard.units import format_size
-
-if TYPE_CHECKING:
-    from memguard.qos.applier import MemoryQos
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +50,16 @@ class GuardContext:
     flusher: Flusher
     killer: Killer
     publish: Callable[[Report], None]
-    memory_qos: MemoryQos | None = None  # told of each container and limit (--config classes)
-    status: ComponentStatus = field(default_factory=ComponentStatus)
+
+
+class GuardEvents(Protocol):
+    """What a guard tells its supervisor."""
+
+    def limit_known(self, guard: Guard, limit_bytes: int | None) -> None:
+        """The guard is about to (re-)arm for this limit (new container or new limit)."""
+        ...
+
+    def armed_changed(self, guard: Guard) -> None: ...
 
 
 class _Gone(Exception):
@@ -68,10 +72,10 @@ class Guard:
         cgroup_dir: str,
         ref: ContainerRef,
         context: GuardContext,
-        on_change: Callable[[], None] = lambda: None,
+        events: GuardEvents,
     ) -> None:
         self.cgroup_dir = cgroup_dir
-        self._on_change = on_change  # told when the armed threshold changes
+        self._events = events
         self.ref = ref
         self._ctx = context
         self._settings = context.settings
@@ -125,7 +129,8 @@ class Guard:
             self._report_kernel_oom(snapshot)
             threshold = threshold_bytes(snapshot.limit_bytes, self._settings)
             if threshold != self._armed or not self._is_armed:
-                self._tell_memory_qos(snapshot)  # before the tripwire: QoS owns memory.high
+                # Before arming: memory QoS may own memory.high, which the v2 tripwire leaves alone.
+                self._events.limit_known(self, snapshot.limit_bytes)
                 if not await notifier.arm(threshold):
                     raise _Gone
                 log.info(
@@ -135,7 +140,7 @@ class Guard:
                     format_size(threshold),
                 )
                 self._armed, self._is_armed = threshold, True
-                self._on_change()
+                self._events.armed_changed(self)
                 continue  # usage may have crossed before the registration: read again
             retry_at_s = await self._step(snapshot, threshold, notifier)
             now_s = trio.current_time()
@@ -146,15 +151,6 @@ class Guard:
                 retry_at_s = min(retry_at_s, now_s + UNWATCHED_RECHECK_S)
             reasons = await notifier.wait(retry_at_s - now_s)
             self._woke_by = reasons
-
-    def _tell_memory_qos(self, snapshot: MemorySnapshot) -> None:
-        """Memory QoS hears of the container; its failure is its own, not the guard's."""
-        if self._ctx.memory_qos is None:
-            return
-        try:
-            self._ctx.memory_qos.container_seen(self.cgroup_dir, self.ref, snapshot.limit_bytes)
-        except Exception as error:
-            self._ctx.status.failed("memory-qos", error, f"{self.cgroup_dir} guarded without it")
 
     def _report_kernel_oom(self, snapshot: MemorySnapshot) -> None:
         fresh, self._state = policy.new_oom_kills(self._state, snapshot)

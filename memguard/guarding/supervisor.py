@@ -1,6 +1,10 @@
 """Starts one guard task per container cgroup and cancels it when the cgroup goes.
 
-Guards run in the agent's nursery, each inside its own cancel scope. A guard
+Guards run in the supervisor's own nursery (run()), each inside its own cancel
+scope. Listeners (memory QoS) hear of each container's lifecycle: seen with its
+limit before its guard arms (again when the limit changes), gone when its guard
+ends; a listener that raises fails alone. `changes` moves whenever a guard
+starts, arms, fails or ends (the observation API: memguard.components.Changes). A guard
 that fails (an unexpected kernel error, a bug) is logged, counted (component
 "guard") and restarted after a backoff: one bad cgroup never takes the agent
 down.
@@ -20,11 +24,12 @@ from __future__ import annotations
 import errno
 import logging
 import resource
-from collections.abc import Callable
+from collections.abc import Sequence
+from typing import Protocol
 
 import trio
 
-from memguard.components import RESTART_BACKOFF_S, ComponentStatus
+from memguard.components import RESTART_BACKOFF_S, Changes, ComponentStatus
 from memguard.guarding.guard import Guard, GuardContext
 from memguard.policy.paths import ContainerRef
 
@@ -37,6 +42,18 @@ _OUT_OF_FDS = frozenset({errno.EMFILE, errno.ENFILE})
 
 def out_of_fds(error: BaseException) -> bool:
     return getattr(error, "errno", None) in _OUT_OF_FDS
+
+
+class ContainerListener(Protocol):
+    """Told of each guarded container's lifecycle (memory QoS is one)."""
+
+    component: str  # its name in logs and memguard_component_failures_total
+
+    def container_seen(self, cgroup_dir: str, ref: ContainerRef, limit_bytes: int | None) -> None:
+        """Its guard is about to arm: the container is new or its limit changed."""
+        ...
+
+    def container_gone(self, cgroup_dir: str) -> None: ...
 
 
 class FdBudget:
@@ -60,20 +77,23 @@ class FdBudget:
 class GuardSupervisor:
     def __init__(
         self,
-        nursery: trio.Nursery,
         context: GuardContext,
         status: ComponentStatus | None = None,
         budget: FdBudget | None = None,
+        listeners: Sequence[ContainerListener] = (),
     ) -> None:
-        self._nursery = nursery
+        self._nursery: trio.Nursery | None = None
         self._context = context
         self._status = status or ComponentStatus()
         self._status.register(COMPONENT)
         self._budget = budget or FdBudget(0, 0)
+        self._listeners = tuple(listeners)
+        for listener in self._listeners:
+            self._status.register(listener.component)
         self._scopes: dict[str, trio.CancelScope] = {}
         self.waiting: dict[str, ContainerRef] = {}  # found, not guarded: no fds left
         self.guards: dict[str, Guard] = {}  # the running guard of each cgroup
-        self._changed = trio.Event()
+        self.changes = Changes()
         self.failures = 0
         self._running = 0
         # Guard tasks launched and not finished: a stopped guard holds its fds
@@ -83,6 +103,39 @@ class GuardSupervisor:
     @property
     def guarded(self) -> frozenset[str]:
         return frozenset(self._scopes)
+
+    @property
+    def armed(self) -> int:
+        """Guards whose notification is armed."""
+        return sum(1 for guard in list(self.guards.values()) if guard.armed)
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Hold the nursery the guards run in, until cancelled (their scopes with it)."""
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            task_status.started()
+            await trio.sleep_forever()
+
+    # -- what guards tell (memguard.guarding.guard.GuardEvents) -------------------------
+
+    def limit_known(self, guard: Guard, limit_bytes: int | None) -> None:
+        for listener in self._listeners:
+            try:
+                listener.container_seen(guard.cgroup_dir, guard.ref, limit_bytes)
+            except Exception as error:
+                self._status.failed(
+                    listener.component, error, f"{guard.cgroup_dir} guarded without it"
+                )
+
+    def armed_changed(self, guard: Guard) -> None:
+        self._notify()
+
+    def _tell_gone(self, cgroup_dir: str) -> None:
+        for listener in self._listeners:
+            try:
+                listener.container_gone(cgroup_dir)
+            except Exception as error:
+                self._status.failed(listener.component, error, "went on without it")
 
     def start(self, cgroup_dir: str, ref: ContainerRef) -> None:
         """Guard cgroup_dir unless it is guarded already (or must wait for fds)."""
@@ -98,6 +151,8 @@ class GuardSupervisor:
         self._launch(cgroup_dir, ref)
 
     def _launch(self, cgroup_dir: str, ref: ContainerRef) -> None:
+        if self._nursery is None:
+            raise RuntimeError("GuardSupervisor.start() before run()")
         scope = trio.CancelScope()
         self._scopes[cgroup_dir] = scope
         self._holding += 1
@@ -141,18 +196,8 @@ class GuardSupervisor:
         """Guard tasks alive right now (a stopped guard may still be finishing)."""
         return self._running
 
-    async def wait_for(self, predicate: Callable[[GuardSupervisor], bool]) -> None:
-        """Park until predicate(self) holds (tests, benchmarks, readiness)."""
-        while not predicate(self):
-            await self._changed.wait()
-
-    async def wait_until(self, count: int) -> None:
-        """Park until exactly count cgroups are guarded by exactly count live tasks."""
-        await self.wait_for(lambda s: len(s.guarded) == count and s.running == count)
-
     def _notify(self) -> None:
-        self._changed.set()
-        self._changed = trio.Event()
+        self.changes.notify()
 
     def _failed(self, cgroup_dir: str, error: Exception, backoff_s: float) -> None:
         self.failures += 1
@@ -173,7 +218,7 @@ class GuardSupervisor:
             with scope:
                 attempt = 0
                 while True:
-                    guard = Guard(cgroup_dir, ref, self._context, on_change=self._notify)
+                    guard = Guard(cgroup_dir, ref, self._context, events=self)
                     self.guards[cgroup_dir] = guard
                     try:
                         await guard.run()
@@ -190,7 +235,6 @@ class GuardSupervisor:
             if self._scopes.get(cgroup_dir) is scope:
                 del self._scopes[cgroup_dir]
                 self.guards.pop(cgroup_dir, None)
-                if self._context.memory_qos is not None:
-                    self._context.memory_qos.container_gone(cgroup_dir)
+                self._tell_gone(cgroup_dir)
             self._admit_waiting()
             self._notify()

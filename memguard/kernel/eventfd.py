@@ -10,8 +10,6 @@ from __future__ import annotations
 import os
 import sys
 
-import trio
-
 from memguard.kernel.fdholder import FdHolder
 from memguard.kernel.native import check, lib
 
@@ -32,15 +30,3 @@ class EventFd(FdHolder):
         except BlockingIOError:
             return 0
         return int.from_bytes(data, sys.byteorder)
-
-    async def wait(self) -> int:
-        """Park until the counter is non-zero, then read and reset it."""
-        while True:
-            await trio.lowlevel.wait_readable(self.fileno())
-            count = self.read_nowait()
-            if count:
-                return count
-
-    def signal(self, increment: int = 1) -> None:
-        """Add to the counter (tests use this to stand in for the kernel)."""
-        os.write(self.fileno(), increment.to_bytes(COUNTER_BYTES, sys.byteorder))

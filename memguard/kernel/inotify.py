@@ -29,13 +29,10 @@ IN_MODIFY: int = lib.IN_MODIFY
 IN_CLOSE_WRITE: int = lib.IN_CLOSE_WRITE
 IN_MOVED_FROM: int = lib.IN_MOVED_FROM
 IN_MOVED_TO: int = lib.IN_MOVED_TO
-IN_DELETE_SELF: int = lib.IN_DELETE_SELF
-IN_MOVE_SELF: int = lib.IN_MOVE_SELF
 IN_ISDIR: int = lib.IN_ISDIR
 IN_IGNORED: int = lib.IN_IGNORED
 IN_Q_OVERFLOW: int = lib.IN_Q_OVERFLOW
 IN_ONLYDIR: int = lib.IN_ONLYDIR
-IN_UNMOUNT: int = lib.IN_UNMOUNT
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,7 +24,7 @@ import asyncio
 import contextlib
 import logging
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from memguard.kube.client import (
@@ -130,6 +130,25 @@ class PodCache:
             except Exception:
                 log.exception("pod cache listener failed")
         self._wake()
+
+    def subscribe(self, listener: Callable[[str | None], None]) -> None:
+        """Call listener(pod_uid) on the cache's loop when a pod changes (None: all).
+
+        Copy-on-write: any thread may (un)subscribe while the loop calls them."""
+        self.listeners = [*self.listeners, listener]
+
+    def unsubscribe(self, listener: Callable[[str | None], None]) -> None:
+        self.listeners = [known for known in self.listeners if known is not listener]
+
+    def container_view(
+        self, pod_uid: str | None, container_id: str | None
+    ) -> tuple[str, Mapping[str, str]] | None:
+        """(container name, pod annotations) for memory QoS; None while unknown."""
+        pod = self.lookup(pod_uid)
+        container = pod.container(container_id) if pod is not None else None
+        if pod is None or container is None:
+            return None
+        return container.name, pod.annotations
 
     def lookup(self, pod_uid: str | None) -> PodInfo | None:
         return None if pod_uid is None else self._pods.get(pod_uid)

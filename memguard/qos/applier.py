@@ -1,7 +1,8 @@
 """Memory QoS classes and direct annotations, applied to guarded containers.
 
-Guards say when a container cgroup is armed (it appeared, or its limit
-changed) and the supervisor when it is gone; the pod cache says when a pod
+The guard supervisor tells (ContainerListener) when a container's guard arms
+(it appeared, or its limit changed) and when it is gone; the pods come from a
+PodSource (the pod cache when Kubernetes is on), which also says when a pod
 changed (its annotations, or the container ids in its status). One task
 recomputes the plan (memguard.policy.qos) of each container marked dirty and
 writes what differs from what it wrote before, in a worker thread: writing
@@ -19,21 +20,18 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 import trio
 
 from memguard.backends.base import Backend
+from memguard.components import Changes
 from memguard.errors import KernelError
 from memguard.kernel.names import HIGH_FILE
-from memguard.kube.pods import PodInfo
 from memguard.policy.paths import ContainerRef
 from memguard.policy.qos import QosConfig, QosPlan, plan_memory_qos
 from memguard.reports.report import Report, ReportKind
 from memguard.units import format_size
-
-if TYPE_CHECKING:
-    from memguard.kube.podcache import PodCache
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +39,23 @@ POLICY_NAME = "memory-qos"
 _UNSUPPORTED = "\0v1"  # marks a pod told that cgroup v1 has no memory QoS
 
 
+PodListener = Callable[[str | None], None]
+
+
 class PodSource(Protocol):
-    def lookup(self, pod_uid: str | None) -> PodInfo | None: ...
+    """Where memory QoS learns pods (the pod cache implements it)."""
+
+    def container_view(
+        self, pod_uid: str | None, container_id: str | None
+    ) -> tuple[str, Mapping[str, str]] | None:
+        """(the container's name, its pod's annotations), or None while unknown."""
+        ...
+
+    def subscribe(self, listener: PodListener) -> None:
+        """Call listener(pod_uid) when a pod changes (None: maybe all); from any thread."""
+        ...
+
+    def unsubscribe(self, listener: PodListener) -> None: ...
 
 
 @dataclass
@@ -63,6 +76,8 @@ class _Outcome:
 
 
 class MemoryQos:
+    component = "memory-qos"  # a ContainerListener (memguard.guarding.supervisor)
+
     def __init__(
         self,
         config: QosConfig,
@@ -70,9 +85,10 @@ class MemoryQos:
         publish: Callable[[Report], None],
         page_bytes: int,
         dry_run: bool = False,
+        pods: PodSource | None = None,
     ) -> None:
         self.config = config
-        self.pods: PodSource | None = None  # the pod cache, when Kubernetes is on
+        self.pods = pods  # None: Kubernetes is off, nothing can be applied
         self._backend = backend
         self._publish = publish
         self._page_bytes = page_bytes
@@ -80,7 +96,7 @@ class MemoryQos:
         self._tracked: dict[str, _Tracked] = {}
         self._dirty: set[str] = set()
         self._wake = trio.Event()
-        self._settled = trio.Event()  # set (and replaced) each time the dirty set is empty
+        self.changes = Changes()  # moves when every container marked so far was looked at
         self._busy = False
         self._said: dict[str, set[str]] = {}  # pod uid -> warnings already reported
         self._token: trio.lowlevel.TrioToken | None = None
@@ -104,11 +120,6 @@ class MemoryQos:
         if uid is not None and not any(t.ref.pod_uid == uid for t in self._tracked.values()):
             self._said.pop(uid, None)
 
-    def follow(self, cache: PodCache) -> None:
-        """Take annotations from the pod cache and hear of its changes."""
-        self.pods = cache
-        cache.listeners.append(self.pod_changed_threadsafe)
-
     def pod_changed(self, pod_uid: str | None) -> None:
         """On trio: a pod changed (None: maybe all of them)."""
         for cgroup_dir, tracked in self._tracked.items():
@@ -128,8 +139,16 @@ class MemoryQos:
 
     # -- the task -----------------------------------------------------------------------
 
+    @property
+    def settled(self) -> bool:
+        """Every container marked so far has been looked at."""
+        return not self._dirty and not self._busy
+
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         self._token = trio.lowlevel.current_trio_token()
+        if self.pods is not None:
+            self.pods.subscribe(self.pod_changed_threadsafe)
+        self._wake.set()  # a restart looks at everything marked before
         task_status.started()
         try:
             while True:
@@ -139,26 +158,23 @@ class MemoryQos:
                 while self._dirty:
                     await self._apply(self._dirty.pop())
                 self._busy = False
-                self._settled.set()
-                self._settled = trio.Event()
+                self.changes.notify()
         finally:
+            self._busy = False
+            if self.pods is not None:
+                self.pods.unsubscribe(self.pod_changed_threadsafe)
             self._token = None
-
-    async def wait_settled(self) -> None:
-        """Park until every container marked so far has been looked at."""
-        while self._dirty or self._busy:
-            await self._settled.wait()
 
     async def _apply(self, cgroup_dir: str) -> None:
         tracked = self._tracked.get(cgroup_dir)
-        pod = self.pods.lookup(tracked.ref.pod_uid) if tracked and self.pods else None
-        if tracked is None or pod is None:
-            return  # not known yet: the pod cache says when it is
-        container = pod.container(tracked.ref.container_id)
-        if container is None:
-            return  # not in the pod's status yet (or a sandbox): wait for the pod's update
+        if tracked is None or self.pods is None:
+            return
+        view = self.pods.container_view(tracked.ref.pod_uid, tracked.ref.container_id)
+        if view is None:
+            return  # not known yet (or not in the pod's status yet): the pods say when
+        container_name, annotations = view
         plan = plan_memory_qos(
-            pod.annotations, container.name, tracked.limit_bytes, self._page_bytes, self.config
+            annotations, container_name, tracked.limit_bytes, self._page_bytes, self.config
         )
         if plan.problems:
             self._warn_once(cgroup_dir, tracked, ReportKind.QOS_INVALID, plan.problems)

@@ -18,7 +18,7 @@ from typing import Protocol
 
 import trio
 
-from memguard.components import ComponentStatus, describe, supervise
+from memguard.components import Changes, ComponentStatus, describe, supervise
 from memguard.reports.report import Report
 
 log = logging.getLogger(__name__)
@@ -45,7 +45,7 @@ class ReportBus:
         self.dropped: Counter[str] = Counter()
         self.delivered: Counter[str] = Counter()
         self.failed: Counter[str] = Counter()
-        self._progress = trio.Event()
+        self.changes = Changes()  # moves after every delivery (the observation API)
         self._logged_failures: set[tuple[str, str]] = set()
 
     def publish(self, report: Report) -> None:
@@ -103,8 +103,7 @@ class ReportBus:
                     DELIVERY_TIMEOUT_S,
                     report.kind.value,
                 )
-            self._progress.set()
-            self._progress = trio.Event()
+            self.changes.notify()
 
     def _log_failure(self, sink_name: str, report: Report, error: Exception) -> None:
         """A traceback the first time a sink fails with an error type, one line after."""
@@ -120,7 +119,6 @@ class ReportBus:
             exc_info=error if first else None,
         )
 
-    async def wait_handled(self, sink_name: str, count: int) -> None:
-        """Park until sink_name has handled (delivered or failed) count reports."""
-        while self.delivered[sink_name] + self.failed[sink_name] < count:
-            await self._progress.wait()
+    def handled(self, sink_name: str) -> int:
+        """Reports sink_name has delivered or failed to deliver so far."""
+        return self.delivered[sink_name] + self.failed[sink_name]

@@ -13,8 +13,9 @@ from tests.helpers import (
     make_config,
     open_fd_count,
     running_agent,
-    supervisor_of,
     trio_task_count,
+    until,
+    wait_guarded,
 )
 
 HEX_A = "a" * 64
@@ -31,7 +32,7 @@ async def test_guards_every_container_of_the_init_tree_and_nothing_else(
 ) -> None:
     root, containers = any_fake_tree
     async with running_agent(make_config(root)) as (agent, _):
-        guarded = supervisor_of(agent).guarded
+        guarded = agent.supervisor.guarded
     assert guarded == {c.path for c in containers}
     assert not any("crio-conmon" in path for path in guarded)
 
@@ -40,14 +41,14 @@ async def test_new_container_is_guarded_and_removed_one_is_released(
     empty_fake_root: str,
 ) -> None:
     async with running_agent(make_config(empty_fake_root)) as (agent, _):
-        supervisor = supervisor_of(agent)
+        supervisor = agent.supervisor
         assert supervisor.guarded == frozenset()
         path = _container_path(empty_fake_root, 1, HEX_A)
         model.create(path, FakeMemory(limit_bytes=64 * MIB))
-        await supervisor.wait_until(1)
+        await wait_guarded(agent, 1)
         assert supervisor.guarded == {path}
         shutil.rmtree(os.path.dirname(path))  # the whole pod goes
-        await supervisor.wait_until(0)
+        await wait_guarded(agent, 0)
         assert supervisor.failures == 0
 
 
@@ -56,11 +57,15 @@ async def test_leaf_mode_guards_unknown_layouts(empty_fake_root: str) -> None:
     model.create(service, FakeMemory(limit_bytes=64 * MIB))
     config = make_config(empty_fake_root, match=MatchMode.LEAF)
     async with running_agent(config) as (agent, _):
-        supervisor = supervisor_of(agent)
+        supervisor = agent.supervisor
         assert supervisor.guarded == {service}
         child = os.path.join(service, "worker")
         model.create(child, FakeMemory(limit_bytes=32 * MIB))
-        await supervisor.wait_for(lambda s: s.guarded == {child} and s.running == 1)
+        await until(
+            supervisor.changes,
+            lambda: supervisor.guarded == {child} and supervisor.running == 1,
+            "s.guarded == {child} and s.running == 1",
+        )
         # The service has a child now: the child is the leaf that is guarded.
         assert supervisor.guarded == {child}
 
@@ -69,16 +74,16 @@ async def test_500_cgroups_come_and_go_without_leaking_tasks_fds_or_watches(
     empty_fake_root: str,
 ) -> None:
     async with running_agent(make_config(empty_fake_root)) as (agent, _):
-        supervisor = supervisor_of(agent)
+        supervisor = agent.supervisor
         tasks_before, fds_before = trio_task_count(), open_fd_count()
         watches_before = agent.hub.watch_count
         paths = [_container_path(empty_fake_root, index, HEX_B) for index in range(500)]
         for path in paths:
             model.create(path, FakeMemory(limit_bytes=64 * MIB))
-        await supervisor.wait_until(500)
+        await wait_guarded(agent, 500)
         assert trio_task_count() == tasks_before + 500
         shutil.rmtree(os.path.join(empty_fake_root, "kubepods"))
-        await supervisor.wait_until(0)
+        await wait_guarded(agent, 0)
         assert trio_task_count() == tasks_before
         assert open_fd_count() == fds_before
         assert agent.hub.watch_count == watches_before
@@ -93,14 +98,18 @@ async def test_nothing_below_a_container_or_beside_a_pods_containers_is_watched(
     os.makedirs(os.path.join(container, "inner", "deeper"))  # below a container
     os.makedirs(os.path.join(os.path.dirname(container), "not-a-container", "x"))
     async with running_agent(make_config(empty_fake_root)) as (agent, _):
-        supervisor = supervisor_of(agent)
+        supervisor = agent.supervisor
         watched_before = agent.hub.watch_count
         os.makedirs(os.path.join(container, "more", "levels"))
         os.makedirs(os.path.join(os.path.dirname(container), "other", HEX_B))
         # inotify events come in order: once this one is guarded, the others were seen
         sentinel = _container_path(empty_fake_root, 2, HEX_B)
         model.create(sentinel, FakeMemory(limit_bytes=64 * MIB))
-        await supervisor.wait_for(lambda s: sentinel in s.guards and s.guards[sentinel].armed)
+        await until(
+            supervisor.changes,
+            lambda: sentinel in supervisor.guards and supervisor.guards[sentinel].armed,
+            "sentinel in s.guards and s.guards[sentinel].armed",
+        )
         assert supervisor.guarded == {container, sentinel}
         # the sentinel's pod directory and its guard's notifier, nothing else
         assert agent.hub.watch_count == watched_before + 2
@@ -113,7 +122,7 @@ async def test_leaf_mode_does_not_look_deeper_than_its_bound(empty_fake_root: st
     os.makedirs(deep)
     config = make_config(empty_fake_root, match=MatchMode.LEAF)
     async with running_agent(config) as (agent, _):
-        assert supervisor_of(agent).guarded == {shallow}
+        assert agent.supervisor.guarded == {shallow}
         discovery = agent.discovery
         assert discovery is not None
         assert discovery.degraded_by_cause() == {TOO_DEEP: 1}

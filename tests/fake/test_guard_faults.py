@@ -14,7 +14,7 @@ from memguard.kernel import names
 from memguard.policy.margin import threshold_bytes
 from memguard.policy.model import MIB, CacheLimit, Policy
 from memguard.reports.report import ReportKind
-from tests.helpers import make_config, make_settings, running_agent, supervisor_of
+from tests.helpers import make_config, make_settings, running_agent, until, wait_guarded
 
 HEX = "d" * 64
 
@@ -41,12 +41,20 @@ async def test_limit_change_rearms_the_threshold(empty_fake_root: str, container
     settings = make_settings()
     config = make_config(empty_fake_root, policy=Policy.NOOP)
     async with running_agent(config) as (agent, collect):
-        supervisor = supervisor_of(agent)
+        supervisor = agent.supervisor
         expected = threshold_bytes(256 * MIB, settings)
-        await supervisor.wait_for(lambda s: s.guards[container].armed_threshold_bytes == expected)
+        await until(
+            supervisor.changes,
+            lambda: supervisor.guards[container].armed_threshold_bytes == expected,
+            "s.guards[container].armed_threshold_bytes == expected",
+        )
         _write_in_place(os.path.join(container, names.LIMIT_FILE), str(128 * MIB))
         expected = threshold_bytes(128 * MIB, settings)
-        await supervisor.wait_for(lambda s: s.guards[container].armed_threshold_bytes == expected)
+        await until(
+            supervisor.changes,
+            lambda: supervisor.guards[container].armed_threshold_bytes == expected,
+            "s.guards[container].armed_threshold_bytes == expected",
+        )
         assert collect.reports == []  # 100 MiB is still under the new threshold
         _write_in_place(os.path.join(container, names.LIMIT_FILE), str(96 * MIB))
         report = await collect.wait_for_kind(container, ReportKind.NOOP)
@@ -60,8 +68,8 @@ async def test_vanished_file_pauses_the_guard_without_failing(
     stat_path = os.path.join(container, names.STAT_FILE)
     config = make_config(empty_fake_root, policy=Policy.NOOP)
     async with running_agent(config) as (agent, collect):
-        supervisor = supervisor_of(agent)
-        await supervisor.wait_until(1)
+        supervisor = agent.supervisor
+        await wait_guarded(agent, 1)
         saved = _read(stat_path)
         os.unlink(stat_path)
         usage_path = os.path.join(container, names.USAGE_FILE)
@@ -94,10 +102,10 @@ async def test_garbage_usage_fails_one_guard_and_spares_the_others(
     model.create(other, FakeMemory(limit_bytes=64 * MIB))
     config = make_config(empty_fake_root, policy=Policy.NOOP)
     async with running_agent(config) as (agent, collect):
-        supervisor = supervisor_of(agent)
-        await supervisor.wait_until(2)
+        supervisor = agent.supervisor
+        await wait_guarded(agent, 2)
         _write_in_place(os.path.join(container, names.USAGE_FILE), "not a number\n")
-        await supervisor.wait_for(lambda s: s.failures >= 1)
+        await until(supervisor.changes, lambda: supervisor.failures >= 1, "s.failures >= 1")
         drive.step(empty_fake_root, other, drive.Kind.ANON, 63 * MIB)
         await collect.wait_for_kind(other, ReportKind.NOOP)
         # Repaired, the failed guard comes back after its backoff and acts again.
@@ -135,11 +143,19 @@ async def test_v2_memory_max_change_rearms_and_events_wake_the_guard(
     model.create(path, FakeMemory(limit_bytes=256 * MIB, anon_by_pid={0: 100 * MIB}, version=2))
     settings = make_settings()
     async with running_agent(make_config(root, policy=Policy.NOOP)) as (agent, collect):
-        supervisor = supervisor_of(agent)
+        supervisor = agent.supervisor
         expected = threshold_bytes(256 * MIB, settings)
-        await supervisor.wait_for(lambda s: s.guards[path].armed_threshold_bytes == expected)
+        await until(
+            supervisor.changes,
+            lambda: supervisor.guards[path].armed_threshold_bytes == expected,
+            "s.guards[path].armed_threshold_bytes == expected",
+        )
         _write_in_place(os.path.join(path, "memory.max"), "max")
-        await supervisor.wait_for(lambda s: s.guards[path].armed_threshold_bytes is None)
+        await until(
+            supervisor.changes,
+            lambda: supervisor.guards[path].armed_threshold_bytes is None,
+            "s.guards[path].armed_threshold_bytes is None",
+        )
         _write_in_place(os.path.join(path, "memory.max"), str(100 * MIB))
         report = await collect.wait_for_kind(path, ReportKind.NOOP)
     assert report.limit_bytes == 100 * MIB
@@ -175,6 +191,6 @@ async def test_cache_flusher_skips_unlimited_cgroups_for_a_share(
     model.create(path, FakeMemory(limit_bytes=None, clean_cache_bytes=500 * MIB))
     config = make_config(empty_fake_root, cache_flush_above=CacheLimit(ratio=0.25))
     async with running_agent(config) as (agent, collect):
-        await supervisor_of(agent).wait_until(1)
+        await wait_guarded(agent, 1)
         await trio.sleep(120)  # virtual time: several flush intervals pass
     assert collect.reports == []

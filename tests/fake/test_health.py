@@ -6,13 +6,13 @@ import trio
 import trio.testing
 from prometheus_client import CollectorRegistry
 
-from memguard.cli.run import routes, state_metrics
+from memguard.cli.observe import routes, state_metrics
 from memguard.fake import drive, tree
 from memguard.policy.model import MIB, Policy
 from memguard.reports.http import HealthServer, bind
 from memguard.reports.metrics import MetricsSink, StateCollector
 from memguard.reports.report import ReportKind
-from tests.helpers import make_config, running_agent, supervisor_of
+from tests.helpers import compose_agent, make_config, running_agent, until
 
 
 async def http_get(port: int, path: str) -> tuple[int, str]:
@@ -41,11 +41,16 @@ async def test_health_readiness_and_metrics(
             assert server.bound_port is not None
             port = server.bound_port
             assert await http_get(port, "/healthz") == (200, "ok\n")
-            await supervisor_of(agent).wait_for(lambda s: all(g.armed for g in s.guards.values()))
+            await until(agent.supervisor.changes, agent.ready, "the agent ready")
             assert await http_get(port, "/readyz") == (200, "ready\n")
             drive.step(root, target.path, drive.Kind.ANON, 248 * MIB)
             await collect.wait_for_kind(target.path, ReportKind.NOOP)
-            await agent.bus.wait_handled("metrics", len(collect.reports))
+            handled = len(collect.reports)
+            await until(
+                agent.bus.changes,
+                lambda: agent.bus.handled("metrics") >= handled,
+                "the metrics sink handled every report",
+            )
             status, metrics = await http_get(port, "/metrics")
             assert status == 200
             assert 'memguard_reports_total{reason="OomGuardNoop"} 1.0' in metrics
@@ -56,9 +61,7 @@ async def test_health_readiness_and_metrics(
 
 
 async def test_not_ready_before_discovery(empty_fake_root: str) -> None:
-    from memguard.guarding.agent import Agent
-
-    agent = Agent(make_config(empty_fake_root), [])
+    agent, _ = compose_agent(make_config(empty_fake_root), [])
     registry = CollectorRegistry()
     server = HealthServer(await bind("127.0.0.1", 0), routes(agent, registry))
     async with trio.open_nursery() as nursery:

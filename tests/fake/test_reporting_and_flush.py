@@ -8,13 +8,14 @@ from contextlib import AbstractContextManager
 import trio
 import trio.testing
 
-from memguard.backends.base import Notifier, Service
+from memguard.backends.base import NamedService, Notifier
 from memguard.backends.inotify_hub import InotifyHub
 from memguard.guarding.actions import Flusher
 from memguard.policy.model import MemorySnapshot
 from memguard.policy.paths import ContainerRef
 from memguard.reports.bus import ReportBus
 from memguard.reports.report import Report, ReportKind
+from tests.helpers import until
 
 
 def _report(index: int) -> Report:
@@ -114,7 +115,7 @@ class BlockingFlushBackend:
     def kill_all(self, cgroup_dir: str) -> bool | None:
         return None
 
-    def services(self) -> list[Service]:
+    def services(self) -> list[NamedService]:
         return []
 
     unified_settings = False
@@ -140,7 +141,9 @@ async def test_flush_is_bounded_in_time_and_never_doubled() -> None:
     other = await flusher.flush("/cg/b", 1)  # other cgroups are not held up
     assert other.busy is False
     backend.release.set()
-    await flusher.wait_idle("/cg/a")  # the abandoned thread has returned
+    await until(
+        flusher.changes, lambda: not flusher.busy("/cg/a"), "the abandoned flush returned"
+    )  # the abandoned thread has returned
     third = await flusher.flush("/cg/a", 1)
     assert third.completed
     assert backend.calls == 3

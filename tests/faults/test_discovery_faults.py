@@ -17,7 +17,7 @@ import trio
 from memguard.fake import drive
 from memguard.policy.model import MIB, Policy
 from tests.agentproc import FakeContainer, agent_process, metric, wait_exit, wait_until
-from tests.helpers import make_config, running_agent, supervisor_of
+from tests.helpers import make_config, running_agent, until
 from tests.kernel.cgroups import CgroupTree
 
 LONG_NAME = "a" * 250
@@ -159,8 +159,10 @@ async def test_directories_replaced_between_events(
     first = make_fake_container(root, f"kubepods/pod{uid(1)}/{'f' * 64}", 256 * MIB)
     config = make_config(root, policy=Policy.CONTAINER)
     async with running_agent(config) as (agent, _):
-        supervisor = supervisor_of(agent)
-        await supervisor.wait_for(lambda s: first.path in s.guarded)
+        supervisor = agent.supervisor
+        await until(
+            supervisor.changes, lambda: first.path in supervisor.guarded, "first.path in s.guarded"
+        )
         # The container's directory goes and a new one takes its place at once.
         os.rename(first.path, first.path + ".old")
         again = make_fake_container(root, f"kubepods/pod{uid(1)}/{'f' * 64}", 256 * MIB)
@@ -173,7 +175,11 @@ async def test_directories_replaced_between_events(
         os.rmdir(odd)
         os.close(os.open(odd, os.O_CREAT | os.O_WRONLY, 0o644))  # a file where a pod was
         with trio.fail_after(10):
-            await supervisor.wait_for(lambda s: {again.path, renamed}.issubset(s.guarded))
+            await until(
+                supervisor.changes,
+                lambda: {again.path, renamed}.issubset(supervisor.guarded),
+                "{again.path, renamed}.issubset(s.guarded)",
+            )
         assert first.path + ".old" not in supervisor.guarded
         drive.step(root, again.path, drive.Kind.ANON, 250 * MIB)
         await wait_exit(again.pid, 30, "memguard did not protect the re-created container")

@@ -11,12 +11,13 @@ import pathlib
 import signal
 import sys
 import uuid
+from collections.abc import Callable, Mapping
 from fractions import Fraction
 
 import pytest
 
 from memguard.backends.v2 import V2Settings
-from memguard.guarding.agent import AgentConfig
+from memguard.cli.config import RunConfig
 from memguard.kernel import cgroupfs
 from memguard.kube.pods import PodInfo, parse_pod
 from memguard.policy.margin import threshold_bytes
@@ -28,9 +29,10 @@ from tests.helpers import (
     make_settings,
     open_fd_count,
     running_agent,
-    supervisor_of,
     trio_task_count,
+    until,
     wait_armed,
+    wait_guarded,
 )
 from tests.kernel.cgroups import FDS_PER_GUARD, TEST_CGROUP_VERSION, CgroupTree
 
@@ -38,7 +40,7 @@ pytestmark = pytest.mark.kernel
 KILLED = -signal.SIGKILL
 
 
-def kill_config(cgroups: CgroupTree, policy: Policy) -> AgentConfig:
+def kill_config(cgroups: CgroupTree, policy: Policy) -> RunConfig:
     """v1's threshold eventfd wins every race; on v2 only the memory.high tripwire
     does against a 100 MiB/s anon hog (it throttles the allocator past the
     threshold): the other signals' odds are measured in bench/v2_signals.py."""
@@ -119,11 +121,11 @@ async def test_noop_kills_nothing_and_reports_the_kernel_oom(cgroups: CgroupTree
 async def test_rmdir_of_a_guarded_cgroup_ends_its_guard_cleanly(cgroups: CgroupTree) -> None:
     cgroup = cgroups.container(limit_bytes=64 * MIB)
     async with running_agent(make_config(cgroups.parent)) as (agent, _):
-        supervisor = supervisor_of(agent)
+        supervisor = agent.supervisor
         await wait_armed(agent, cgroup)
         fds_armed = open_fd_count()
         cgroups.remove(cgroup)
-        await supervisor.wait_until(0)
+        await wait_guarded(agent, 0)
         assert supervisor.failures == 0
         assert open_fd_count() == fds_armed - FDS_PER_GUARD  # the guard's fds are closed
 
@@ -132,26 +134,32 @@ async def test_limit_change_rearms_the_kernel_threshold(cgroups: CgroupTree) -> 
     cgroup = cgroups.container(limit_bytes=256 * MIB)
     settings = make_settings()
     async with running_agent(make_config(cgroups.parent)) as (agent, _):
-        supervisor = supervisor_of(agent)
+        supervisor = agent.supervisor
         await wait_armed(agent, cgroup)
         cgroups.set_limit(cgroup, 128 * MIB)
         expected = threshold_bytes(128 * MIB, settings)
-        await supervisor.wait_for(lambda s: s.guards[cgroup].armed_threshold_bytes == expected)
+        await until(
+            supervisor.changes,
+            lambda: supervisor.guards[cgroup].armed_threshold_bytes == expected,
+            "s.guards[cgroup].armed_threshold_bytes == expected",
+        )
 
 
 async def test_many_real_cgroups_come_and_go_without_leaks(cgroups: CgroupTree) -> None:
     count = 500 if cgroups.version == 1 else 100  # the v2 VM is emulated (TCG): slow
     async with running_agent(make_config(cgroups.parent)) as (agent, _):
-        supervisor = supervisor_of(agent)
+        supervisor = agent.supervisor
         tasks_before, fds_before = trio_task_count(), open_fd_count()
         paths = [cgroups.container(limit_bytes=64 * MIB, index=i) for i in range(count)]
-        await supervisor.wait_for(
-            lambda s: len(s.guards) == count and all(g.armed for g in s.guards.values())
+        await until(
+            supervisor.changes,
+            lambda: len(supervisor.guards) == count and supervisor.armed == count,
+            f"{count} guards armed",
         )
         assert open_fd_count() == fds_before + count * FDS_PER_GUARD
         for path in paths:
             cgroups.remove(path)
-        await supervisor.wait_until(0)
+        await wait_guarded(agent, 0)
         assert trio_task_count() == tasks_before
         assert open_fd_count() == fds_before
         assert supervisor.failures == 0
@@ -185,10 +193,20 @@ async def test_cache_flusher_reclaims_page_cache_above_its_limit(
 
 
 class PodsByUid(dict[str, PodInfo]):
-    """Pods as the pod cache would hold them (memguard.memory_qos.PodSource)."""
+    """Pods as the pod cache would hold them (a memguard.qos.applier.PodSource)."""
 
-    def lookup(self, pod_uid: str | None) -> PodInfo | None:
-        return None if pod_uid is None else self.get(pod_uid)
+    def container_view(
+        self, pod_uid: str | None, container_id: str | None
+    ) -> tuple[str, Mapping[str, str]] | None:
+        pod = self.get(pod_uid or "")
+        container = pod.container(container_id) if pod is not None else None
+        return None if pod is None or container is None else (container.name, pod.annotations)
+
+    def subscribe(self, listener: Callable[[str | None], None]) -> None:
+        pass  # these pods never change
+
+    def unsubscribe(self, listener: Callable[[str | None], None]) -> None:
+        pass
 
 
 def annotated_pod(uid: str, container_id: str, annotations: dict[str, str]) -> PodInfo:
@@ -206,15 +224,14 @@ async def test_memory_qos_is_written_on_v2_and_reported_unsupported_on_v1(
     config = make_config(cgroups.parent, memory_qos=qos)
     good_uid, bad_uid = str(uuid.uuid4()), str(uuid.uuid4())
     good_id, bad_id = uuid.uuid4().hex * 2, uuid.uuid4().hex * 2
-    async with running_agent(config) as (agent, collect):
-        assert agent.memory_qos is not None
-        agent.memory_qos.pods = PodsByUid(
-            {
-                good_uid: annotated_pod(good_uid, good_id, {"class.memory-qos.nri.io": "silver"}),
-                # allow-listed, well-formed, but not a value the kernel takes
-                bad_uid: annotated_pod(bad_uid, bad_id, {"memory.high.memory-qos.nri.io": "lots"}),
-            }
-        )
+    pods = PodsByUid(
+        {
+            good_uid: annotated_pod(good_uid, good_id, {"class.memory-qos.nri.io": "silver"}),
+            # allow-listed, well-formed, but not a value the kernel takes
+            bad_uid: annotated_pod(bad_uid, bad_id, {"memory.high.memory-qos.nri.io": "lots"}),
+        }
+    )
+    async with running_agent(config, pods=pods) as (_, collect):
         good = cgroups.container(128 * MIB, pod_uid=good_uid, container_id=good_id)
         bad = cgroups.container(128 * MIB, pod_uid=bad_uid, container_id=bad_id)
         if TEST_CGROUP_VERSION == 2:

@@ -12,8 +12,9 @@ from typing import Any
 import pytest
 import trio
 
+from memguard.cli.config import RunConfig
 from memguard.fake import drive, tree
-from memguard.guarding.agent import Agent, AgentConfig
+from memguard.guarding.agent import Agent
 from memguard.kube.connection import Connection
 from memguard.kube.features import KubeFeatures, open_kube
 from memguard.kube.pods import bare_container_id
@@ -21,7 +22,7 @@ from memguard.policy.model import MIB, Policy
 from memguard.policy.paths import ContainerRef
 from memguard.reports.collect_sink import CollectSink
 from memguard.reports.report import Report, ReportKind, Victim
-from tests.helpers import make_config, wait_armed
+from tests.helpers import compose_agent, make_config, until, wait_armed
 from tests.kernel.cgroups import CgroupTree
 from tests.kube.emulator import EVENTS_V1, KubeEmulator, container_id, make_pod
 
@@ -47,12 +48,14 @@ async def kube_features(kubeconfig: pathlib.Path | None) -> AsyncIterator[KubeFe
 
 @asynccontextmanager
 async def agent_with_kube(
-    config: AgentConfig, kubeconfig: pathlib.Path | None
+    config: RunConfig, kubeconfig: pathlib.Path | None
 ) -> AsyncIterator[tuple[Agent, CollectSink, KubeFeatures]]:
     features = await open_kube(Connection(False, str(kubeconfig)), NODE, explicit=True)
     assert features is not None
     collect = CollectSink()
-    agent = Agent(config, [collect, features.sink], services=[features.run])
+    agent, _ = compose_agent(
+        config, [collect, features.sink], [("pod-cache", features.run)], features.cache
+    )
     async with trio.open_nursery() as nursery:
         await nursery.start(agent.run)
         try:
@@ -100,7 +103,11 @@ async def test_a_real_kill_becomes_an_event_regarding_the_pod(
         hog.go()
         await collect.wait_for_kind(cgroup, ReportKind.KILL_PROCESS)
         await hog.exited()
-        await agent.bus.wait_handled("kubernetes", 1)
+        await until(
+            agent.bus.changes,
+            lambda: agent.bus.handled("kubernetes") >= 1,
+            f"{'kubernetes'} handled {1} reports",
+        )
     [event] = kube.events()
     assert event["reason"] == "OomGuardKillProcess"
     assert event["type"] == "Warning"
@@ -197,7 +204,7 @@ async def test_api_server_down_guards_still_kill_and_drops_are_counted(
     root, containers = fake_tree
     targets = [c for c in containers if c.limit_bytes == 256 * MIB]
     kube.stop_server()
-    config = make_config(root, policy=Policy.PROCESS, queue_capacity=1, shutdown_drain_s=0.2)
+    config = make_config(root, policy=Policy.PROCESS, report_queue=1, shutdown_drain_s=0.2)
     victims = []
     async with agent_with_kube(config, kube.kubeconfig) as (agent, collect, _):
         for target in targets:  # one at a time: the collecting sink's queue holds one too

@@ -36,7 +36,7 @@ from memguard.kube.sink import EventPoster, KubeEventSink
 from memguard.policy.model import MIB, Policy
 from memguard.reports.collect_sink import CollectSink
 from memguard.reports.report import Report, ReportKind
-from tests.helpers import make_config, supervisor_of, wait_armed
+from tests.helpers import compose_agent, make_config, until, wait_armed
 from tests.kernel.cgroups import CgroupTree
 from tests.kube.bounded import within
 from tests.kube.emulator import EVENTS_V1, PODS, KubeEmulator, container_id, make_pod
@@ -90,7 +90,9 @@ async def guarded_node(
     features = await open_tuned_kube(kube, list_timeout_s)
     config = make_config(cgroups.parent, policy=Policy.PROCESS, shutdown_drain_s=0.2)
     collect = CollectSink()
-    agent = Agent(config, [collect, features.sink], services=[features.run])
+    agent, _ = compose_agent(
+        config, [collect, features.sink], [("pod-cache", features.run)], features.cache
+    )
     async with trio.open_nursery() as nursery:
         with within("the agent starting"):
             await nursery.start(agent.run)
@@ -102,7 +104,7 @@ async def guarded_node(
         finally:
             agent.stop()
     # No fault ended a guard or the pod cache's component.
-    assert supervisor_of(agent).failures == 0
+    assert agent.supervisor.failures == 0
     failures = agent.status.failures  # components: the pod cache, each sink, discovery, ...
     assert {"pod-cache", "sink:kubernetes"} <= set(failures)
     assert not any(failures.values()), failures
@@ -124,7 +126,11 @@ async def kill_a_hog(node: Node, index: int) -> Report:
 
 async def events_handled(node: Node, count: int) -> None:
     with within(f"the Event sink handling {count} reports"):
-        await node.agent.bus.wait_handled("kubernetes", count)
+        await until(
+            node.agent.bus.changes,
+            lambda: node.agent.bus.handled("kubernetes") >= count,
+            f"{'kubernetes'} handled {count} reports",
+        )
 
 
 async def cache_reaches(node: Node, what: str, ok: Callable[[PodCache], bool]) -> None:

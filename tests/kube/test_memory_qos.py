@@ -27,7 +27,7 @@ from memguard.policy.qos import CLASS_KEY, QosClass, QosConfig, high_for
 from memguard.qos.applier import MemoryQos
 from memguard.reports.collect_sink import CollectSink
 from memguard.reports.report import Report, ReportKind
-from tests.helpers import make_config, supervisor_of
+from tests.helpers import compose_agent, make_config, until
 from tests.kube.emulator import PODS, KubeEmulator, pod_for
 
 NODE = "node-a"
@@ -48,13 +48,14 @@ async def qos_agent(
     assert features is not None
     collect = CollectSink()
     config = make_config(root, memory_qos=CONFIG, dry_run=dry_run)
-    agent = Agent(config, [collect, features.sink], services=[features.run])
-    assert agent.memory_qos is not None
-    agent.memory_qos.follow(features.cache)  # as memguard.serve does
+    agent, qos = compose_agent(
+        config, [collect, features.sink], [("pod-cache", features.run)], features.cache
+    )
+    assert qos is not None
     async with trio.open_nursery() as nursery:
         await nursery.start(agent.run)
         try:
-            yield agent, collect, agent.memory_qos, features
+            yield agent, collect, qos, features
         finally:
             agent.stop()
 
@@ -98,7 +99,7 @@ async def change_class_and_settle(
         return pod is not None and pod.annotations.get(CLASS_KEY) == qos_class
 
     await features.bridge.run(features.cache.wait_until(changed))
-    await qos.wait_settled()
+    await until(qos.changes, lambda: qos.settled, "memory QoS settled")
 
 
 def by_name(containers: list[FakeContainer]) -> dict[str, FakeContainer]:
@@ -133,7 +134,11 @@ async def test_classes_and_annotations_are_applied_or_refused(
         kind = ReportKind.QOS_APPLIED if v2 else ReportKind.QOS_UNSUPPORTED
         for container in (web, db, batch):
             done[container.name] = await collect.wait_for_kind(container.path, kind)
-        await agent.bus.wait_handled("kubernetes", 5)
+        await until(
+            agent.bus.changes,
+            lambda: agent.bus.handled("kubernetes") >= 5,
+            f"{'kubernetes'} handled {5} reports",
+        )
     assert "unknown memory QoS class 'gold' (known: bronze, silver)" in invalid_api.reason
     assert "memory.oom.group is not in unifiedannotations" in invalid_cache.reason
     for refused in (api, cache):
@@ -175,8 +180,11 @@ async def test_annotation_and_limit_changes_are_followed_and_undone(
         kube.patch(PODS, "shop", "web", class_patch("bronze"))
         # The limit changes (an in-place resize): memory.high follows it.
         write(web, "memory.max", str(512 * MIB))
-        await supervisor_of(agent).wait_for(
-            lambda s: (s.guards[web.path].armed_threshold_bytes or 0) > 256 * MIB
+        guards = agent.supervisor.guards
+        await until(
+            agent.supervisor.changes,
+            lambda: (guards[web.path].armed_threshold_bytes or 0) > 256 * MIB,
+            "the guard re-armed for the new limit",
         )
         want = str(high_for(512 * MIB, 0.5, PAGE_BYTES))
         await collect.wait_for(lambda r: r.cgroup == web.path and f"memory.high={want}" in r.reason)

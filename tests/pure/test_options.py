@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from memguard.cli.config import build_agent_config
+from memguard.cli.config import build_agent_config, build_run_config
 from memguard.cli.options import DEFAULT_PARENT, RUN_OPTIONS, Bounded, Option, resolve
 from memguard.errors import ConfigError
 from memguard.guarding.discovery import MatchMode
@@ -171,14 +171,14 @@ def test_v2_options_reach_the_config() -> None:
         "poll_max_interval": "2s",
         "high_tripwire": "true",
     }
-    config = build_agent_config(resolve(RUN_OPTIONS, given, NO_ENV))
+    config = build_run_config(resolve(RUN_OPTIONS, given, NO_ENV))
     assert config.v2.signals == {"psi", "poll"}
     assert config.v2.psi_trigger == "full 10000 1000000"
     assert config.v2.poll.min_interval_s == pytest.approx(0.005)
     assert config.v2.poll.max_interval_s == pytest.approx(2.0)
     assert config.v2.high_tripwire is True
     with pytest.raises(ConfigError, match="poll-min-interval"):
-        build_agent_config(resolve(RUN_OPTIONS, {"poll_min_interval": "3s"}, NO_ENV))
+        build_run_config(resolve(RUN_OPTIONS, {"poll_min_interval": "3s"}, NO_ENV))
 
 
 # --- every number has a range (issue 9) ------------------------------------------------------

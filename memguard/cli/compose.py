@@ -1,0 +1,226 @@
+"""The one composition root: from a RunConfig, everything `memguard run` runs.
+
+It picks the backend (v1, v2 or a fake tree), opens Kubernetes, builds the
+report bus and its sinks, memory QoS, the agent and the health endpoint - each
+part is handed what it needs, ready, and nothing is wired afterwards. Only this
+package imports memguard.fake.
+
+Kubernetes (aiohttp, kubernetes-asyncio) and Prometheus code is imported only
+when it is used: an agent without a cluster and without --listen does not pay
+their memory (measured: +13 MiB RSS together).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import errno
+import logging
+import os
+import resource
+import socket
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import trio
+
+from memguard.backends.base import Backend, NamedService
+from memguard.backends.v1 import V1Backend
+from memguard.backends.v2 import V2Backend, V2Settings
+from memguard.cli.config import RunConfig
+from memguard.cli.logsetup import NonBlockingHandler
+from memguard.cli.observe import routes, state_metrics
+from memguard.errors import ConfigError
+from memguard.fake import model as fake_model
+from memguard.fake.backend import FakeBackend
+from memguard.guarding.agent import Agent
+from memguard.kernel.fstype import FsKind, existing_ancestor, fs_kind
+from memguard.kernel.names import CONTROLLERS_FILE
+from memguard.kube.connection import find_connection, node_name_from
+from memguard.qos.applier import MemoryQos, PodSource
+from memguard.reports.bus import ReportBus, Sink
+from memguard.reports.http import DEFAULT_MAX_CONNECTIONS, HealthServer, HttpCounters, bind
+from memguard.reports.log_sink import LogSink
+from memguard.units import parse_listen
+
+if TYPE_CHECKING:
+    from memguard.kube.features import KubeFeatures
+
+log = logging.getLogger(__name__)
+
+
+def _require_root() -> None:
+    if os.geteuid() != 0:
+        raise ConfigError(
+            "memguard run needs root on a real cgroupfs (it writes cgroup control files "
+            "and kills): run it as root or in the DaemonSet"
+        )
+
+
+def _check_version(parent: str, found: str, wanted: str) -> None:
+    if wanted not in ("auto", found):
+        raise ConfigError(f"--cgroup-version {wanted}, but --parent {parent} is on cgroup v{found}")
+
+
+def _check_v2_memory(parent: str, existing: str) -> None:
+    """On v2 the parent must have the memory controller (else no memory.* files)."""
+    if existing != os.path.abspath(parent):
+        return  # a parent still to be created: guards wait for their files
+    try:
+        with open(os.path.join(existing, CONTROLLERS_FILE)) as file:
+            available = file.read().split()
+    except OSError:
+        return
+    if "memory" not in available:
+        raise ConfigError(
+            f"--parent {parent}: the memory controller is not enabled there "
+            "(add +memory to its parent's cgroup.subtree_control)"
+        )
+
+
+def select_backend(parent: str, version: str = "auto", v2: V2Settings | None = None) -> Backend:
+    """The backend for the filesystem holding parent; ConfigError if none fits."""
+    absolute = os.path.abspath(parent)
+    if not os.path.isdir(os.path.dirname(absolute)):
+        raise ConfigError(f"--parent {parent}: {os.path.dirname(absolute)} does not exist")
+    if os.path.exists(absolute) and not os.path.isdir(absolute):
+        raise ConfigError(f"--parent {parent}: not a directory")
+    existing = existing_ancestor(absolute)
+    kind = fs_kind(existing)
+    if kind is FsKind.CGROUP_V1:
+        _check_version(parent, "1", version)
+        _require_root()
+        return V1Backend()
+    if kind is FsKind.CGROUP_V2:
+        _check_version(parent, "2", version)
+        _check_v2_memory(parent, existing)
+        _require_root()
+        return V2Backend(v2)
+    root = fake_model.find_marker(absolute)
+    if root is not None:
+        tree_version = fake_model.tree_cgroup_version(root)
+        _check_version(parent, str(tree_version), version)
+        return FakeBackend(tree_version)
+    raise ConfigError(
+        f"--parent {parent} is neither on a cgroup filesystem (v1 memory or v2) nor inside "
+        "a fake tree (make one with: memguard fake init DIR)"
+    )
+
+
+def raise_fd_limit() -> int:
+    """One eventfd per guarded cgroup plus pidfds: lift the soft fd limit to the hard one."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return hard
+
+
+def http_connection_cap(fd_limit: int) -> int:
+    """Open HTTP connections allowed: enough for any scraper and probe, never more
+    than an eighth of the fds."""
+    return min(DEFAULT_MAX_CONNECTIONS, max(16, fd_limit // 8))
+
+
+def with_http_reserve(config: RunConfig, fd_limit: int) -> RunConfig:
+    """The agent keeps the HTTP endpoint's connections out of its fd budget."""
+    if not config.listen:
+        return config
+    agent = dataclasses.replace(config.agent, reserved_fds=http_connection_cap(fd_limit))
+    return dataclasses.replace(config, agent=agent)
+
+
+async def bind_listen(text: str) -> list[trio.SocketListener]:
+    """Listeners for --listen, or ConfigError (exit 2) with the reason in one line."""
+    host, port = parse_listen(text)
+    try:
+        return await bind(host, port)
+    except socket.gaierror as error:
+        raise ConfigError(f"--listen {text}: cannot resolve {host!r} ({error.strerror})") from None
+    except OSError as error:
+        reason = {
+            errno.EADDRINUSE: f"port {port} is already in use",
+            errno.EADDRNOTAVAIL: f"{host} is not an address of this host",
+            errno.EACCES: f"no permission to listen on port {port}",
+        }.get(error.errno or 0, error.strerror or str(error))
+        raise ConfigError(f"--listen {text}: {reason}") from None
+
+
+async def open_kube_from(config: RunConfig) -> KubeFeatures | None:
+    """Kubernetes features per --kubernetes/--kubeconfig, or None with one log line."""
+    if config.kubernetes == "off":
+        log.info("Kubernetes features are off (--kubernetes off)")
+        return None
+    connection = find_connection(config.kubeconfig or None, os.environ)
+    if connection is None:
+        log.info("Kubernetes features are off: not in a cluster, no --kubeconfig, no $KUBECONFIG")
+        return None
+    from memguard.kube.features import open_kube
+
+    node = node_name_from(config.node_name, os.environ)
+    return await open_kube(connection, node, explicit=bool(config.kubeconfig))
+
+
+@dataclass
+class Composed:
+    """Everything `memguard run` runs: the agent and, with --listen, its endpoint."""
+
+    agent: Agent
+    server: HealthServer | None
+
+
+async def compose(config: RunConfig, log_handler: NonBlockingHandler | None = None) -> Composed:
+    """Build it all; ConfigError (exit 2) before anything runs."""
+    # Bound first, so a bad --listen is exit 2 and nothing else was started.
+    listeners = await bind_listen(config.listen) if config.listen else None
+    backend = select_backend(config.agent.parent, config.cgroup_version, config.v2)
+    kube = await open_kube_from(config)
+    sinks: list[Sink] = [LogSink()]
+    services: list[NamedService] = []
+    if kube is not None:
+        sinks.append(kube.sink)
+        services.append(("pod-cache", kube.run))
+    registry = None
+    if listeners is not None:
+        from prometheus_client import CollectorRegistry
+
+        from memguard.reports.metrics import MetricsSink
+
+        registry = CollectorRegistry()
+        sinks.append(MetricsSink(registry))
+    pods = kube.cache if kube is not None else None
+    if pods is None and config.memory_qos is not None and config.memory_qos.enabled:
+        log.warning(
+            "memory QoS classes/annotations are configured, but Kubernetes is off: "
+            "without pod annotations nothing is applied"
+        )
+    agent, _ = build_agent(config, backend, sinks, services, pods)
+    server = None
+    if listeners is not None and registry is not None:
+        from memguard.reports.metrics import StateCollector
+
+        counters = HttpCounters()
+        registry.register(StateCollector(lambda: state_metrics(agent, kube, log_handler, counters)))
+        server = HealthServer(
+            listeners, routes(agent, registry), config.agent.reserved_fds, counters
+        )
+        log.info("health and metrics on http://%s", config.listen)
+    return Composed(agent, server)
+
+
+def build_agent(
+    config: RunConfig,
+    backend: Backend,
+    sinks: Sequence[Sink],
+    services: Sequence[NamedService] = (),
+    pods: PodSource | None = None,
+) -> tuple[Agent, MemoryQos | None]:
+    """The agent with its report bus and, when configured, memory QoS (which it
+    also returns: it is a service and a container listener of the agent)."""
+    bus = ReportBus(sinks, config.report_queue)
+    qos = None
+    if config.memory_qos is not None and config.memory_qos.enabled:
+        page_bytes = os.sysconf("SC_PAGE_SIZE")
+        dry_run = config.agent.settings.dry_run
+        qos = MemoryQos(config.memory_qos, backend, bus.publish, page_bytes, dry_run, pods)
+    named = [*services, (qos.component, qos.run)] if qos else list(services)
+    return Agent(config.agent, backend, bus, named, [qos] if qos else []), qos
