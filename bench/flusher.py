@@ -21,8 +21,8 @@ import trio
 
 from memguard.policy.model import MIB, CacheLimit
 from memguard.reports.report import ReportKind
-from tests.helpers import make_config, running_agent
-from tests.kernel.cgroups import TEST_CGROUP_VERSION, CgroupTree, new_tree
+from testing.agents import make_config, running_agent
+from testing.cgroups import TEST_CGROUP_VERSION, CgroupTree, new_tree
 
 RESULTS_DIR = os.path.join(os.path.dirname(__file__), "results")
 

@@ -37,8 +37,8 @@ from memguard.policy.paths import ContainerRef
 from memguard.reports.bus import ReportBus
 from memguard.reports.collect_sink import CollectSink
 from memguard.reports.report import Report, ReportKind
-from tests.helpers import compose_agent, make_config, until, wait_armed
-from tests.kube.emulator import make_pod
+from testing.agents import compose_agent, make_config, until, wait_armed
+from testing.kube.emulator import make_pod
 
 NODE = "bench-node"
 RESULTS_DIR = os.path.join(os.path.dirname(__file__), "results")

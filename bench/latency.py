@@ -23,8 +23,8 @@ import trio
 
 from memguard.policy.model import MIB, Policy
 from memguard.reports.report import ReportKind
-from tests.helpers import make_config, running_agent, wait_armed
-from tests.kernel.cgroups import CgroupTree, new_tree
+from testing.agents import make_config, running_agent, wait_armed
+from testing.cgroups import CgroupTree, new_tree
 
 RESULTS_DIR = os.path.join(os.path.dirname(__file__), "results")
 

@@ -34,8 +34,8 @@ from memguard.cli.logsetup import configure
 from memguard.policy.model import MIB, Policy
 from memguard.reports.http import HealthServer, bind
 from memguard.reports.report import ReportKind
-from tests.helpers import make_config, running_agent, wait_armed
-from tests.kernel.cgroups import CgroupTree, new_tree
+from testing.agents import make_config, running_agent, wait_armed
+from testing.cgroups import CgroupTree, new_tree
 
 CONDITIONS = ("undisturbed", "log-stall", "connections")
 RESULTS_DIR = os.path.join(os.path.dirname(__file__), "results")

@@ -20,8 +20,8 @@ import time
 
 from bench.kube_events import _kubeconfig
 from memguard.policy.model import MIB
-from tests.kernel.cgroups import CgroupTree, new_tree
-from tests.kube.emulator import make_pod
+from testing.cgroups import CgroupTree, new_tree
+from testing.kube.emulator import make_pod
 
 RESULTS_DIR = os.path.join(os.path.dirname(__file__), "results")
 CLOCK_TICKS_PER_S = os.sysconf("SC_CLK_TCK")

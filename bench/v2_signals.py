@@ -27,8 +27,8 @@ from memguard.backends.v2 import V2Settings
 from memguard.policy.margin import threshold_bytes
 from memguard.policy.model import MIB, Policy
 from memguard.reports.report import ReportKind
-from tests.helpers import make_config, make_settings, running_agent, wait_armed
-from tests.kernel.cgroups import CgroupTree, new_tree
+from testing.agents import make_config, make_settings, running_agent, wait_armed
+from testing.cgroups import CgroupTree, new_tree
 
 LIMIT_MIB = 128
 RATE_MIB_S = 100.0

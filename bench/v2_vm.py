@@ -14,7 +14,7 @@ import os
 import pathlib
 import tempfile
 
-from tests.vm.run_in_vm import run_in_vm_result
+from testing.run_in_vm import run_in_vm_result
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 RESULTS_DIR = ROOT / "bench" / "results"

@@ -18,7 +18,7 @@ import pytest
 from memguard.fake import model, tree
 from memguard.fake.tree import kill_and_reap
 from memguard.kernel.fstype import FsKind, fs_kind
-from tests.kernel.cgroups import (
+from testing.cgroups import (
     TEST_CGROUP_VERSION,
     V1_MEMORY_ROOT,
     V2_ROOT,

@@ -9,7 +9,7 @@ from memguard.fake import model, tree
 from memguard.fake.model import FakeMemory
 from memguard.guarding.discovery import MAX_DEPTH, TOO_DEEP, MatchMode
 from memguard.policy.model import MIB
-from tests.helpers import (
+from testing.agents import (
     make_config,
     open_fd_count,
     running_agent,

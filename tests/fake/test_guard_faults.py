@@ -14,7 +14,7 @@ from memguard.kernel import names
 from memguard.policy.margin import threshold_bytes
 from memguard.policy.model import MIB, CacheLimit, Policy
 from memguard.reports.report import ReportKind
-from tests.helpers import make_config, make_settings, running_agent, until, wait_guarded
+from testing.agents import make_config, make_settings, running_agent, until, wait_guarded
 
 HEX = "d" * 64
 

@@ -12,7 +12,7 @@ from memguard.policy.model import MIB, Policy
 from memguard.reports.http import HealthServer, bind
 from memguard.reports.metrics import MetricsSink, StateCollector
 from memguard.reports.report import ReportKind
-from tests.helpers import compose_agent, make_config, running_agent, until
+from testing.agents import compose_agent, make_config, running_agent, until
 
 
 async def http_get(port: int, path: str) -> tuple[int, str]:

@@ -16,8 +16,8 @@ from memguard.guarding.supervisor import FdBudget
 from memguard.kernel.native import ffi, lib
 from memguard.policy.model import MIB, Policy
 from memguard.reports.report import ReportKind
-from tests.agentproc import wait_exit
-from tests.helpers import make_config, running_agent
+from testing.agentproc import wait_exit
+from testing.agents import make_config, running_agent
 
 
 class RefusingLib:

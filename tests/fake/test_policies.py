@@ -9,7 +9,7 @@ from memguard.fake import drive, model, tree
 from memguard.fake.model import FakeMemory
 from memguard.policy.model import MIB, Policy
 from memguard.reports.report import ReportKind
-from tests.helpers import make_config, running_agent
+from testing.agents import make_config, running_agent
 
 Tree = tuple[str, list[tree.FakeContainer]]
 

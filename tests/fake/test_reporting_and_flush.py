@@ -15,7 +15,7 @@ from memguard.policy.model import MemorySnapshot
 from memguard.policy.paths import ContainerRef
 from memguard.reports.bus import ReportBus
 from memguard.reports.report import Report, ReportKind
-from tests.helpers import until
+from testing.agents import until
 
 
 def _report(index: int) -> Report:

@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from memguard.fake.tree import kill_and_reap
-from tests.agentproc import FakeContainer, fake_container
+from testing.agentproc import FakeContainer, fake_container
 
 
 @pytest.fixture

@@ -16,9 +16,9 @@ import trio
 
 from memguard.fake import drive
 from memguard.policy.model import MIB, Policy
-from tests.agentproc import FakeContainer, agent_process, metric, wait_exit, wait_until
-from tests.helpers import make_config, running_agent, until
-from tests.kernel.cgroups import CgroupTree
+from testing.agentproc import FakeContainer, agent_process, metric, wait_exit, wait_until
+from testing.agents import make_config, running_agent, until
+from testing.cgroups import CgroupTree
 
 LONG_NAME = "a" * 250
 LEVELS = 18  # 18 x 251 characters: past PATH_MAX (4096)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pathlib
 import shutil
 
-from tests.agentproc import agent_process, wait_until
+from testing.agentproc import agent_process, wait_until
 
 
 async def test_the_parent_filesystem_gone_is_one_line_and_exit_1(

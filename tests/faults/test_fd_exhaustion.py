@@ -17,8 +17,8 @@ import pytest
 import trio
 
 from memguard.policy.model import MIB
-from tests.agentproc import AgentProcess, agent_process, metric, wait_until
-from tests.kernel.cgroups import CgroupTree
+from testing.agentproc import AgentProcess, agent_process, metric, wait_until
+from testing.cgroups import CgroupTree
 
 pytestmark = pytest.mark.kernel
 

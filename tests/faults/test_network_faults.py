@@ -14,7 +14,7 @@ import trio
 
 from memguard.fake import drive
 from memguard.policy.model import MIB
-from tests.agentproc import (
+from testing.agentproc import (
     AgentProcess,
     FakeContainer,
     agent_process,

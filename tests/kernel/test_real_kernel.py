@@ -24,7 +24,7 @@ from memguard.policy.margin import threshold_bytes
 from memguard.policy.model import MIB, CacheLimit, Policy
 from memguard.policy.qos import QosClass, QosConfig, high_for
 from memguard.reports.report import ReportKind
-from tests.helpers import (
+from testing.agents import (
     make_config,
     make_settings,
     open_fd_count,
@@ -34,7 +34,7 @@ from tests.helpers import (
     wait_armed,
     wait_guarded,
 )
-from tests.kernel.cgroups import FDS_PER_GUARD, TEST_CGROUP_VERSION, CgroupTree
+from testing.cgroups import FDS_PER_GUARD, TEST_CGROUP_VERSION, CgroupTree
 
 pytestmark = pytest.mark.kernel
 KILLED = -signal.SIGKILL

@@ -7,8 +7,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.kube.aioloop import AsyncioThread
-from tests.kube.emulator import KubeEmulator
+from testing.kube.aioloop import AsyncioThread
+from testing.kube.emulator import KubeEmulator
 
 
 @pytest.fixture

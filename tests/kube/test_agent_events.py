@@ -22,9 +22,9 @@ from memguard.policy.model import MIB, Policy
 from memguard.policy.paths import ContainerRef
 from memguard.reports.collect_sink import CollectSink
 from memguard.reports.report import Report, ReportKind, Victim
-from tests.helpers import compose_agent, make_config, until, wait_armed
-from tests.kernel.cgroups import CgroupTree
-from tests.kube.emulator import EVENTS_V1, KubeEmulator, container_id, make_pod
+from testing.agents import compose_agent, make_config, until, wait_armed
+from testing.cgroups import CgroupTree
+from testing.kube.emulator import EVENTS_V1, KubeEmulator, container_id, make_pod
 
 NODE = "node-a"
 

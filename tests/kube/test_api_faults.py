@@ -36,10 +36,10 @@ from memguard.kube.sink import EventPoster, KubeEventSink
 from memguard.policy.model import MIB, Policy
 from memguard.reports.collect_sink import CollectSink
 from memguard.reports.report import Report, ReportKind
-from tests.helpers import compose_agent, make_config, until, wait_armed
-from tests.kernel.cgroups import CgroupTree
-from tests.kube.bounded import within
-from tests.kube.emulator import EVENTS_V1, PODS, KubeEmulator, container_id, make_pod
+from testing.agents import compose_agent, make_config, until, wait_armed
+from testing.cgroups import CgroupTree
+from testing.kube.emulator import EVENTS_V1, PODS, KubeEmulator, container_id, make_pod
+from testing.waits import within
 
 pytestmark = pytest.mark.kernel
 

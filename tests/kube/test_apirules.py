@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from tests.kube import apirules
+from testing.kube import apirules
 
 POD = {
     "metadata": {"name": "web-0", "namespace": "shop", "labels": {"app": "web", "tier": "a"}},

@@ -15,7 +15,7 @@ from typing import Any
 from memguard.fake.tree import FakeContainer
 from memguard.policy.model import MIB
 from memguard.policy.qos import high_for
-from tests.kube.emulator import KubeEmulator, pod_for
+from testing.kube.emulator import KubeEmulator, pod_for
 
 NODE = "node-a"
 CONFIG = """\

@@ -4,7 +4,7 @@ These pin what memguard's Kubernetes code will rely on: kubeconfig loading,
 list with fieldSelector, list+watch from a resourceVersion, 410 Gone,
 events.k8s.io/v1 and core/v1 Event create/patch with the server's validation,
 injected 500s, delays and an unreachable server. The last test pins the kmock
-0.8 quirks that tests/kube/apiserver.py exists to fix: if kmock changes them,
+0.8 quirks that testing/kube/apiserver.py exists to fix: if kmock changes them,
 it fails and NOTES.md needs a look.
 """
 
@@ -21,10 +21,10 @@ import pytest
 import trio
 from kubernetes_asyncio import client, watch
 
-from tests.kube import apirules
-from tests.kube.aioloop import AsyncioThread
-from tests.kube.client import api_client
-from tests.kube.emulator import (
+from testing.kube import apirules
+from testing.kube.aioloop import AsyncioThread
+from testing.kube.client import api_client
+from testing.kube.emulator import (
     CORE_EVENTS,
     EVENTS_V1,
     PODS,

@@ -27,8 +27,8 @@ from memguard.policy.qos import CLASS_KEY, QosClass, QosConfig, high_for
 from memguard.qos.applier import MemoryQos
 from memguard.reports.collect_sink import CollectSink
 from memguard.reports.report import Report, ReportKind
-from tests.helpers import compose_agent, make_config, until
-from tests.kube.emulator import PODS, KubeEmulator, pod_for
+from testing.agents import compose_agent, make_config, until
+from testing.kube.emulator import PODS, KubeEmulator, pod_for
 
 NODE = "node-a"
 PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")

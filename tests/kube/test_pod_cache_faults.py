@@ -23,8 +23,8 @@ from memguard.kube.bridge import AsyncioBridge
 from memguard.kube.client import MAX_RESPONSE_BYTES, MAX_WATCH_LINE_BYTES, KubeClient
 from memguard.kube.connection import Connection
 from memguard.kube.podcache import PodCache
-from tests.kube.bounded import within
-from tests.kube.emulator import PODS, KubeEmulator, make_pod
+from testing.kube.emulator import PODS, KubeEmulator, make_pod
+from testing.waits import within
 
 NODE = "node-a"
 FAST = {"backoff_s": (0.01,)}

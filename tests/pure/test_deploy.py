@@ -13,7 +13,7 @@ import yaml
 from memguard.cli.configfile import load_config_file
 from memguard.cli.main import build_parser
 from memguard.cli.options import RUN_OPTIONS, resolve
-from tests.kube import apirules
+from testing.kube import apirules
 
 DEPLOY = pathlib.Path(__file__).resolve().parents[2] / "deploy"
 MANIFESTS = ["serviceaccount.yaml", "rbac.yaml", "configmap.yaml", "daemonset.yaml"]

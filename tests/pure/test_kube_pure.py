@@ -22,7 +22,7 @@ from memguard.kube.events import (
 from memguard.kube.pods import ContainerInfo, bare_container_id, parse_pod
 from memguard.policy.paths import ContainerRef
 from memguard.reports.report import Report, ReportKind, Victim
-from tests.kube import apirules
+from testing.kube import apirules
 
 HEX = "ab" * 32
 UID = "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0"

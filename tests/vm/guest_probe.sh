@@ -1,7 +1,7 @@
 #!/bin/bash
 # Probe what a memguard cgroup v2 test needs inside the virtme-ng guest (see NOTES.md).
 # Run it in the guest as root, e.g. from /work/main:
-#   .venv/bin/python tests/vm/run_in_vm.py --rwdir /tmp/vm-results -- bash tests/vm/guest_probe.sh
+#   .venv/bin/python testing/run_in_vm.py --rwdir /tmp/vm-results -- bash tests/vm/guest_probe.sh
 # Prints sections and "OK:"/"FAIL:" lines; exits 1 if any check failed.  Removes the
 # cgroups, mount, RAM disk and files it creates.
 set -u

@@ -15,7 +15,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from tests.vm.run_in_vm import run_in_vm_result
+from testing.run_in_vm import run_in_vm_result
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 KERNEL_TESTS = ROOT / "tests" / "kernel"

@@ -11,7 +11,7 @@ out raises :class:`VMError` (the CLI exits 125): this harness never skips silent
 
 CLI::
 
-    python tests/vm/run_in_vm.py --rwdir DIR [--memory MIB] [--cpus N] [--timeout S] \
+    python testing/run_in_vm.py --rwdir DIR [--memory MIB] [--cpus N] [--timeout S] \
         [--env NAME=VALUE ...] [--verbose] -- CMD...
 
 One CMD word is a shell command line (``-- 'echo hi; exit 3'``); several are joined with

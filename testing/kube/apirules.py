@@ -1,6 +1,6 @@
 """API-server rules that kmock does not implement, as pure functions.
 
-The emulator (tests/kube/apiserver.py) applies these so that memguard is tested
+The emulator (testing/kube/apiserver.py) applies these so that memguard is tested
 against the real server's documented behaviour, not against kmock's leniency:
 
 - strict schema checks with kubernetes-validate (unknown fields, wrong types);

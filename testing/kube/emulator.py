@@ -7,7 +7,7 @@
         ... memguard (its own asyncio loop) posts Events ...
         assert kube.events()[0]["reason"] == "OomGuardKillContainer"
 
-The emulator is tests/kube/apiserver.py (kmock plus the server behaviour kmock
+The emulator is testing/kube/apiserver.py (kmock plus the server behaviour kmock
 lacks). Its state lives on the emulator's loop: every method here hops onto
 that loop and returns plain dicts, so it is safe from any thread, trio's too.
 The hops take well under a millisecond; only `wait_watching` waits, and it is
@@ -30,10 +30,10 @@ import kmock
 import trio
 
 from memguard.fake.tree import FakeContainer
-from tests.kube import apirules
-from tests.kube.aioloop import AsyncioThread
-from tests.kube.apiserver import HARNESS_AGENT as HARNESS
-from tests.kube.apiserver import ApiServerEmulator, Fault, group_version
+from testing.kube import apirules
+from testing.kube.aioloop import AsyncioThread
+from testing.kube.apiserver import HARNESS_AGENT as HARNESS
+from testing.kube.apiserver import ApiServerEmulator, Fault, group_version
 
 PODS = kmock.resource("v1/pods")
 NODES = kmock.resource("v1/nodes")

@@ -1,4 +1,4 @@
-"""Shared test helpers: settings, a running agent, process and fd accounting."""
+"""Agents for tests and benchmarks: settings, a running agent, process and fd accounting."""
 
 from __future__ import annotations
 

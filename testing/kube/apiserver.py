@@ -10,7 +10,7 @@ lists without kind/apiVersion and with resourceVersion "..."; stores a created
 object *before* any user reaction runs, so an injected 500 still creates it.
 This subclass adds the missing behaviour (NOTES.md lists what is still
 missing). Everything here runs on the emulator's own asyncio loop; tests talk
-to it through tests/kube/emulator.py.
+to it through testing/kube/emulator.py.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from typing import Any
 import aiohttp.web
 import kmock
 
-from tests.kube import apirules
+from testing.kube import apirules
 
 # plural path -> (kind, namespaced). kmock serves discovery only for declared
 # (or already stored) resources; kubernetes-asyncio itself needs no discovery.

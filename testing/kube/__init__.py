@@ -1,0 +1,1 @@
+"""The Kubernetes API-server emulator (kmock plus the rules it lacks); NOTES.md."""
