@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 from memguard.fake.tree import kill_and_reap
 from memguard.kernel import cgroupfs, names
+from memguard.kernel.fstype import FsKind, fs_kind
 from memguard.kernel.pidfd import PidFd
 
 V1_MEMORY_ROOT = "/sys/fs/cgroup/memory"
@@ -30,6 +31,24 @@ TEST_CGROUP_VERSION = int(os.environ.get("MEMGUARD_TEST_CGROUP_VERSION", "1"))
 # fds a guard holds: v1 one eventfd; v2 memory.current, memory.pressure and its epoll.
 FDS_PER_GUARD = {1: 1, 2: 3}[TEST_CGROUP_VERSION]
 HOG = os.path.join(os.path.dirname(__file__), "hog.py")
+
+
+def missing_prerequisite(version: int = TEST_CGROUP_VERSION) -> str | None:
+    """Why real cgroups of this version cannot be made here (None: they can)."""
+    if os.geteuid() != 0:
+        return "not running as root"
+    if version == 2:
+        if fs_kind(V2_ROOT) is not FsKind.CGROUP_V2:
+            return f"{V2_ROOT} is not a cgroup v2 mount"
+        with open(os.path.join(V2_ROOT, "cgroup.controllers")) as file:
+            if "memory" not in file.read().split():
+                return "cgroup v2 without the memory controller"
+        return None
+    if fs_kind(V1_MEMORY_ROOT) is not FsKind.CGROUP_V1:
+        return f"{V1_MEMORY_ROOT} is not a cgroup v1 mount"
+    if not os.path.exists(os.path.join(V1_MEMORY_ROOT, "cgroup.event_control")):
+        return f"{V1_MEMORY_ROOT} has no cgroup.event_control (not the memory controller)"
+    return None
 
 
 @dataclass

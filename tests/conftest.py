@@ -1,7 +1,9 @@
 """Fixtures shared by every tier.
 
-The real-kernel fixture (`cgroups`) needs root and the cgroup v1 memory
-controller; CI runs as root on a cgroup v1 host, so a missing prerequisite
+The real-kernel fixtures (`cgroups`, `page_cache_dir`) import testing.cgroups
+when a test asks for them, so the other tiers never load the real-kernel
+helpers. `cgroups` needs root and the memory controller (cgroup v1 here, v2 in
+the test VM); CI runs as root on a cgroup v1 host, so a missing prerequisite
 fails the test instead of skipping. MEMGUARD_SKIP_KERNEL_TESTS=1 skips
 explicitly (a developer machine without root); CI must never set it.
 """
@@ -12,19 +14,15 @@ import os
 import pathlib
 import subprocess
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import pytest
 
 from memguard.fake import model, tree
 from memguard.fake.tree import kill_and_reap
-from memguard.kernel.fstype import FsKind, fs_kind
-from testing.cgroups import (
-    TEST_CGROUP_VERSION,
-    V1_MEMORY_ROOT,
-    V2_ROOT,
-    CgroupTree,
-    new_tree,
-)
+
+if TYPE_CHECKING:
+    from testing.cgroups import CgroupTree
 
 
 @pytest.fixture
@@ -70,26 +68,12 @@ def empty_fake_root(tmp_path: os.PathLike[str]) -> str:
     return root
 
 
-def _missing_prerequisite() -> str | None:
-    if os.geteuid() != 0:
-        return "not running as root"
-    if TEST_CGROUP_VERSION == 2:
-        if fs_kind(V2_ROOT) is not FsKind.CGROUP_V2:
-            return f"{V2_ROOT} is not a cgroup v2 mount"
-        with open(os.path.join(V2_ROOT, "cgroup.controllers")) as file:
-            if "memory" not in file.read().split():
-                return "cgroup v2 without the memory controller"
-        return None
-    if fs_kind(V1_MEMORY_ROOT) is not FsKind.CGROUP_V1:
-        return f"{V1_MEMORY_ROOT} is not a cgroup v1 mount"
-    if not os.path.exists(os.path.join(V1_MEMORY_ROOT, "cgroup.event_control")):
-        return f"{V1_MEMORY_ROOT} has no cgroup.event_control (not the memory controller)"
-    return None
-
-
 @pytest.fixture
 def cgroups() -> Iterator[CgroupTree]:
-    missing = _missing_prerequisite()
+    """A private tree of real cgroups, removed (with its processes) after the test."""
+    from testing.cgroups import TEST_CGROUP_VERSION, missing_prerequisite, new_tree
+
+    missing = missing_prerequisite(TEST_CGROUP_VERSION)
     if missing is not None:
         if os.environ.get("MEMGUARD_SKIP_KERNEL_TESTS") == "1":
             pytest.skip(f"real-kernel tier skipped on request: {missing}")
@@ -105,6 +89,8 @@ def cgroups() -> Iterator[CgroupTree]:
 def page_cache_dir(tmp_path: pathlib.Path) -> Iterator[pathlib.Path]:
     """A directory on a filesystem with page cache: tmp_path on the host; in the v2
     VM (whose / is 9p and /tmp an overlay) an ext4 on a brd RAM disk."""
+    from testing.cgroups import TEST_CGROUP_VERSION
+
     if TEST_CGROUP_VERSION == 1:
         yield tmp_path
         return
