@@ -24,6 +24,7 @@ import trio
 from memguard.fake import model
 from memguard.fake.tree import spawn_sleeper
 from memguard.kernel.pidfd import PidFd
+from testing.waits import WAIT_S, within
 
 MEMGUARD = [sys.executable, "-m", "memguard.cli"]
 POLL_S = 0.02
@@ -34,7 +35,7 @@ async def wait_until(
     condition: Callable[[], bool | Awaitable[bool]], timeout_s: float, message: str
 ) -> None:
     """Poll condition until it holds; fail with message after timeout_s."""
-    with trio.move_on_after(timeout_s):
+    with within(message, timeout_s):
         while True:
             result = condition()
             if not isinstance(result, bool):
@@ -42,7 +43,6 @@ async def wait_until(
             if result:
                 return
             await trio.sleep(POLL_S)
-    raise AssertionError(f"after {timeout_s:.0f}s: {message}")
 
 
 def free_port() -> int:
@@ -54,7 +54,7 @@ def free_port() -> int:
 
 async def http_get(port: int, path: str, timeout_s: float = 5.0) -> tuple[int, str]:
     """(status, body) of GET path on 127.0.0.1:port (one request, Connection: close)."""
-    with trio.fail_after(timeout_s):
+    with within(f"an answer to GET {path} on 127.0.0.1:{port}", timeout_s):
         stream = await trio.open_tcp_stream("127.0.0.1", port)
         async with stream:
             await stream.send_all(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
@@ -168,8 +168,13 @@ async def wait_exit(pid: int, timeout_s: float, message: str) -> None:
     pidfd = PidFd.open(pid)
     if pidfd is None:
         return
-    with pidfd:
-        with trio.move_on_after(timeout_s):
-            await pidfd.wait_exit()
-            return
-    raise AssertionError(f"after {timeout_s:.0f}s: {message}")
+    with pidfd, within(message, timeout_s):
+        await pidfd.wait_exit()
+
+
+async def reaped(pid: int, message: str, timeout_s: float = WAIT_S) -> int:
+    """Park until our child pid exits (wait_exit), reap it, return its wait status."""
+    await wait_exit(pid, timeout_s, message)
+    found, status = os.waitpid(pid, os.WNOHANG)  # noqa: ASYNC222 - a zombie by now
+    assert found == pid, f"pid {pid} exited but is not ours to reap"
+    return status

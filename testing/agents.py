@@ -19,8 +19,8 @@ from memguard.policy.model import GuardSettings, check_granularity_bytes
 from memguard.qos.applier import MemoryQos, PodSource
 from memguard.reports.bus import Sink
 from memguard.reports.collect_sink import CollectSink
-
-WAIT_S = 60.0  # a lost wake-up fails here, with a message, not at pytest's timeout
+from memguard.reports.report import Report, ReportKind
+from testing.waits import WAIT_S, late, within
 
 
 def make_settings(**overrides: Any) -> GuardSettings:
@@ -71,22 +71,60 @@ async def running_agent(
     parent's filesystem unless given."""
     collect = CollectSink()
     agent, _ = compose_agent(config, [collect, *sinks], services, pods, backend)
-    async with trio.open_nursery() as nursery:
-        await nursery.start(agent.run)
-        try:
-            yield agent, collect
-        finally:
-            agent.stop()
+    async with agent_running(agent):
+        yield agent, collect
+
+
+@asynccontextmanager
+async def agent_running(agent: Agent, timeout_s: float = WAIT_S) -> AsyncIterator[Agent]:
+    """agent.run in a nursery until the block ends, then agent.stop(); its start (first
+    discovery done) and its end (reports drained) are bounded waits."""
+    parent = agent.config.parent
+    with trio.CancelScope() as stopping:
+        async with trio.open_nursery() as nursery:
+            with within(f"the agent on {parent} started", timeout_s):
+                await nursery.start(agent.run)
+            try:
+                yield agent
+            finally:
+                agent.stop()
+                stopping.deadline = trio.current_time() + timeout_s
+    if stopping.cancelled_caught:
+        raise late(f"the agent on {parent} stopped", timeout_s)
 
 
 async def until(
     changes: Changes, condition: Callable[[], bool], message: str, timeout_s: float = WAIT_S
 ) -> None:
     """Park until condition() holds (checked after every change); fail with message."""
-    with trio.move_on_after(timeout_s):
+    with within(message, timeout_s):
         await changes.until(condition)
-        return
-    raise AssertionError(f"not within {timeout_s:g}s: {message}")
+
+
+async def reported(
+    collect: CollectSink, cgroup: str, kind: ReportKind, timeout_s: float = WAIT_S
+) -> Report:
+    """The first report of kind about cgroup (CollectSink.wait_for_kind), bounded: the
+    failure lists the last reports that did come."""
+    with trio.move_on_after(timeout_s):
+        return await collect.wait_for_kind(cgroup, kind)
+    raise late(f"{kind.value} about {cgroup} ({_last_reports(collect)})", timeout_s)
+
+
+async def report_matching(
+    collect: CollectSink, predicate: Callable[[Report], bool], what: str, timeout_s: float = WAIT_S
+) -> Report:
+    """The first report matching predicate (CollectSink.wait_for), bounded."""
+    with trio.move_on_after(timeout_s):
+        return await collect.wait_for(predicate)
+    raise late(f"{what} ({_last_reports(collect)})", timeout_s)
+
+
+def _last_reports(collect: CollectSink, count: int = 5) -> str:
+    if not collect.reports:
+        return "no report came"
+    last = [f"{r.kind.value} about {r.cgroup}" for r in collect.reports[-count:]]
+    return f"{len(collect.reports)} reports came, the last: {'; '.join(last)}"
 
 
 async def wait_guarded(agent: Agent, count: int, timeout_s: float = WAIT_S) -> None:

@@ -22,6 +22,7 @@ from memguard.fake.tree import kill_and_reap
 from memguard.kernel import cgroupfs, names
 from memguard.kernel.fstype import FsKind, fs_kind
 from memguard.kernel.pidfd import PidFd
+from testing.waits import WAIT_S, within
 
 V1_MEMORY_ROOT = "/sys/fs/cgroup/memory"
 V2_ROOT = "/sys/fs/cgroup"
@@ -56,6 +57,7 @@ class Started:
     """A process started stopped (waiting for a line on stdin) inside a cgroup."""
 
     process: subprocess.Popen[bytes]
+    name: str  # what it runs, for messages
 
     @property
     def pid(self) -> int:
@@ -66,11 +68,12 @@ class Started:
         self.process.stdin.write(b"go\n")
         self.process.stdin.flush()
 
-    async def exited(self) -> int:
-        """Park until the process exits (pidfd), reap it, return its returncode."""
+    async def exited(self, timeout_s: float = WAIT_S) -> int:
+        """Park until the process exits (pidfd), reap it, return its returncode;
+        fail after timeout_s if it is still running."""
         pidfd = PidFd.open(self.pid)
         if pidfd is not None:
-            with pidfd:
+            with pidfd, within(f"{self.name} (pid {self.pid}) exited", timeout_s):
                 await pidfd.wait_exit()
         return self.process.wait()
 
@@ -112,14 +115,16 @@ class CgroupTree:
         cid = container_id or uuid.uuid4().hex * 2
         return self.mkdir(f"kubepods/burstable/pod{uid}/{cid}", limit_bytes)
 
-    def spawn(self, cgroup: str, argv: list[str], stdout: int = subprocess.DEVNULL) -> Started:
+    def spawn(
+        self, cgroup: str, argv: list[str], stdout: int = subprocess.DEVNULL, name: str = ""
+    ) -> Started:
         """Start argv stopped, move it into cgroup; call .go() to let it run."""
         script = "import os,sys; sys.stdin.readline(); os.execvp(sys.argv[1], sys.argv[1:])"
         wrapped = (
             argv if argv[:2] == [sys.executable, HOG] else [sys.executable, "-c", script, *argv]
         )
         process = subprocess.Popen(wrapped, stdin=subprocess.PIPE, stdout=stdout)
-        started = Started(process)
+        started = Started(process, name or " ".join(argv))
         self.processes.append(started)
         with open(os.path.join(cgroup, names.PROCS_FILE), "w") as file:
             file.write(str(process.pid))
@@ -133,6 +138,7 @@ class CgroupTree:
             cgroup,
             argv + (["--progress"] if progress else []),
             stdout=subprocess.PIPE if progress else subprocess.DEVNULL,
+            name=f"the hog of {target_mib} MiB at {rate_mib_s:g} MiB/s",
         )
 
     def read(self, cgroup: str, file: str) -> str:

@@ -34,6 +34,7 @@ from testing.kube import apirules
 from testing.kube.aioloop import AsyncioThread
 from testing.kube.apiserver import HARNESS_AGENT as HARNESS
 from testing.kube.apiserver import ApiServerEmulator, Fault, group_version
+from testing.waits import WAIT_S, within
 
 PODS = kmock.resource("v1/pods")
 NODES = kmock.resource("v1/nodes")
@@ -376,9 +377,13 @@ class KubeEmulator:
 
         return self._thread.call_sync(count)
 
-    async def wait_watching(self, resource: ResourceKey, count: int = 1) -> None:
-        """Wait (trio) until `count` watch streams on resource are subscribed."""
+    async def wait_watching(
+        self, resource: ResourceKey, count: int = 1, timeout_s: float = WAIT_S
+    ) -> None:
+        """Wait (trio) until `count` watch streams on resource are subscribed; fail
+        after timeout_s."""
         res = kmock.resource(resource)
         # Polling: the state is on another thread's loop, a trio.Event cannot reach it.
-        while self._thread.call_sync(lambda: self.api.watcher_count(res)) < count:  # noqa: ASYNC110
-            await trio.sleep(0.01)
+        with within(f"{count} watch(es) on {resource} subscribed", timeout_s):
+            while self._thread.call_sync(lambda: self.api.watcher_count(res)) < count:  # noqa: ASYNC110
+                await trio.sleep(0.01)
