@@ -11,6 +11,7 @@ import pytest
 import trio
 
 from memguard.fake import model
+from testing.waits import within
 
 MEMGUARD = [sys.executable, "-m", "memguard.cli"]
 
@@ -104,14 +105,22 @@ async def test_run_on_a_fake_tree_stops_cleanly_on_sigterm(
     )
     assert process.stderr is not None
     output = b""
-    while b"discovery done" not in output:
-        chunk = await process.stderr.receive_some()
-        assert chunk, output  # EOF before discovery finished: it crashed
-        output += chunk
-    process.send_signal(signal.SIGTERM)
-    while chunk := await process.stderr.receive_some():
-        output += chunk
-    assert await process.wait() == 0
+    try:
+        with within("memguard logging 'discovery done'"):
+            while b"discovery done" not in output:
+                chunk = await process.stderr.receive_some()
+                assert chunk, output  # EOF before discovery finished: it crashed
+                output += chunk
+        process.send_signal(signal.SIGTERM)
+        with within("memguard closing its stderr after SIGTERM"):
+            while chunk := await process.stderr.receive_some():
+                output += chunk
+        with within("memguard exiting after SIGTERM"):
+            assert await process.wait() == 0
+    finally:
+        if process.returncode is None:
+            process.kill()  # a failed wait: do not leave it running
+            await process.wait()
     text = output.decode()
     assert '"msg": "memguard stopped"' in text
     assert "Traceback" not in text

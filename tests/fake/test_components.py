@@ -9,6 +9,7 @@ import trio.testing
 
 from memguard.components import RESTART_BACKOFF_S, STABLE_S, ComponentStatus, supervise
 from memguard.errors import FatalError
+from testing.waits import within
 
 
 class Flaky:
@@ -39,8 +40,10 @@ async def test_a_failing_component_is_restarted_with_backoff_and_counted(
     status = ComponentStatus()
     flaky = Flaky(failures=3)
     async with trio.open_nursery() as nursery:
-        await nursery.start(supervise, "thing", flaky.run, status)
-        await flaky.running.wait()
+        with within("supervise() started"):
+            await nursery.start(supervise, "thing", flaky.run, status)
+        with within("the component running after 3 failures"):
+            await flaky.running.wait()
         await trio.testing.wait_all_tasks_blocked()
         nursery.cancel_scope.cancel()
     gaps = [later - earlier for earlier, later in zip(flaky.starts, flaky.starts[1:], strict=False)]
@@ -55,9 +58,11 @@ async def test_a_component_that_fails_before_starting_does_not_hold_up_the_agent
     status = ComponentStatus()
     flaky = Flaky(failures=2, before_start=True)
     async with trio.open_nursery() as nursery:
-        await nursery.start(supervise, "early", flaky.run, status)
+        with within("supervise() started though its component failed before starting"):
+            await nursery.start(supervise, "early", flaky.run, status)
         assert status.down["early"] == "OSError: broken before start"  # started: not waited on
-        await flaky.running.wait()
+        with within("the component running after 2 failures"):
+            await flaky.running.wait()
         await trio.testing.wait_all_tasks_blocked()
         assert "early" not in status.down
         nursery.cancel_scope.cancel()
@@ -84,8 +89,11 @@ async def test_the_backoff_starts_over_after_a_stable_run(
         raise RuntimeError("crash")
 
     async with trio.open_nursery() as nursery:
-        await nursery.start(supervise, "c", crashes, status)
-        await settled.wait()
+        with within("supervise() started"):
+            await nursery.start(supervise, "c", crashes, status)
+        # virtual time: the stable run alone lasts STABLE_S
+        with within("the fifth start of the component", 2 * STABLE_S + sum(RESTART_BACKOFF_S)):
+            await settled.wait()
         nursery.cancel_scope.cancel()
     backoffs = [start - crash for crash, start in zip(crashed, starts[1:], strict=False)]
     # 1 s, then 2 s; after the stable run it starts over at 1 s, then 2 s
@@ -98,7 +106,10 @@ async def test_only_a_fatal_error_stops_everything() -> None:
         task_status.started()
         raise FatalError("the cgroup filesystem is gone")
 
-    with pytest.RaisesGroup(FatalError, flatten_subgroups=True):
+    with (
+        within("the fatal error ending supervise()"),
+        pytest.RaisesGroup(FatalError, flatten_subgroups=True),
+    ):
         async with trio.open_nursery() as nursery:
             await nursery.start(supervise, "discovery", fatal, ComponentStatus())
 
@@ -108,6 +119,6 @@ async def test_a_component_that_returns_is_done() -> None:
         task_status.started()
 
     status = ComponentStatus()
-    with trio.fail_after(5):
+    with within("supervise() returning after its component returned"):
         await supervise("once", finishes, status)
     assert status.failures["once"] == 0

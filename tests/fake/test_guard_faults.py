@@ -14,7 +14,15 @@ from memguard.kernel import names
 from memguard.policy.margin import threshold_bytes
 from memguard.policy.model import MIB, CacheLimit, Policy
 from memguard.reports.report import ReportKind
-from testing.agents import make_config, make_settings, running_agent, until, wait_guarded
+from testing.agents import (
+    make_config,
+    make_settings,
+    report_matching,
+    reported,
+    running_agent,
+    until,
+    wait_guarded,
+)
 
 HEX = "d" * 64
 
@@ -57,7 +65,7 @@ async def test_limit_change_rearms_the_threshold(empty_fake_root: str, container
         )
         assert collect.reports == []  # 100 MiB is still under the new threshold
         _write_in_place(os.path.join(container, names.LIMIT_FILE), str(96 * MIB))
-        report = await collect.wait_for_kind(container, ReportKind.NOOP)
+        report = await reported(collect, container, ReportKind.NOOP)
     assert report.limit_bytes == 96 * MIB
     assert report.threshold_bytes == threshold_bytes(96 * MIB, settings)
 
@@ -78,7 +86,7 @@ async def test_vanished_file_pauses_the_guard_without_failing(
         assert supervisor.guarded == {container}
         assert collect.reports == []
         _write_in_place(stat_path, saved)
-        report = await collect.wait_for_kind(container, ReportKind.NOOP)
+        report = await reported(collect, container, ReportKind.NOOP)
     assert report.usage_bytes == 251 * MIB
     assert supervisor.failures == 0
 
@@ -91,7 +99,7 @@ async def test_garbage_in_memory_stat_is_tolerated(empty_fake_root: str, contain
         garbage = ["", "total_cache", "rss x", "\x00\x01", "unknown_key 12 34", *lines, "junk"]
         _write_in_place(stat_path, "\n".join(garbage))
         _write_in_place(os.path.join(container, names.USAGE_FILE), str(255 * MIB))
-        report = await collect.wait_for_kind(container, ReportKind.NOOP)
+        report = await reported(collect, container, ReportKind.NOOP)
     assert report.usage_bytes == 255 * MIB
 
 
@@ -107,10 +115,10 @@ async def test_garbage_usage_fails_one_guard_and_spares_the_others(
         _write_in_place(os.path.join(container, names.USAGE_FILE), "not a number\n")
         await until(supervisor.changes, lambda: supervisor.failures >= 1, "s.failures >= 1")
         drive.step(empty_fake_root, other, drive.Kind.ANON, 63 * MIB)
-        await collect.wait_for_kind(other, ReportKind.NOOP)
+        await reported(collect, other, ReportKind.NOOP)
         # Repaired, the failed guard comes back after its backoff and acts again.
         drive.step(empty_fake_root, container, drive.Kind.ANON, 155 * MIB)
-        report = await collect.wait_for_kind(container, ReportKind.NOOP)
+        report = await reported(collect, container, ReportKind.NOOP)
     assert report.usage_bytes == 255 * MIB
 
 
@@ -120,10 +128,10 @@ async def test_flush_cooldown_goes_straight_to_the_policy(
     config = make_config(empty_fake_root, policy=Policy.NOOP, flush_cooldown_s=600.0)
     async with running_agent(config) as (_, collect):
         drive.step(empty_fake_root, container, drive.Kind.CACHE, 152 * MIB)
-        flush = await collect.wait_for_kind(container, ReportKind.FLUSH)
+        flush = await reported(collect, container, ReportKind.FLUSH)
         assert flush.cache_after_bytes == 0
         drive.step(empty_fake_root, container, drive.Kind.CACHE, 152 * MIB)
-        skip = await collect.wait_for_kind(container, ReportKind.SKIP)
+        skip = await reported(collect, container, ReportKind.SKIP)
     assert "left to the kernel" in skip.reason
     assert [r.kind for r in collect.reports].count(ReportKind.FLUSH) == 1
 
@@ -157,7 +165,7 @@ async def test_v2_memory_max_change_rearms_and_events_wake_the_guard(
             "s.guards[path].armed_threshold_bytes is None",
         )
         _write_in_place(os.path.join(path, "memory.max"), str(100 * MIB))
-        report = await collect.wait_for_kind(path, ReportKind.NOOP)
+        report = await reported(collect, path, ReportKind.NOOP)
     assert report.limit_bytes == 100 * MIB
     assert report.ref.qos_class == "Burstable"
 
@@ -170,13 +178,15 @@ async def test_cache_flusher_flushes_above_its_share_and_respects_the_cooldown(
     )
     async with running_agent(config) as (_, collect):
         drive.step(empty_fake_root, container, drive.Kind.CACHE, 80 * MIB)  # over 64 MiB
-        first = await collect.wait_for_kind(container, ReportKind.FLUSH)
+        first = await reported(collect, container, ReportKind.FLUSH)
         first_at_s = trio.current_time()
         assert "--flush-cache-above" in first.reason
         assert first.cache_before_bytes == 80 * MIB
         assert first.cache_after_bytes == 0  # v1 fake: force_empty drops all clean cache
         drive.step(empty_fake_root, container, drive.Kind.CACHE, 80 * MIB)
-        second = await collect.wait_for(lambda r: r.kind is ReportKind.FLUSH and r is not first)
+        second = await report_matching(
+            collect, lambda r: r.kind is ReportKind.FLUSH and r is not first, "a second flush"
+        )
         waited_s = trio.current_time() - first_at_s
     assert waited_s >= 30.0  # not before --flush-cooldown, though the cache was back at once
     assert second.cache_before_bytes == 80 * MIB

@@ -12,18 +12,28 @@ from memguard.policy.model import MIB, Policy
 from memguard.reports.http import HealthServer, bind
 from memguard.reports.metrics import MetricsSink, StateCollector
 from memguard.reports.report import ReportKind
-from testing.agents import compose_agent, make_config, running_agent, until
+from testing.agents import compose_agent, make_config, reported, running_agent, until
+from testing.waits import within
 
 
 async def http_get(port: int, path: str) -> tuple[int, str]:
-    stream = await trio.open_tcp_stream("127.0.0.1", port)
-    async with stream:
-        await stream.send_all(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
-        data = b""
-        while chunk := await stream.receive_some():
-            data += chunk
+    with within(f"an answer to GET {path}"):
+        stream = await trio.open_tcp_stream("127.0.0.1", port)
+        async with stream:
+            await stream.send_all(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            data = b""
+            while chunk := await stream.receive_some():
+                data += chunk
     head, _, body = data.partition(b"\r\n\r\n")
     return int(head.split()[1]), body.decode()
+
+
+async def serve(nursery: trio.Nursery, server: HealthServer) -> int:
+    """Start server in nursery (bounded); its port."""
+    with within("the health server started"):
+        await nursery.start(server.run)
+    assert server.bound_port is not None
+    return server.bound_port
 
 
 async def test_health_readiness_and_metrics(
@@ -37,14 +47,12 @@ async def test_health_readiness_and_metrics(
         registry.register(StateCollector(lambda: state_metrics(agent, None)))
         server = HealthServer(await bind("127.0.0.1", 0), routes(agent, registry))
         async with trio.open_nursery() as nursery:
-            await nursery.start(server.run)
-            assert server.bound_port is not None
-            port = server.bound_port
+            port = await serve(nursery, server)
             assert await http_get(port, "/healthz") == (200, "ok\n")
             await until(agent.supervisor.changes, agent.ready, "the agent ready")
             assert await http_get(port, "/readyz") == (200, "ready\n")
             drive.step(root, target.path, drive.Kind.ANON, 248 * MIB)
-            await collect.wait_for_kind(target.path, ReportKind.NOOP)
+            await reported(collect, target.path, ReportKind.NOOP)
             handled = len(collect.reports)
             await until(
                 agent.bus.changes,
@@ -65,9 +73,7 @@ async def test_not_ready_before_discovery(empty_fake_root: str) -> None:
     registry = CollectorRegistry()
     server = HealthServer(await bind("127.0.0.1", 0), routes(agent, registry))
     async with trio.open_nursery() as nursery:
-        await nursery.start(server.run)
-        assert server.bound_port is not None
-        status, body = await http_get(server.bound_port, "/readyz")
+        status, body = await http_get(await serve(nursery, server), "/readyz")
         nursery.cancel_scope.cancel()
     assert status == 503
     assert "not ready" in body
@@ -78,13 +84,13 @@ async def test_the_connection_cap_closes_the_oldest_idle_connection() -> None:
         await bind("127.0.0.1", 0), {"/healthz": lambda: (200, "text/plain", b"ok\n")}, 4
     )
     async with trio.open_nursery() as nursery:
-        await nursery.start(server.run)
-        idle = [await trio.open_tcp_stream("127.0.0.1", server.bound_port) for _ in range(4)]
+        port = await serve(nursery, server)
+        idle = [await trio.open_tcp_stream("127.0.0.1", port) for _ in range(4)]
         await trio.testing.wait_all_tasks_blocked()
         assert server.open_connections == 4
         # A fifth client still gets its answer: the oldest idle one makes room.
-        assert await http_get(server.bound_port, "/healthz") == (200, "ok\n")
-        with trio.fail_after(5):
+        assert await http_get(port, "/healthz") == (200, "ok\n")
+        with within("the server closing the oldest idle connection", 5):
             assert await idle[0].receive_some() == b""  # closed by the server
         for stream in idle:
             await stream.aclose()
@@ -100,12 +106,13 @@ async def test_a_failing_route_fails_only_its_connection() -> None:
     routes = {"/broken": broken, "/healthz": lambda: (200, "text/plain", b"ok\n")}
     server = HealthServer(await bind("127.0.0.1", 0), routes)
     async with trio.open_nursery() as nursery:
-        await nursery.start(server.run)
-        stream = await trio.open_tcp_stream("127.0.0.1", server.bound_port)
+        port = await serve(nursery, server)
+        stream = await trio.open_tcp_stream("127.0.0.1", port)
         async with stream:
             await stream.send_all(b"GET /broken HTTP/1.1\r\nHost: x\r\n\r\n")
-            assert await stream.receive_some() == b""
-        assert await http_get(server.bound_port, "/healthz") == (200, "ok\n")
+            with within("the server closing the connection of the broken route"):
+                assert await stream.receive_some() == b""
+        assert await http_get(port, "/healthz") == (200, "ok\n")
         nursery.cancel_scope.cancel()
     assert server.counters.outcomes["error"] == 1
 
@@ -115,18 +122,19 @@ async def test_garbage_gets_a_400_and_head_gets_no_body() -> None:
         await bind("127.0.0.1", 0), {"/healthz": lambda: (200, "text/plain", b"ok\n")}
     )
     async with trio.open_nursery() as nursery:
-        await nursery.start(server.run)
+        port = await serve(nursery, server)
         for request, expected in [
             (b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n", b"HTTP/1.1 400 "),
             (b"HEAD /healthz HTTP/1.1\r\nHost: x\r\n\r\n", b"HTTP/1.1 200 "),
             (b"DELETE /healthz HTTP/1.1\r\nHost: x\r\n\r\n", b"HTTP/1.1 405 "),
         ]:
-            stream = await trio.open_tcp_stream("127.0.0.1", server.bound_port)
+            stream = await trio.open_tcp_stream("127.0.0.1", port)
             async with stream:
                 await stream.send_all(request)
                 data = b""
-                while chunk := await stream.receive_some():
-                    data += chunk
+                with within(f"the whole answer to {request[:20]!r}"):
+                    while chunk := await stream.receive_some():
+                        data += chunk
             assert data.startswith(expected), data
             if request.startswith(b"HEAD"):
                 assert data.endswith(b"\r\n\r\n")  # the head only

@@ -17,7 +17,7 @@ from memguard.kernel.native import ffi, lib
 from memguard.policy.model import MIB, Policy
 from memguard.reports.report import ReportKind
 from testing.agentproc import wait_exit
-from testing.agents import make_config, running_agent
+from testing.agents import make_config, reported, running_agent
 
 
 class RefusingLib:
@@ -67,7 +67,7 @@ async def test_kills_fall_back_to_kill_when_pidfds_are_refused(
         assert agent.ready()
         drive.step(root, target.path, drive.Kind.ANON, 248 * MIB)
         kind = ReportKind.KILL_PROCESS if policy is Policy.PROCESS else ReportKind.KILL_CONTAINER
-        report = await collect.wait_for_kind(target.path, kind)
+        report = await reported(collect, target.path, kind)
     assert refusing.refusals > 0
     killed = [victim.pid for victim in report.victims if victim.killed]
     assert killed

@@ -73,6 +73,7 @@ def test_a_stuck_reader_never_blocks_logging_and_drops_are_reported(
     logger.info("after the stall")
     handler.close()
     reader.join(BOUND_S)
+    assert not reader.is_alive(), "the log pipe never reached end of file after close()"
     lines = output[0].splitlines()
     dropped = handler.dropped
     notices = [line for line in lines if "log lines were dropped" in line]

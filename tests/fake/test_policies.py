@@ -9,7 +9,8 @@ from memguard.fake import drive, model, tree
 from memguard.fake.model import FakeMemory
 from memguard.policy.model import MIB, Policy
 from memguard.reports.report import ReportKind
-from testing.agents import make_config, running_agent
+from testing.agentproc import reaped
+from testing.agents import make_config, reported, running_agent
 
 Tree = tuple[str, list[tree.FakeContainer]]
 
@@ -24,8 +25,8 @@ def _alive(pid: int) -> bool:
     return reaped == 0
 
 
-def _killed_by_sigkill(pid: int) -> bool:
-    _, status = os.waitpid(pid, 0)
+async def _killed_by_sigkill(pid: int) -> bool:
+    status = await reaped(pid, f"pid {pid} exited")
     return os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
 
 
@@ -43,12 +44,12 @@ async def test_process_policy_kills_the_worker_only(any_fake_tree: Tree) -> None
     first, worker = target.pids
     async with running_agent(make_config(root, policy=Policy.PROCESS)) as (_, collect):
         _over_threshold(root, target)
-        report = await collect.wait_for_kind(target.path, ReportKind.KILL_PROCESS)
+        report = await reported(collect, target.path, ReportKind.KILL_PROCESS)
     assert [v.pid for v in report.victims] == [worker]
     assert report.victims[0].killed
     assert report.ref.pod_uid is not None
     assert report.ref.pod_uid in target.path
-    assert _killed_by_sigkill(worker)
+    assert await _killed_by_sigkill(worker)
     assert _alive(first)
 
 
@@ -57,10 +58,10 @@ async def test_container_policy_kills_every_member(any_fake_tree: Tree) -> None:
     target = _container(any_fake_tree, "cache")
     async with running_agent(make_config(root, policy=Policy.CONTAINER)) as (_, collect):
         _over_threshold(root, target)
-        report = await collect.wait_for_kind(target.path, ReportKind.KILL_CONTAINER)
+        report = await reported(collect, target.path, ReportKind.KILL_CONTAINER)
     assert sorted(v.pid for v in report.victims) == sorted(target.pids)
     assert report.survivors == 0
-    assert all(_killed_by_sigkill(pid) for pid in target.pids)
+    assert all([await _killed_by_sigkill(pid) for pid in target.pids])
     assert report.usage_after_bytes is not None
     assert report.usage_after_bytes < report.usage_bytes
 
@@ -70,7 +71,7 @@ async def test_noop_policy_reports_and_kills_nothing(any_fake_tree: Tree) -> Non
     target = _container(any_fake_tree, "cache")
     async with running_agent(make_config(root, policy=Policy.NOOP)) as (_, collect):
         _over_threshold(root, target)
-        report = await collect.wait_for_kind(target.path, ReportKind.NOOP)
+        report = await reported(collect, target.path, ReportKind.NOOP)
     assert report.victims == ()
     assert all(_alive(pid) for pid in target.pids)
 
@@ -81,7 +82,7 @@ async def test_dry_run_names_the_victim_and_kills_nothing(any_fake_tree: Tree) -
     config = make_config(root, policy=Policy.PROCESS, dry_run=True)
     async with running_agent(config) as (_, collect):
         _over_threshold(root, target)
-        report = await collect.wait_for_kind(target.path, ReportKind.KILL_PROCESS)
+        report = await reported(collect, target.path, ReportKind.KILL_PROCESS)
     assert report.dry_run
     assert "would kill" in report.action
     assert [(v.pid, v.killed) for v in report.victims] == [(target.pids[1], False)]
@@ -97,10 +98,10 @@ async def test_never_kills_memguard_itself_or_pid_1(empty_fake_root: str) -> Non
     try:
         async with running_agent(make_config(empty_fake_root)) as (_, collect):
             model.create(path, memory)
-            report = await collect.wait_for_kind(path, ReportKind.KILL_CONTAINER)
+            report = await reported(collect, path, ReportKind.KILL_CONTAINER)
         assert [v.pid for v in report.victims] == [sleeper]
         assert report.survivors == 2  # pid 1 and memguard (this test process)
-        assert _killed_by_sigkill(sleeper)
+        assert await _killed_by_sigkill(sleeper)
     finally:
         tree.kill_and_reap([sleeper])
 
@@ -112,6 +113,6 @@ async def test_kernel_oom_kill_is_reported(any_fake_tree: Tree) -> None:
         result = drive.step(root, target.path, drive.Kind.ANON, 300 * MIB)
         assert result is not None
         assert result.kernel_oom_pid == target.pids[1]
-        report = await collect.wait_for_kind(target.path, ReportKind.KERNEL_OOM)
+        report = await reported(collect, target.path, ReportKind.KERNEL_OOM)
     assert report.oom_kills == 1
-    assert _killed_by_sigkill(target.pids[1])
+    assert await _killed_by_sigkill(target.pids[1])

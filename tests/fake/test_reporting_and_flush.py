@@ -16,6 +16,7 @@ from memguard.policy.paths import ContainerRef
 from memguard.reports.bus import ReportBus
 from memguard.reports.report import Report, ReportKind
 from testing.agents import until
+from testing.waits import within
 
 
 def _report(index: int) -> Report:
@@ -57,7 +58,8 @@ async def test_a_stuck_sink_drops_and_counts_without_blocking_anyone() -> None:
     async with trio.open_nursery() as nursery:
         nursery.start_soon(bus.run)
         bus.publish(_report(0))
-        await stuck.started.wait()  # the stuck sink holds report 0 in its hands
+        with within("the stuck sink taking report 0"):
+            await stuck.started.wait()  # the stuck sink holds report 0 in its hands
         for burst in ((1, 2, 3, 4), (5, 6, 7, 8), (9,)):
             for index in burst:
                 bus.publish(_report(index))  # synchronous: returns at once, always

@@ -12,13 +12,13 @@ import signal
 from collections.abc import Callable, Iterator
 
 import pytest
-import trio
 
 from memguard.fake import drive
 from memguard.policy.model import MIB, Policy
 from testing.agentproc import FakeContainer, agent_process, metric, wait_exit, wait_until
 from testing.agents import make_config, running_agent, until
 from testing.cgroups import CgroupTree
+from testing.waits import within
 
 LONG_NAME = "a" * 250
 LEVELS = 18  # 18 x 251 characters: past PATH_MAX (4096)
@@ -84,7 +84,7 @@ async def test_paths_longer_than_path_max_degrade_only_themselves(
             assert metric(text, "memguard_discovery_degraded_directories", degraded) == 1
             hog = cgroups.hog(target, target_mib=256, rate_mib_s=100)
             hog.go()
-            with trio.fail_after(30):
+            with within(f"memguard (run {run}) killing the hog", 30):
                 assert await hog.exited() == -signal.SIGKILL
             assert cgroups.oom_kills(target) == 0
             assert agent.stop() == 0
@@ -174,12 +174,12 @@ async def test_directories_replaced_between_events(
         os.mkdir(odd)
         os.rmdir(odd)
         os.close(os.open(odd, os.O_CREAT | os.O_WRONLY, 0o644))  # a file where a pod was
-        with trio.fail_after(10):
-            await until(
-                supervisor.changes,
-                lambda: {again.path, renamed}.issubset(supervisor.guarded),
-                "{again.path, renamed}.issubset(s.guarded)",
-            )
+        await until(
+            supervisor.changes,
+            lambda: {again.path, renamed}.issubset(supervisor.guarded),
+            "{again.path, renamed}.issubset(s.guarded)",
+            timeout_s=10,
+        )
         assert first.path + ".old" not in supervisor.guarded
         drive.step(root, again.path, drive.Kind.ANON, 250 * MIB)
         await wait_exit(again.pid, 30, "memguard did not protect the re-created container")

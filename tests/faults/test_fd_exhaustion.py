@@ -14,11 +14,11 @@ import signal
 from collections.abc import Callable
 
 import pytest
-import trio
 
 from memguard.policy.model import MIB
 from testing.agentproc import AgentProcess, agent_process, metric, wait_until
 from testing.cgroups import CgroupTree
+from testing.waits import within
 
 pytestmark = pytest.mark.kernel
 
@@ -40,7 +40,7 @@ async def waiting(agent: AgentProcess) -> float:
 async def kill_hog_in(cgroups: CgroupTree, cgroup: str) -> None:
     hog = cgroups.hog(cgroup, target_mib=256, rate_mib_s=100)
     hog.go()
-    with trio.fail_after(30):
+    with within(f"memguard killing the hog in {cgroup}", 30):
         assert await hog.exited() == -signal.SIGKILL
     assert cgroups.oom_kills(cgroup) == 0
 

@@ -16,6 +16,7 @@ import trio
 from memguard.policy.model import MIB
 from testing.agentproc import agent_process, metric, wait_until
 from testing.cgroups import CgroupTree
+from testing.waits import within
 
 pytestmark = pytest.mark.kernel
 
@@ -55,7 +56,7 @@ async def test_a_stalled_log_reader_never_stalls_guarding(cgroups: CgroupTree) -
             assert metric(text, "memguard_log_drops_total") > 0  # the log output is stuck
             hog = cgroups.hog(target, target_mib=256, rate_mib_s=100)
             hog.go()
-            with trio.fail_after(30):
+            with within("memguard killing the hog while its log output is stuck", 30):
                 assert await hog.exited() == -signal.SIGKILL
             assert cgroups.oom_kills(target) == 0
             assert (await agent.get("/healthz", 1.0))[0] == 200
@@ -64,9 +65,10 @@ async def test_a_stalled_log_reader_never_stalls_guarding(cgroups: CgroupTree) -
             assert kills == 1
             reader = trio.lowlevel.FdStream(read_fd)  # the reader moves again
             read_fd = -1
-            async with reader, trio.open_nursery() as nursery:
-                nursery.start_soon(read_until_eof, reader, log)
-                assert await trio.to_thread.run_sync(agent.stop) == 0
+            with within("memguard stopping and its log ending once the reader moved again"):
+                async with reader, trio.open_nursery() as nursery:
+                    nursery.start_soon(read_until_eof, reader, log)
+                    assert await trio.to_thread.run_sync(agent.stop) == 0
     finally:
         for fd in (read_fd, write_fd):
             if fd >= 0:

@@ -22,6 +22,7 @@ from testing.agentproc import (
     wait_exit,
     wait_until,
 )
+from testing.waits import within
 
 UID = "3f2504e0-4f89-11d3-9a0c-0305e82c3301"
 HELD_CONNECTIONS = 1100  # more than the endpoint keeps open at once (1,024)
@@ -40,7 +41,8 @@ GARBAGE = (
 async def reset(port: int, payload: bytes) -> None:
     """Connect, send payload, then close with RST (SO_LINGER 0)."""
     sock = trio.socket.socket()
-    await sock.connect(("127.0.0.1", port))
+    with within("a connection to the endpoint"):
+        await sock.connect(("127.0.0.1", port))
     if payload:
         await sock.send(payload)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
@@ -49,16 +51,17 @@ async def reset(port: int, payload: bytes) -> None:
 
 async def send_garbage(port: int, payload: bytes) -> bytes:
     """What the endpoint answers to payload (it may answer 400 or just close)."""
-    stream = await trio.open_tcp_stream("127.0.0.1", port)
-    async with stream:
-        try:
-            await stream.send_all(payload)
-            await stream.send_eof()
-            data = b""
-            while chunk := await stream.receive_some():
-                data += chunk
-        except trio.BrokenResourceError:
-            return b""
+    with within(f"the endpoint answering or closing after {payload[:20]!r}"):
+        stream = await trio.open_tcp_stream("127.0.0.1", port)
+        async with stream:
+            try:
+                await stream.send_all(payload)
+                await stream.send_eof()
+                data = b""
+                while chunk := await stream.receive_some():
+                    data += chunk
+            except trio.BrokenResourceError:
+                return b""
     return data
 
 
@@ -85,11 +88,12 @@ async def test_network_faults_leave_the_agent_guarding(
         await healthz_answers(agent)
         held: list[trio.SocketStream] = []
         try:
-            for index in range(HELD_CONNECTIONS):
-                stream = await trio.open_tcp_stream("127.0.0.1", agent.port)
-                if index % 10 == 0:  # slowloris: a request that never ends
-                    await stream.send_all(b"GET /healthz HTTP/1.1\r\nX-Slow: ")
-                held.append(stream)
+            with within(f"{HELD_CONNECTIONS} connections opened"):
+                for index in range(HELD_CONNECTIONS):
+                    stream = await trio.open_tcp_stream("127.0.0.1", agent.port)
+                    if index % 10 == 0:  # slowloris: a request that never ends
+                        await stream.send_all(b"GET /healthz HTTP/1.1\r\nX-Slow: ")
+                    held.append(stream)
             for _ in range(20):
                 await healthz_answers(agent)
         finally:
@@ -125,5 +129,6 @@ async def test_a_slow_client_times_out_alone(empty_fake_root: str, tmp_path: pat
                 return metric(text, "memguard_http_connections_total", 'outcome="timeout"') >= 1
 
             await wait_until(timed_out, 30, "the endpoint never timed out a stalled request")
-            assert await stream.receive_some() == b""  # the server closed it
+            with within("the server closing the timed-out connection"):
+                assert await stream.receive_some() == b""  # the server closed it
         assert agent.stop() == 0

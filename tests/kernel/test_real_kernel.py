@@ -28,6 +28,7 @@ from testing.agents import (
     make_config,
     make_settings,
     open_fd_count,
+    reported,
     running_agent,
     trio_task_count,
     until,
@@ -57,7 +58,7 @@ async def test_process_policy_kills_a_fast_hog_before_the_kernel_does(
     async with running_agent(config) as (agent, collect):
         await wait_armed(agent, cgroup)
         hog.go()
-        report = await collect.wait_for_kind(cgroup, ReportKind.KILL_PROCESS)
+        report = await reported(collect, cgroup, ReportKind.KILL_PROCESS)
         assert await hog.exited() == KILLED
     assert [v.pid for v in report.victims] == [hog.pid]
     assert report.latency_s is not None
@@ -76,7 +77,7 @@ async def test_page_cache_is_flushed_and_nothing_is_killed(
         await wait_armed(agent, cgroup)
         dd.go()
         assert await dd.exited() == 0
-        flush = await collect.wait_for_kind(cgroup, ReportKind.FLUSH)
+        flush = await reported(collect, cgroup, ReportKind.FLUSH)
     assert flush.cache_before_bytes is not None
     assert flush.cache_after_bytes is not None
     assert flush.cache_after_bytes < flush.cache_before_bytes
@@ -94,7 +95,7 @@ async def test_container_policy_kills_every_process_of_the_cgroup(cgroups: Cgrou
         await wait_armed(agent, cgroup)
         for process in [*sleepers, hog]:
             process.go()
-        report = await collect.wait_for_kind(cgroup, ReportKind.KILL_CONTAINER)
+        report = await reported(collect, cgroup, ReportKind.KILL_CONTAINER)
         codes = [await process.exited() for process in [*sleepers, hog]]
     assert codes == [KILLED] * 3
     assert sorted(v.pid for v in report.victims) == sorted(p.pid for p in [*sleepers, hog])
@@ -110,9 +111,9 @@ async def test_noop_kills_nothing_and_reports_the_kernel_oom(cgroups: CgroupTree
     async with running_agent(config) as (agent, collect):
         await wait_armed(agent, cgroup)
         hog.go()
-        noop = await collect.wait_for_kind(cgroup, ReportKind.NOOP)
+        noop = await reported(collect, cgroup, ReportKind.NOOP)
         assert await hog.exited() == KILLED  # by the kernel's OOM killer
-        oom = await collect.wait_for_kind(cgroup, ReportKind.KERNEL_OOM)
+        oom = await reported(collect, cgroup, ReportKind.KERNEL_OOM)
     assert noop.victims == ()
     assert oom.oom_kills >= 1
     assert cgroups.oom_kills(cgroup) >= 1
@@ -182,7 +183,7 @@ async def test_cache_flusher_reclaims_page_cache_above_its_limit(
         cache_flush_interval_s=0.5,
     )
     async with running_agent(config) as (_, collect):
-        flush = await collect.wait_for_kind(cgroup, ReportKind.FLUSH)
+        flush = await reported(collect, cgroup, ReportKind.FLUSH)
     assert "--flush-cache-above" in flush.reason
     assert flush.cache_before_bytes is not None
     assert flush.cache_after_bytes is not None
@@ -235,8 +236,8 @@ async def test_memory_qos_is_written_on_v2_and_reported_unsupported_on_v1(
         good = cgroups.container(128 * MIB, pod_uid=good_uid, container_id=good_id)
         bad = cgroups.container(128 * MIB, pod_uid=bad_uid, container_id=bad_id)
         if TEST_CGROUP_VERSION == 2:
-            applied = await collect.wait_for_kind(good, ReportKind.QOS_APPLIED)
-            refused = await collect.wait_for_kind(bad, ReportKind.QOS_INVALID)
+            applied = await reported(collect, good, ReportKind.QOS_APPLIED)
+            refused = await reported(collect, bad, ReportKind.QOS_INVALID)
             high = cgroups.read(good, "memory.high")
             assert int(high) == high_for(128 * MIB, Fraction(1, 5), os.sysconf("SC_PAGE_SIZE"))
             assert cgroups.read(good, "memory.swap.max") == "max"
@@ -244,11 +245,11 @@ async def test_memory_qos_is_written_on_v2_and_reported_unsupported_on_v1(
             assert "memory.high: the kernel refused 'lots'" in refused.reason
             assert cgroups.read(bad, "memory.high") == "max"
         else:
-            unsupported = await collect.wait_for_kind(good, ReportKind.QOS_UNSUPPORTED)
+            unsupported = await reported(collect, good, ReportKind.QOS_UNSUPPORTED)
             assert "cgroup v1 has no equivalent of memory.high, memory.swap.max" in (
                 unsupported.reason
             )
-            await collect.wait_for_kind(bad, ReportKind.QOS_UNSUPPORTED)
+            await reported(collect, bad, ReportKind.QOS_UNSUPPORTED)
             assert "memory.high" not in cgroups.files(good)
     assert not [r for r in collect.reports if r.kind is ReportKind.QOS_APPLIED and r.cgroup == bad]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import pathlib
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -17,29 +17,39 @@ from memguard.fake import drive, tree
 from memguard.guarding.agent import Agent
 from memguard.kube.connection import Connection
 from memguard.kube.features import KubeFeatures, open_kube
+from memguard.kube.podcache import PodCache
 from memguard.kube.pods import bare_container_id
 from memguard.policy.model import MIB, Policy
 from memguard.policy.paths import ContainerRef
 from memguard.reports.collect_sink import CollectSink
 from memguard.reports.report import Report, ReportKind, Victim
-from testing.agents import compose_agent, make_config, until, wait_armed
+from testing.agentproc import reaped
+from testing.agents import agent_running, compose_agent, make_config, reported, until, wait_armed
 from testing.cgroups import CgroupTree
 from testing.kube.emulator import EVENTS_V1, KubeEmulator, container_id, make_pod
+from testing.waits import bounded, within
 
 NODE = "node-a"
 
 
-def _killed(pid: int) -> bool:
+async def _killed(pid: int) -> bool:
     """Reap our child pid: True if a signal ended it."""
-    return os.WIFSIGNALED(os.waitpid(pid, 0)[1])
+    return os.WIFSIGNALED(await reaped(pid, f"victim {pid} exited"))
+
+
+async def open_features(kubeconfig: pathlib.Path | None) -> KubeFeatures:
+    connection = Connection(False, str(kubeconfig))
+    features = await bounded(open_kube(connection, NODE, explicit=True), "the Kubernetes client")
+    assert features is not None
+    return features
 
 
 @asynccontextmanager
 async def kube_features(kubeconfig: pathlib.Path | None) -> AsyncIterator[KubeFeatures]:
-    features = await open_kube(Connection(False, str(kubeconfig)), NODE, explicit=True)
-    assert features is not None
+    features = await open_features(kubeconfig)
     async with trio.open_nursery() as nursery:
-        await nursery.start(features.run)
+        with within("the pod cache started"):
+            await nursery.start(features.run)
         try:
             yield features
         finally:
@@ -50,22 +60,21 @@ async def kube_features(kubeconfig: pathlib.Path | None) -> AsyncIterator[KubeFe
 async def agent_with_kube(
     config: RunConfig, kubeconfig: pathlib.Path | None
 ) -> AsyncIterator[tuple[Agent, CollectSink, KubeFeatures]]:
-    features = await open_kube(Connection(False, str(kubeconfig)), NODE, explicit=True)
-    assert features is not None
+    features = await open_features(kubeconfig)
     collect = CollectSink()
     agent, _ = compose_agent(
         config, [collect, features.sink], [("pod-cache", features.run)], features.cache
     )
-    async with trio.open_nursery() as nursery:
-        await nursery.start(agent.run)
-        try:
-            yield agent, collect, features
-        finally:
-            agent.stop()
+    async with agent_running(agent):
+        yield agent, collect, features
+
+
+async def cache_until(features: KubeFeatures, what: str, ok: Callable[[PodCache], bool]) -> None:
+    await bounded(features.bridge.run(features.cache.wait_until(ok)), what)
 
 
 async def pod_known(features: KubeFeatures, uid: str) -> None:
-    await features.bridge.run(features.cache.wait_until(lambda c: c.lookup(uid) is not None))
+    await cache_until(features, f"pod {uid} in the pod cache", lambda c: c.lookup(uid) is not None)
 
 
 def report_for(uid: str, container: str = "app", **changes: Any) -> Report:
@@ -101,8 +110,9 @@ async def test_a_real_kill_becomes_an_event_regarding_the_pod(
         await pod_known(features, uid)
         await wait_armed(agent, cgroup)
         hog.go()
-        await collect.wait_for_kind(cgroup, ReportKind.KILL_PROCESS)
-        await hog.exited()
+        with within("memguard killing the hog"):
+            await reported(collect, cgroup, ReportKind.KILL_PROCESS)
+            await hog.exited()
         await until(
             agent.bus.changes,
             lambda: agent.bus.handled("kubernetes") >= 1,
@@ -132,9 +142,10 @@ async def test_repeats_within_ten_minutes_become_one_series(kube: KubeEmulator) 
     kube.create_pod(make_pod("shop", "db-0", uid=uid, node_name=NODE))
     async with kube_features(kube.kubeconfig) as features:
         await pod_known(features, uid)
-        for _ in range(3):
-            await features.sink.deliver(report_for(uid))
-        await features.sink.deliver(report_for(uid, kind=ReportKind.KERNEL_OOM))
+        with within("the Event sink taking 4 reports"):
+            for _ in range(3):
+                await features.sink.deliver(report_for(uid))
+            await features.sink.deliver(report_for(uid, kind=ReportKind.KERNEL_OOM))
     events = kube.events()
     assert sorted(e["reason"] for e in events) == ["CgroupOOM", "OomGuardKillProcess"]
     kill = next(e for e in events if e["reason"] == "OomGuardKillProcess")
@@ -151,9 +162,10 @@ async def test_500s_are_retried_and_nothing_is_lost(kube: KubeEmulator) -> None:
     kube.fail("create", EVENTS_V1, times=3)
     async with kube_features(kube.kubeconfig) as features:
         await pod_known(features, uid)
-        for container in ("a", "b"):
-            for kind in (ReportKind.FLUSH, ReportKind.KILL_CONTAINER):
-                await features.sink.deliver(report_for(uid, container, kind=kind))
+        with within("the Event sink taking 4 reports through 500s"):
+            for container in ("a", "b"):
+                for kind in (ReportKind.FLUSH, ReportKind.KILL_CONTAINER):
+                    await features.sink.deliver(report_for(uid, container, kind=kind))
     assert len(kube.events()) == 4
     assert features.poster.counts == {"created": 4, "retries": 3}
     flush = next(e for e in kube.events() if e["reason"] == "OomGuardFlush")
@@ -162,8 +174,9 @@ async def test_500s_are_retried_and_nothing_is_lost(kube: KubeEmulator) -> None:
 
 async def test_an_unknown_pod_is_reported_against_the_node(kube: KubeEmulator) -> None:
     async with kube_features(kube.kubeconfig) as features:
-        await features.bridge.run(features.cache.wait_until(lambda c: c.synced.is_set()))
-        await features.sink.deliver(report_for(str(uuid.uuid4())))
+        await cache_until(features, "the first pod list", lambda c: c.synced.is_set())
+        with within("the Event sink taking a report about an unknown pod"):
+            await features.sink.deliver(report_for(str(uuid.uuid4())))
     [event] = kube.events()
     assert event["regarding"] == {"apiVersion": "v1", "kind": "Node", "name": NODE}
     assert event["metadata"]["namespace"] == "default"
@@ -176,7 +189,8 @@ async def test_dry_run_events_say_would(kube: KubeEmulator) -> None:
     report = report_for(uid, dry_run=True, action="would kill process (dry run)")
     async with kube_features(kube.kubeconfig) as features:
         await pod_known(features, uid)
-        await features.sink.deliver(report)
+        with within("the Event sink taking a dry-run report"):
+            await features.sink.deliver(report)
     [event] = kube.events()
     assert event["action"] == "WouldKillProcess"
     assert event["note"].startswith("would kill process (dry run)")
@@ -185,9 +199,9 @@ async def test_dry_run_events_say_would(kube: KubeEmulator) -> None:
 async def test_watch_410_relists_and_keeps_following(kube: KubeEmulator) -> None:
     async with kube_features(kube.kubeconfig) as features:
         cache = features.cache
-        await features.bridge.run(cache.wait_until(lambda c: c.relists == 1))
+        await cache_until(features, "the first list", lambda c: c.relists == 1)
         kube.expire_watches()
-        await features.bridge.run(cache.wait_until(lambda c: c.relists == 2))
+        await cache_until(features, "a list after the 410", lambda c: c.relists == 2)
         uid = str(uuid.uuid4())
         kube.create_pod(make_pod("shop", "late-0", uid=uid, node_name=NODE))
         kube.create_pod(make_pod("shop", "elsewhere-0", node_name="node-b"))
@@ -209,10 +223,10 @@ async def test_api_server_down_guards_still_kill_and_drops_are_counted(
     async with agent_with_kube(config, kube.kubeconfig) as (agent, collect, _):
         for target in targets:  # one at a time: the collecting sink's queue holds one too
             drive.step(root, target.path, drive.Kind.ANON, 248 * MIB)
-            report = await collect.wait_for_kind(target.path, ReportKind.KILL_PROCESS)
+            report = await reported(collect, target.path, ReportKind.KILL_PROCESS)
             victims.append(report.victims[0].pid)
         # The Event sink is stuck on the first report: one waits, the rest is dropped.
         assert agent.bus.dropped["kubernetes"] == len(targets) - 2
         assert agent.bus.dropped["collect"] == 0
-    assert all(_killed(pid) for pid in victims)
+    assert all([await _killed(pid) for pid in victims])
     assert kube.events() == []

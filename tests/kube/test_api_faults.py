@@ -23,7 +23,6 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import pytest
-import trio
 
 from memguard.guarding.agent import Agent
 from memguard.kube.bridge import AsyncioBridge
@@ -36,10 +35,10 @@ from memguard.kube.sink import EventPoster, KubeEventSink
 from memguard.policy.model import MIB, Policy
 from memguard.reports.collect_sink import CollectSink
 from memguard.reports.report import Report, ReportKind
-from testing.agents import compose_agent, make_config, until, wait_armed
+from testing.agents import agent_running, compose_agent, make_config, reported, until, wait_armed
 from testing.cgroups import CgroupTree
 from testing.kube.emulator import EVENTS_V1, PODS, KubeEmulator, container_id, make_pod
-from testing.waits import within
+from testing.waits import bounded, within
 
 pytestmark = pytest.mark.kernel
 
@@ -62,7 +61,7 @@ async def open_tuned_kube(kube: KubeEmulator, list_timeout_s: float) -> KubeFeat
     bridge.start()
     try:
         connection = Connection(False, str(kube.kubeconfig))
-        client = await bridge.run(KubeClient.connect(connection))
+        client = await bounded(bridge.run(KubeClient.connect(connection)), "the Kubernetes client")
     except BaseException:
         bridge.stop()
         raise
@@ -93,16 +92,11 @@ async def guarded_node(
     agent, _ = compose_agent(
         config, [collect, features.sink], [("pod-cache", features.run)], features.cache
     )
-    async with trio.open_nursery() as nursery:
-        with within("the agent starting"):
-            await nursery.start(agent.run)
-        try:
-            with within("both guards armed"):
-                for _, cgroup in containers:
-                    await wait_armed(agent, cgroup)
-            yield Node(agent, collect, features, cgroups, containers)
-        finally:
-            agent.stop()
+    async with agent_running(agent):
+        with within("both guards armed"):
+            for _, cgroup in containers:
+                await wait_armed(agent, cgroup)
+        yield Node(agent, collect, features, cgroups, containers)
     # No fault ended a guard or the pod cache's component.
     assert agent.supervisor.failures == 0
     failures = agent.status.failures  # components: the pod cache, each sink, discovery, ...
@@ -116,7 +110,7 @@ async def kill_a_hog(node: Node, index: int) -> Report:
     hog = node.cgroups.hog(cgroup, target_mib=256, rate_mib_s=100)
     hog.go()
     with within(f"memguard killing the hog in container {index}"):
-        report = await node.collect.wait_for_kind(cgroup, ReportKind.KILL_PROCESS)
+        report = await reported(node.collect, cgroup, ReportKind.KILL_PROCESS)
         assert await hog.exited() == KILLED
     assert [victim.pid for victim in report.victims] == [hog.pid]
     assert report.latency_s is not None

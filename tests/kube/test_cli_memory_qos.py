@@ -10,12 +10,14 @@ import pathlib
 import signal
 import subprocess
 import sys
+import threading
 from typing import Any
 
 from memguard.fake.tree import FakeContainer
 from memguard.policy.model import MIB
 from memguard.policy.qos import high_for
 from testing.kube.emulator import KubeEmulator, pod_for
+from testing.waits import WAIT_S, late
 
 NODE = "node-a"
 CONFIG = """\
@@ -29,20 +31,35 @@ unifiedannotations: [memory.swap.max]
 """
 
 
-def read_reports_until(process: subprocess.Popen[str], wanted: set[str]) -> list[dict[str, Any]]:
-    """JSON log lines (reports) until one of each wanted kind arrived; the pytest
-    timeout bounds a memguard that never says them."""
+def read_reports_until(
+    process: subprocess.Popen[str], wanted: set[str], timeout_s: float = WAIT_S
+) -> list[dict[str, Any]]:
+    """JSON log lines (reports) until one of each wanted kind arrived; a memguard that
+    never says them is killed after timeout_s (its stderr ends) and the test fails."""
     assert process.stderr is not None
     reports: list[dict[str, Any]] = []
     seen: set[str] = set()
-    for line in process.stderr:
-        record = json.loads(line)
-        kind = record.get("kind")
-        if kind is not None:
-            reports.append(record)
-            seen.add(kind)
-        if wanted <= seen:
-            return reports
+    gave_up = threading.Event()
+
+    def give_up() -> None:
+        gave_up.set()
+        process.kill()
+
+    watchdog = threading.Timer(timeout_s, give_up)
+    watchdog.start()
+    try:
+        for line in process.stderr:
+            record = json.loads(line)
+            kind = record.get("kind")
+            if kind is not None:
+                reports.append(record)
+                seen.add(kind)
+            if wanted <= seen:
+                return reports
+    finally:
+        watchdog.cancel()
+    if gave_up.is_set():
+        raise late(f"memguard reporting {sorted(wanted - seen)}", timeout_s)
     raise AssertionError(f"memguard exited before reporting {wanted - seen}")
 
 

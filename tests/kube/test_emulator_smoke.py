@@ -32,6 +32,7 @@ from testing.kube.emulator import (
     container_id,
     make_pod,
 )
+from testing.waits import aio_bounded, within
 
 UID_A = "0b7ba2b0-5f6e-4a4b-9c1e-3d8f0f1e2a3b"
 POD_REF = {"api_version": "v1", "kind": "Pod", "namespace": "shop", "name": "web-0", "uid": UID_A}
@@ -149,7 +150,7 @@ async def test_watch_sees_pod_created_after_it_started(
     async def watcher() -> None:
         seen.extend(await client_loop.run(watch_until(kube, "web-2")))
 
-    with trio.fail_after(10):
+    with within("a watch seeing web-2 created after it started", 10):
         async with trio.open_nursery() as nursery:
             nursery.start_soon(watcher)
             await kube.wait_watching(PODS)
@@ -349,7 +350,10 @@ async def test_stopping_the_server_cuts_an_open_watch(
     kube: KubeEmulator, client_loop: AsyncioThread
 ) -> None:
     seed_pods(kube)
-    with trio.fail_after(10), pytest.raises(ExceptionGroup) as caught:  # noqa: PT012
+    with (  # noqa: PT012
+        within("stopping the server cutting an open watch", 10),
+        pytest.raises(ExceptionGroup) as caught,
+    ):
         async with trio.open_nursery() as nursery:
             nursery.start_soon(client_loop.run, watch_until(kube, "never"))
             await kube.wait_watching(PODS)
@@ -413,4 +417,4 @@ async def test_kmock_quirks_that_apiserver_py_fixes() -> None:
                 "metadata": {"name": "e"}
             }
 
-    await trio.to_thread.run_sync(asyncio.run, scenario())
+    await trio.to_thread.run_sync(asyncio.run, aio_bounded(scenario(), "kmock's quirks checked"))

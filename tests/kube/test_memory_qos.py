@@ -15,8 +15,6 @@ from contextlib import asynccontextmanager
 from fractions import Fraction
 from typing import Any
 
-import trio
-
 from memguard.fake.tree import FakeContainer
 from memguard.guarding.agent import Agent
 from memguard.kube.connection import Connection
@@ -27,8 +25,16 @@ from memguard.policy.qos import CLASS_KEY, QosClass, QosConfig, high_for
 from memguard.qos.applier import MemoryQos
 from memguard.reports.collect_sink import CollectSink
 from memguard.reports.report import Report, ReportKind
-from testing.agents import compose_agent, make_config, until
+from testing.agents import (
+    agent_running,
+    compose_agent,
+    make_config,
+    report_matching,
+    reported,
+    until,
+)
 from testing.kube.emulator import PODS, KubeEmulator, pod_for
+from testing.waits import bounded
 
 NODE = "node-a"
 PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
@@ -42,8 +48,8 @@ CONFIG = QosConfig(
 async def qos_agent(
     root: str, kubeconfig: pathlib.Path | None, dry_run: bool = False
 ) -> AsyncIterator[tuple[Agent, CollectSink, MemoryQos, KubeFeatures]]:
-    features: KubeFeatures | None = await open_kube(
-        Connection(False, str(kubeconfig)), NODE, explicit=True
+    features: KubeFeatures | None = await bounded(
+        open_kube(Connection(False, str(kubeconfig)), NODE, explicit=True), "the Kubernetes client"
     )
     assert features is not None
     collect = CollectSink()
@@ -52,12 +58,8 @@ async def qos_agent(
         config, [collect, features.sink], [("pod-cache", features.run)], features.cache
     )
     assert qos is not None
-    async with trio.open_nursery() as nursery:
-        await nursery.start(agent.run)
-        try:
-            yield agent, collect, qos, features
-        finally:
-            agent.stop()
+    async with agent_running(agent):
+        yield agent, collect, qos, features
 
 
 def setting(container: FakeContainer, file: str) -> str:
@@ -98,7 +100,10 @@ async def change_class_and_settle(
         pod = cache.lookup(container.ref.pod_uid)
         return pod is not None and pod.annotations.get(CLASS_KEY) == qos_class
 
-    await features.bridge.run(features.cache.wait_until(changed))
+    await bounded(
+        features.bridge.run(features.cache.wait_until(changed)),
+        f"class {qos_class} of {container.name} in the pod cache",
+    )
     await until(qos.changes, lambda: qos.settled, "memory QoS settled")
 
 
@@ -128,12 +133,12 @@ async def test_classes_and_annotations_are_applied_or_refused(
     kube.create_pod(pod_for(api, {"class.memory-qos.nri.io": "gold"}))
     kube.create_pod(pod_for(cache, {"memory.oom.group.memory-qos.nri.io": "1"}))
     async with qos_agent(root, kube.kubeconfig) as (agent, collect, _, _features):
-        invalid_api = await collect.wait_for_kind(api.path, ReportKind.QOS_INVALID)
-        invalid_cache = await collect.wait_for_kind(cache.path, ReportKind.QOS_INVALID)
+        invalid_api = await reported(collect, api.path, ReportKind.QOS_INVALID)
+        invalid_cache = await reported(collect, cache.path, ReportKind.QOS_INVALID)
         done: dict[str, Report] = {}
         kind = ReportKind.QOS_APPLIED if v2 else ReportKind.QOS_UNSUPPORTED
         for container in (web, db, batch):
-            done[container.name] = await collect.wait_for_kind(container.path, kind)
+            done[container.name] = await reported(collect, container.path, kind)
         await until(
             agent.bus.changes,
             lambda: agent.bus.handled("kubernetes") >= 5,
@@ -175,7 +180,7 @@ async def test_annotation_and_limit_changes_are_followed_and_undone(
     web = by_name(containers)["web"]
     kube.create_pod(pod_for(web, {"class.memory-qos.nri.io": "silver"}))
     async with qos_agent(root, kube.kubeconfig) as (agent, collect, _, _features):
-        await collect.wait_for_kind(web.path, ReportKind.QOS_APPLIED)
+        await reported(collect, web.path, ReportKind.QOS_APPLIED)
         # The class changes: the plugin never looks again, memguard does.
         kube.patch(PODS, "shop", "web", class_patch("bronze"))
         # The limit changes (an in-place resize): memory.high follows it.
@@ -187,11 +192,19 @@ async def test_annotation_and_limit_changes_are_followed_and_undone(
             "the guard re-armed for the new limit",
         )
         want = str(high_for(512 * MIB, 0.5, PAGE_BYTES))
-        await collect.wait_for(lambda r: r.cgroup == web.path and f"memory.high={want}" in r.reason)
+        await report_matching(
+            collect,
+            lambda r: r.cgroup == web.path and f"memory.high={want}" in r.reason,
+            f"memory.high={want} reported for the resized web container",
+        )
         assert setting(web, "memory.high") == want
         # The class goes: memguard puts back what it found.
         kube.patch(PODS, "shop", "web", class_patch(None))
-        await collect.wait_for(lambda r: r.cgroup == web.path and "put back" in r.reason)
+        await report_matching(
+            collect,
+            lambda r: r.cgroup == web.path and "put back" in r.reason,
+            "web's memory QoS put back once its class went",
+        )
         assert setting(web, "memory.high") == "max"
         assert setting(web, "memory.swap.max") == "max"
 
@@ -203,7 +216,7 @@ async def test_v1_says_unsupported_once_per_pod(
     web = by_name(containers)["web"]
     kube.create_pod(pod_for(web, {"class.memory-qos.nri.io": "silver"}))
     async with qos_agent(root, kube.kubeconfig) as (_, collect, qos, features):
-        await collect.wait_for_kind(web.path, ReportKind.QOS_UNSUPPORTED)
+        await reported(collect, web.path, ReportKind.QOS_UNSUPPORTED)
         await change_class_and_settle(kube, features, qos, web, "bronze")
     unsupported = [r for r in collect.reports if r.kind is ReportKind.QOS_UNSUPPORTED]
     assert len(unsupported) == 1
@@ -218,7 +231,7 @@ async def test_dry_run_says_what_it_would_set_and_writes_nothing(
     web = by_name(containers)["web"]
     kube.create_pod(pod_for(web, {"class.memory-qos.nri.io": "silver"}))
     async with qos_agent(root, kube.kubeconfig, dry_run=True) as (_, collect, qos, features):
-        report = await collect.wait_for_kind(web.path, ReportKind.QOS_APPLIED)
+        report = await reported(collect, web.path, ReportKind.QOS_APPLIED)
         await change_class_and_settle(kube, features, qos, web, "bronze")
     assert report.action == "would set memory QoS"
     assert report.dry_run

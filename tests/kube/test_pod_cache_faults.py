@@ -24,7 +24,7 @@ from memguard.kube.client import MAX_RESPONSE_BYTES, MAX_WATCH_LINE_BYTES, KubeC
 from memguard.kube.connection import Connection
 from memguard.kube.podcache import PodCache
 from testing.kube.emulator import PODS, KubeEmulator, make_pod
-from testing.waits import within
+from testing.waits import bounded, within
 
 NODE = "node-a"
 FAST = {"backoff_s": (0.01,)}
@@ -38,7 +38,7 @@ async def running_cache(
     bridge = AsyncioBridge("test-pod-cache")
     bridge.start()
     try:
-        client = await bridge.run(client_for())
+        client = await bounded(bridge.run(client_for()), "the pod cache's client")
         cache = PodCache(client, NODE, **settings)
         try:
             async with trio.open_nursery() as nursery:
@@ -48,7 +48,7 @@ async def running_cache(
                 finally:
                     nursery.cancel_scope.cancel()
         finally:
-            with trio.CancelScope(shield=True):
+            with trio.CancelScope(shield=True), within("the pod cache's client closed"):
                 await bridge.run(client.close())
     finally:
         bridge.stop()

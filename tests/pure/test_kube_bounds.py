@@ -44,6 +44,7 @@ from memguard.policy.paths import ContainerRef
 from memguard.policy.qos import ANNOTATION_SUFFIX, CLASS_KEY
 from memguard.reports import bus as reporting
 from memguard.reports.report import Report, ReportKind
+from testing.waits import aio_bounded
 
 UID = "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0"
 HEX = "ab" * 32
@@ -286,7 +287,7 @@ def post_all(poster: EventPoster, count: int) -> list[str]:
     async def main() -> list[str]:
         return [await poster.post(delivery(n)) for n in range(count)]
 
-    return asyncio.run(main())
+    return asyncio.run(aio_bounded(main(), f"the poster finishing {count} Events"))
 
 
 def test_rejections_are_logged_once_per_kind_and_the_kinds_are_capped(
