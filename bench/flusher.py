@@ -21,7 +21,7 @@ import trio
 
 from memguard.policy.model import MIB, CacheLimit
 from memguard.reports.report import ReportKind
-from testing.agents import make_config, running_agent
+from testing.agents import make_config, reported, running_agent
 from testing.cgroups import TEST_CGROUP_VERSION, CgroupTree, new_tree
 
 RESULTS_DIR = os.path.join(os.path.dirname(__file__), "results")
@@ -45,7 +45,7 @@ async def measure(tree: CgroupTree, runs: int, cache_mib: int, directory: str) -
         dd.go()
         assert await dd.exited() == 0
         async with running_agent(config) as (_, collect):
-            report = await collect.wait_for_kind(cgroup, ReportKind.FLUSH)
+            report = await reported(collect, cgroup, ReportKind.FLUSH)
         assert report.cache_before_bytes is not None
         assert report.cache_after_bytes is not None
         reclaimed_mib.append((report.cache_before_bytes - report.cache_after_bytes) / MIB)

@@ -37,8 +37,9 @@ from memguard.policy.paths import ContainerRef
 from memguard.reports.bus import ReportBus
 from memguard.reports.collect_sink import CollectSink
 from memguard.reports.report import Report, ReportKind
-from testing.agents import compose_agent, make_config, until, wait_armed
+from testing.agents import compose_agent, make_config, reported, until, wait_armed
 from testing.kube.emulator import make_pod
+from testing.waits import bounded
 
 NODE = "bench-node"
 RESULTS_DIR = os.path.join(os.path.dirname(__file__), "results")
@@ -98,11 +99,14 @@ async def kill_to_event(root: str, kubeconfig: str, containers: list[str]) -> li
     wall_times = []
     async with trio.open_nursery() as nursery:
         await nursery.start(agent.run)
-        await features.bridge.run(features.cache.wait_until(lambda c: len(c) >= len(containers)))
+        await bounded(
+            features.bridge.run(features.cache.wait_until(lambda c: len(c) >= len(containers))),
+            f"{len(containers)} pods in the pod cache",
+        )
         for index, path in enumerate(containers):
             await wait_armed(agent, path)
             drive.step(root, path, drive.Kind.ANON, 63 * MIB)
-            report = await collect.wait_for_kind(path, ReportKind.KILL_PROCESS)
+            report = await reported(collect, path, ReportKind.KILL_PROCESS)
             await until(agent.bus.changes, events_posted(agent, index + 1), "the Event posted")
             wall_times.append(report.wall_time_s)
         agent.stop()
@@ -121,7 +125,10 @@ async def throughput(kubeconfig: str, pod_uids: list[str]) -> dict[str, Any]:
     async with trio.open_nursery() as nursery:
         await nursery.start(features.run)
         nursery.start_soon(bus.run)
-        await features.bridge.run(features.cache.wait_until(lambda c: len(c) >= len(pod_uids)))
+        await bounded(
+            features.bridge.run(features.cache.wait_until(lambda c: len(c) >= len(pod_uids))),
+            f"{len(pod_uids)} pods in the pod cache",
+        )
         started = time.monotonic()
         for report in reports:
             bus.publish(report)

@@ -23,7 +23,7 @@ import trio
 
 from memguard.policy.model import MIB, Policy
 from memguard.reports.report import ReportKind
-from testing.agents import make_config, running_agent, wait_armed
+from testing.agents import make_config, reported, running_agent, wait_armed
 from testing.cgroups import CgroupTree, new_tree
 
 RESULTS_DIR = os.path.join(os.path.dirname(__file__), "results")
@@ -51,7 +51,7 @@ async def measure(
                     f"{[(r.kind.value, r.latency_s, r.usage_bytes) for r in mine]}"
                 )
             else:
-                report = await collect.wait_for_kind(cgroup, ReportKind.KILL_PROCESS)
+                report = await reported(collect, cgroup, ReportKind.KILL_PROCESS)
                 assert report.latency_s is not None
                 latencies_s.append(report.latency_s)
                 assert hog.process.stdout is not None

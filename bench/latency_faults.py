@@ -34,7 +34,7 @@ from memguard.cli.logsetup import configure
 from memguard.policy.model import MIB, Policy
 from memguard.reports.http import HealthServer, bind
 from memguard.reports.report import ReportKind
-from testing.agents import make_config, running_agent, wait_armed
+from testing.agents import make_config, reported, running_agent, wait_armed
 from testing.cgroups import CgroupTree, new_tree
 
 CONDITIONS = ("undisturbed", "log-stall", "connections")
@@ -123,7 +123,7 @@ async def measure(
             if tree.oom_kills(cgroup) > 0:
                 lost[condition] += 1
             else:
-                report = await collect.wait_for_kind(cgroup, ReportKind.KILL_PROCESS)
+                report = await reported(collect, cgroup, ReportKind.KILL_PROCESS)
                 assert report.latency_s is not None
                 latencies[condition].append(report.latency_s)
             tree.remove(cgroup)

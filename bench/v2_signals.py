@@ -27,7 +27,7 @@ from memguard.backends.v2 import V2Settings
 from memguard.policy.margin import threshold_bytes
 from memguard.policy.model import MIB, Policy
 from memguard.reports.report import ReportKind
-from testing.agents import make_config, make_settings, running_agent, wait_armed
+from testing.agents import make_config, make_settings, reported, running_agent, wait_armed
 from testing.cgroups import CgroupTree, new_tree
 
 LIMIT_MIB = 128
@@ -60,7 +60,7 @@ async def one_signal(tree: CgroupTree, settings: V2Settings, runs: int) -> dict[
             if tree.oom_kills(cgroup) > 0:
                 kernel_won += 1
                 continue
-            report = await collect.wait_for_kind(cgroup, ReportKind.KILL_PROCESS)
+            report = await reported(collect, cgroup, ReportKind.KILL_PROCESS)
             crossed = [float(stamp) for _, stamp, usage in progress if int(usage) >= threshold]
             if crossed:  # the first chunk after which usage was over the threshold
                 crossing_to_kill_ms.append((report.wall_time_s - crossed[0]) * 1000)
