@@ -46,7 +46,7 @@ def kubeconfig_problem(path: str) -> str | None:
     """Why path is not a kubeconfig memguard will hand to kubernetes-asyncio; None if it is."""
     import yaml  # only when a kubeconfig is given: kubernetes-asyncio loads it anyway
 
-    from memguard.cli.configfile import compose_bounded, read_regular_file, yaml_error_text
+    from memguard.safeyaml import compose_bounded, read_regular_file, yaml_error_text
 
     try:
         data = read_regular_file(path, MAX_KUBECONFIG_BYTES)

@@ -14,8 +14,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, replace
 
-from memguard.policy.decide import GuardState, flush_allowed
 from memguard.policy.model import CacheLimit, GuardSettings, MemorySnapshot
+from memguard.policy.state import GuardState
 
 
 class CacheStep(enum.Enum):
@@ -61,7 +61,8 @@ def _cache_flush_allowed(state: GuardState, settings: GuardSettings, now_s: floa
     """One --flush-cooldown after any flush (its own or the OOM path's)."""
     last = state.last_cache_flush_at_s
     own_ok = last is None or now_s - last >= settings.flush_cooldown_s
-    return own_ok and flush_allowed(state, settings, now_s)
+    oom_last = state.last_flush_at_s
+    return own_ok and (oom_last is None or now_s - oom_last >= settings.flush_cooldown_s)
 
 
 def after_cache_flush(state: GuardState, now_s: float) -> GuardState:

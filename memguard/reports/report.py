@@ -6,31 +6,18 @@ A Report carries the numbers; sinks (log, metrics, Kubernetes Events) render it.
 
 from __future__ import annotations
 
-import enum
+__all__ = ["MESSAGE_MAX_BYTES", "QOS_KINDS", "Report", "ReportKind", "Victim"]
+
 import unicodedata
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from memguard.policy.kinds import ReportKind
 from memguard.policy.paths import ContainerRef
 from memguard.units import format_size
 
 MESSAGE_MAX_BYTES = 1024
 _UNPRINTABLE = frozenset({"Cc", "Cs", "Zl", "Zp"})
-
-
-class ReportKind(enum.Enum):
-    """The kind of report; the value is the Kubernetes Event reason."""
-
-    FLUSH = "OomGuardFlush"  # a flush brought usage under the threshold
-    SKIP = "OomGuardSkip"  # over threshold, but mostly cache: left to the kernel
-    KILL_PROCESS = "OomGuardKillProcess"
-    KILL_CONTAINER = "OomGuardKillContainer"
-    NOOP = "OomGuardNoop"  # over threshold after flush, policy noop: reported only
-    NO_VICTIM = "OomGuardNoVictim"  # over threshold, nothing memguard may kill
-    KERNEL_OOM = "CgroupOOM"  # the kernel's OOM killer acted in this cgroup
-    QOS_APPLIED = "OomGuardMemoryQoS"  # memory QoS settings written
-    QOS_INVALID = "OomGuardMemoryQoSInvalid"  # bad annotation or refused value: nothing written
-    QOS_UNSUPPORTED = "OomGuardMemoryQoSUnsupported"  # cgroup v1: no equivalent settings
 
 
 QOS_KINDS = frozenset({ReportKind.QOS_APPLIED, ReportKind.QOS_INVALID, ReportKind.QOS_UNSUPPORTED})

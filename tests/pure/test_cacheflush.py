@@ -7,8 +7,9 @@ import pytest
 from memguard.cli.options import RUN_OPTIONS, resolve
 from memguard.errors import ConfigError
 from memguard.policy.cacheflush import CacheStep, after_cache_flush, decide_cache_flush
-from memguard.policy.decide import GuardState, Step, decide
 from memguard.policy.model import CacheLimit, GuardSettings, MemorySnapshot
+from memguard.policy.state import GuardState
+from memguard.policy.step import Step, decide
 
 MIB = 1 << 20
 QUARTER = CacheLimit(ratio=0.25)

@@ -11,17 +11,12 @@ from typing import Any
 import pytest
 import yaml
 
-from memguard.cli.configfile import (
-    ConfigFile,
-    YamlRefusal,
-    compose_bounded,
-    load_config_file,
-    read_regular_file,
-)
+from memguard.cli.configfile import ConfigFile, load_config_file
 from memguard.cli.options import RUN_OPTIONS, resolve
 from memguard.errors import ConfigError
 from memguard.policy.model import CacheLimit
 from memguard.policy.qos import QosClass, parse_qos_config
+from memguard.safeyaml import YamlRefusal, compose_bounded, read_regular_file
 
 MIB = 1 << 20
 NO_FLAGS: dict[str, str | None] = {}

@@ -1,0 +1,104 @@
+"""What happens to a guard (events) and what it is to do (effects): data only.
+
+policy.step turns an event and a fresh snapshot into effects; the guard
+(memguard.guarding.guard) carries the effects out, and each effect with an
+outcome (Arm, Flush, CacheFlush, Act) comes back as an event.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from memguard.policy.kinds import ReportKind
+from memguard.policy.model import MemorySnapshot, Policy
+from memguard.policy.state import GuardState
+
+
+@dataclass(frozen=True, slots=True)
+class Woke:
+    """The guard woke (the kernel, a limit write, its own timer) or just started."""
+
+
+@dataclass(frozen=True, slots=True)
+class Armed:
+    """The notification is armed at state.armed_threshold."""
+
+
+@dataclass(frozen=True, slots=True)
+class Flushed:
+    """The OOM path's flush returned (or its bound ran out)."""
+
+    duration_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class CacheFlushed:
+    """The page-cache flusher's flush returned."""
+
+    duration_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class Acted:
+    """The policy ran: what it found."""
+
+    victims: int  # processes signalled (or, dry run, that would be)
+    gone: bool  # the cgroup vanished meanwhile
+    duration_s: float
+
+
+Event = Woke | Armed | Flushed | CacheFlushed | Acted
+
+
+@dataclass(frozen=True, slots=True)
+class Arm:
+    threshold_bytes: int | None  # None: OOM events only (no limit)
+    after_action: bool = False  # a fresh registration of the same threshold
+
+
+@dataclass(frozen=True, slots=True)
+class Flush:
+    request_bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class CacheFlush:
+    request_bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class Act:
+    policy: Policy
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Publish:
+    """A report: the guard adds who (cgroup, pod), when and, for kills, the victims."""
+
+    kind: ReportKind
+    before: MemorySnapshot
+    action: str
+    reason: str = ""
+    after: MemorySnapshot | None = None
+    duration_s: float = 0.0
+    oom_kills: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class LookAgain:
+    at_s: float | None  # None: after the (jittered) recheck interval
+
+
+@dataclass(frozen=True, slots=True)
+class NoteUnlimited:
+    """--flush-cache-above is a share, and this cgroup has no limit (say so once)."""
+
+
+Effect = Arm | Flush | CacheFlush | Act | Publish | LookAgain | NoteUnlimited
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    state: GuardState
+    effects: tuple[Effect, ...] = field(default=())

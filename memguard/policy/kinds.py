@@ -1,0 +1,20 @@
+"""The kinds of report memguard makes (pure: the step function decides most of them)."""
+
+from __future__ import annotations
+
+import enum
+
+
+class ReportKind(enum.Enum):
+    """The kind of report; the value is the Kubernetes Event reason."""
+
+    FLUSH = "OomGuardFlush"  # a flush brought usage under the threshold
+    SKIP = "OomGuardSkip"  # over threshold, but mostly cache: left to the kernel
+    KILL_PROCESS = "OomGuardKillProcess"
+    KILL_CONTAINER = "OomGuardKillContainer"
+    NOOP = "OomGuardNoop"  # over threshold after flush, policy noop: reported only
+    NO_VICTIM = "OomGuardNoVictim"  # over threshold, nothing memguard may kill
+    KERNEL_OOM = "CgroupOOM"  # the kernel's OOM killer acted in this cgroup
+    QOS_APPLIED = "OomGuardMemoryQoS"  # memory QoS settings written
+    QOS_INVALID = "OomGuardMemoryQoSInvalid"  # bad annotation or refused value: nothing written
+    QOS_UNSUPPORTED = "OomGuardMemoryQoSUnsupported"  # cgroup v1: no equivalent settings

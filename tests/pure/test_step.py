@@ -1,0 +1,393 @@
+"""The guard's step: the decision table (idle, cooldown, flush, skip, act), the
+state machine over events (arm, flush, act, report), OOM kill counts, and
+properties over random event sequences."""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from memguard.policy.effects import (
+    Act,
+    Acted,
+    Arm,
+    Armed,
+    CacheFlush,
+    CacheFlushed,
+    Effect,
+    Event,
+    Flush,
+    Flushed,
+    LookAgain,
+    Publish,
+    Woke,
+)
+from memguard.policy.kinds import ReportKind
+from memguard.policy.margin import threshold_bytes
+from memguard.policy.model import MIB, CacheLimit, GuardSettings, MemorySnapshot, Policy
+from memguard.policy.state import GuardState
+from memguard.policy.step import Step, decide, new_oom_kills, step
+
+SETTINGS = GuardSettings(
+    max_cache_ratio=0.5, flush_cooldown_s=10.0, cooldown_s=5.0, hot_recheck_interval_s=0.25
+)
+LIMIT = 100 * MIB
+THRESHOLD = 98 * MIB
+NOW = 1000.0
+HOT = NOW + 0.25
+FRESH = GuardState()
+FLUSHED_5S_AGO = GuardState(last_flush_at_s=NOW - 5.0)
+
+
+def snap(usage_mib: float, cache_mib: float = 0, shmem_mib: float = 0) -> MemorySnapshot:
+    return MemorySnapshot(
+        usage_bytes=int(usage_mib * MIB),
+        limit_bytes=LIMIT,
+        cache_bytes=int(cache_mib * MIB),
+        shmem_bytes=int(shmem_mib * MIB),
+    )
+
+
+IN_COOLDOWN = GuardState(cooldown_until_s=NOW + 3)
+COOLDOWN_ENDS_NOW = GuardState(cooldown_until_s=NOW)
+FLUSHED_10S_AGO = GuardState(last_flush_at_s=NOW - 10.0)
+
+# (id, snapshot, state, step, retry_at_s); the threshold is 98 MiB of a 100 MiB limit.
+DECISIONS = [
+    ("below-threshold", snap(97.9), FRESH, Step.IDLE, None),
+    ("below-threshold-beats-cooldown", snap(97.9), IN_COOLDOWN, Step.IDLE, None),
+    ("at-threshold-flushes", snap(98, 10), FRESH, Step.FLUSH, HOT),
+    ("cooldown-until-its-end", snap(99, 10), IN_COOLDOWN, Step.COOLDOWN, NOW + 3),
+    ("cooldown-over-exactly-at-its-end", snap(99, 0.5), COOLDOWN_ENDS_NOW, Step.ACT, HOT),
+    ("flush-could-help", snap(99, 10), FRESH, Step.FLUSH, HOT),
+    ("flush-could-just-help", snap(99, 1.5), FRESH, Step.FLUSH, HOT),
+    ("flush-lands-exactly-on-threshold", snap(99, 1), FRESH, Step.ACT, HOT),
+    ("flush-cannot-help", snap(99, 0.5), FRESH, Step.ACT, HOT),
+    ("shmem-is-not-flushable", snap(99, 20, shmem_mib=20), FRESH, Step.ACT, HOT),
+    ("flush-in-cooldown-cache-heavy", snap(99, 60), FLUSHED_5S_AGO, Step.SKIP, HOT),
+    ("flush-in-cooldown-shmem-heavy", snap(99, 60, 60), FLUSHED_5S_AGO, Step.ACT, HOT),
+    ("flush-in-cooldown-anon", snap(99, 40), FLUSHED_5S_AGO, Step.ACT, HOT),
+    ("cache-ratio-at-max-is-not-skipped", snap(100, 50), FLUSHED_5S_AGO, Step.ACT, HOT),
+    ("flush-cooldown-over", snap(99, 60), FLUSHED_10S_AGO, Step.FLUSH, HOT),
+]
+
+
+@pytest.mark.parametrize(
+    ("snapshot", "state", "step", "retry_at_s"),
+    [pytest.param(*case[1:], id=case[0]) for case in DECISIONS],
+)
+def test_decision_table(
+    snapshot: MemorySnapshot, state: GuardState, step: Step, retry_at_s: float | None
+) -> None:
+    decision = decide(snapshot, THRESHOLD, state, SETTINGS, NOW)
+    assert decision.step is step
+    assert decision.retry_at_s == retry_at_s
+    assert decision.reason
+
+
+@pytest.mark.parametrize("state", [FRESH, IN_COOLDOWN, FLUSHED_5S_AGO])
+def test_no_threshold_means_idle(state: GuardState) -> None:
+    decision = decide(snap(500, 10), None, state, SETTINGS, NOW)
+    assert decision.step is Step.IDLE
+    assert decision.retry_at_s is None
+
+
+def test_unlimited_cgroup_has_no_threshold_and_idles() -> None:
+    snapshot = MemorySnapshot(usage_bytes=10 * 1024 * MIB, limit_bytes=None)
+    threshold = threshold_bytes(snapshot.limit_bytes, SETTINGS)
+    assert decide(snapshot, threshold, FRESH, SETTINGS, NOW).step is Step.IDLE
+
+
+def test_hopeless_flush_is_skipped_when_cache_is_a_large_share() -> None:
+    settings = GuardSettings(max_cache_ratio=0.001)
+    decision = decide(snap(99, 0.5), THRESHOLD, FRESH, settings, NOW)
+    assert decision.step is Step.SKIP
+    assert "left to the kernel" in decision.reason
+
+
+@pytest.mark.parametrize(
+    ("state", "reason"),
+    [
+        (FRESH, "too little page cache"),
+        (FLUSHED_5S_AGO, "still over threshold 5.0s after a flush"),
+    ],
+)
+def test_act_reason_says_why(state: GuardState, reason: str) -> None:
+    decision = decide(snap(99, 0.5), THRESHOLD, state, SETTINGS, NOW)
+    assert decision.step is Step.ACT
+    assert reason in decision.reason
+
+
+def test_reclaimable_cache_excludes_shmem_and_never_goes_negative() -> None:
+    assert snap(99, 30, shmem_mib=10).reclaimable_cache_bytes == 20 * MIB
+    assert snap(99, 10, shmem_mib=30).reclaimable_cache_bytes == 0
+
+
+def armed(threshold: int | None = THRESHOLD, **fields: object) -> GuardState:
+    return GuardState(armed_threshold=threshold, oom_kills_seen=0, **fields)  # type: ignore[arg-type]
+
+
+def effects_of(
+    state: GuardState, snapshot: MemorySnapshot, event: Event, now_s: float = NOW
+) -> tuple[GuardState, tuple[Effect, ...]]:
+    outcome = step(state, snapshot, event, SETTINGS_2MIB, now_s)
+    return outcome.state, outcome.effects
+
+
+# 2 MiB margin of 100 MiB: the threshold is THRESHOLD for these step tests
+SETTINGS_2MIB = GuardSettings(
+    max_cache_ratio=0.5,
+    flush_cooldown_s=10.0,
+    cooldown_s=5.0,
+    hot_recheck_interval_s=0.25,
+    min_margin_bytes=2 * MIB,
+    max_margin_bytes=2 * MIB,
+)
+
+
+def test_a_new_guard_arms_first_and_reads_again() -> None:
+    state, effects = effects_of(GuardState(), snap(99, 0), Woke())
+    assert effects == (Arm(THRESHOLD),)
+    assert state.armed_threshold == THRESHOLD
+    _, effects = effects_of(state, snap(99, 0), Armed())
+    assert effects == (
+        Act(Policy.CONTAINER, "over threshold, too little page cache for a flush to help"),
+    )
+
+
+def test_a_new_limit_rearms_before_deciding() -> None:
+    snapshot = MemorySnapshot(99 * MIB, 200 * MIB)
+    state, effects = effects_of(armed(), snapshot, Woke())
+    assert effects == (Arm(threshold_bytes(200 * MIB, SETTINGS_2MIB)),)
+    assert state.armed_threshold == threshold_bytes(200 * MIB, SETTINGS_2MIB)
+
+
+def test_an_action_is_reported_then_cooled_down_and_rearmed() -> None:
+    state, effects = effects_of(armed(), snap(99, 0.5), Woke())
+    assert isinstance(effects[0], Act)
+    state, effects = effects_of(state, snap(4), Acted(victims=1, gone=False, duration_s=0.01))
+    report, rearm = effects
+    assert isinstance(report, Publish)
+    assert report.kind is ReportKind.KILL_CONTAINER
+    assert report.before.usage_bytes == 99 * MIB  # usage before, after: the new snapshot
+    assert report.after is not None
+    assert report.after.usage_bytes == 4 * MIB
+    assert "too little page cache" in report.reason
+    assert rearm == Arm(THRESHOLD, after_action=True)
+    assert state.cooldown_until_s == NOW + SETTINGS_2MIB.cooldown_s
+    _, effects = effects_of(state, snap(99, 10), Armed(), NOW + 1)
+    assert effects == (LookAgain(state.cooldown_until_s),)  # cooling down
+
+
+@pytest.mark.parametrize(
+    ("policy", "victims", "kind", "words"),
+    [
+        (Policy.PROCESS, 1, ReportKind.KILL_PROCESS, "killed process"),
+        (Policy.CONTAINER, 3, ReportKind.KILL_CONTAINER, "killed container"),
+        (Policy.CONTAINER, 0, ReportKind.NO_VICTIM, "no process memguard may kill"),
+        (Policy.NOOP, 0, ReportKind.NOOP, "reported only (policy noop)"),
+    ],
+)
+def test_what_an_action_is_reported_as(
+    policy: Policy, victims: int, kind: ReportKind, words: str
+) -> None:
+    settings = GuardSettings(policy=policy, min_margin_bytes=2 * MIB, max_margin_bytes=2 * MIB)
+    outcome = step(armed(), snap(99), Acted(victims, gone=False, duration_s=0), settings, NOW)
+    report = outcome.effects[0]
+    assert isinstance(report, Publish)
+    assert report.kind is kind
+    assert words in report.action
+
+
+def test_a_flush_that_brings_usage_under_is_reported_as_a_flush() -> None:
+    state, effects = effects_of(armed(), snap(99, 10), Woke())
+    assert effects == (Flush(flush_request(snap(99, 10))),)
+    state, effects = effects_of(state, snap(80, 0), Flushed(0.1), NOW + 0.1)
+    report, look = effects
+    assert isinstance(report, Publish)
+    assert report.kind is ReportKind.FLUSH
+    assert (report.before.usage_bytes, report.after and report.after.usage_bytes) == (
+        99 * MIB,
+        80 * MIB,
+    )
+    assert report.duration_s == pytest.approx(0.1)
+    assert look == LookAgain(None)
+
+
+def test_a_flush_that_does_not_help_goes_on_to_act_with_the_usage_from_before() -> None:
+    state, _ = effects_of(armed(), snap(99, 10), Woke())
+    state, effects = effects_of(state, snap(99, 0.5), Flushed(0.2), NOW + 0.2)
+    assert isinstance(effects[0], Act)
+    _, effects = effects_of(state, snap(3), Acted(1, gone=False, duration_s=0.01), NOW + 0.3)
+    report = effects[0]
+    assert isinstance(report, Publish)
+    assert report.before.usage_bytes == 99 * MIB
+    assert report.duration_s == pytest.approx(0.21)  # the flush counts in the action's time
+
+
+def flush_request(snapshot: MemorySnapshot) -> int:
+    margin = LIMIT - THRESHOLD
+    return min(snapshot.usage_bytes - (THRESHOLD - margin), snapshot.reclaimable_cache_bytes)
+
+
+def test_a_skip_is_reported_once_per_cooldown() -> None:
+    state = armed(last_flush_at_s=NOW - 1)  # in flush cooldown: mostly cache is skipped
+    reports = []
+    for offset_s in (0.0, 0.25, 0.5, 4.9, 5.0, 5.25):
+        state, effects = effects_of(state, snap(99, 60), Woke(), NOW + offset_s)
+        reports += [e for e in effects if isinstance(e, Publish)]
+        assert effects[-1] == LookAgain(NOW + offset_s + SETTINGS_2MIB.hot_recheck_interval_s)
+    assert [r.kind for r in reports] == [ReportKind.SKIP, ReportKind.SKIP]
+
+
+def test_kernel_oom_kills_are_reported_before_anything_else() -> None:
+    snapshot = MemorySnapshot(10 * MIB, LIMIT, oom_kill_count=2)
+    _, effects = effects_of(armed(), snapshot, Woke())
+    report = effects[0]
+    assert isinstance(report, Publish)
+    assert (report.kind, report.oom_kills) == (ReportKind.KERNEL_OOM, 2)
+
+
+def test_the_cache_flusher_flushes_when_idle_and_reports_it() -> None:
+    settings = GuardSettings(
+        cache_flush_above=CacheLimit(size_bytes=16 * MIB),
+        cache_flush_interval_s=30.0,
+        min_margin_bytes=2 * MIB,
+        max_margin_bytes=2 * MIB,
+    )
+    outcome = step(armed(), snap(50, 40), Woke(), settings, NOW)
+    assert outcome.effects == (CacheFlush(24 * MIB),)
+    outcome = step(outcome.state, snap(12, 2), CacheFlushed(0.05), settings, NOW + 0.05)
+    report, look = outcome.effects
+    assert isinstance(report, Publish)
+    assert report.kind is ReportKind.FLUSH
+    assert "over --flush-cache-above 16.0MiB" in report.reason
+    assert look == LookAgain(NOW + 0.05 + 30.0)
+
+
+@pytest.mark.parametrize(
+    ("seen", "count", "fresh"),
+    [(None, 0, 0), (None, 3, 0), (3, 3, 0), (3, 5, 2), (5, 2, 0)],  # 5 -> 2: counter reset
+)
+def test_new_oom_kills(seen: int | None, count: int, fresh: int) -> None:
+    state = GuardState(oom_kills_seen=seen)
+    snapshot = MemorySnapshot(usage_bytes=0, limit_bytes=LIMIT, oom_kill_count=count)
+    got, after = new_oom_kills(state, snapshot)
+    assert got == fresh
+    assert after.oom_kills_seen == count
+
+
+@given(st.lists(st.integers(min_value=0, max_value=10**6), max_size=30))
+def test_new_oom_kills_is_never_negative_and_sums_increases(counts: list[int]) -> None:
+    state, total = FRESH, 0
+    for count in counts:
+        fresh, state = new_oom_kills(state, MemorySnapshot(0, LIMIT, oom_kill_count=count))
+        assert fresh >= 0
+        total += fresh
+    expected = sum(max(0, b - a) for a, b in itertools.pairwise(counts))
+    assert total == expected
+
+
+settings_st = st.builds(
+    GuardSettings,
+    max_cache_ratio=st.floats(min_value=0, max_value=1),
+    flush_cooldown_s=st.floats(min_value=0, max_value=60),
+    cooldown_s=st.floats(min_value=0, max_value=60),
+    hot_recheck_interval_s=st.floats(min_value=0.001, max_value=10),
+)
+
+
+@st.composite
+def snapshots(draw: st.DrawFn, min_usage_bytes: int = 0) -> MemorySnapshot:
+    usage = draw(st.integers(min_value=min_usage_bytes, max_value=LIMIT + LIMIT // 10))
+    cache = draw(st.integers(min_value=0, max_value=usage))
+    shmem = draw(st.integers(min_value=0, max_value=cache))
+    return MemorySnapshot(usage, LIMIT, cache_bytes=cache, shmem_bytes=shmem)
+
+
+states = st.builds(
+    GuardState,
+    last_flush_at_s=st.none() | st.floats(min_value=0, max_value=2 * NOW),
+    cooldown_until_s=st.none() | st.floats(min_value=0, max_value=2 * NOW),
+)
+
+
+@given(snapshot=snapshots(), threshold=st.integers(1, LIMIT), state=states, settings=settings_st)
+def test_never_acts_below_threshold(
+    snapshot: MemorySnapshot, threshold: int, state: GuardState, settings: GuardSettings
+) -> None:
+    decision = decide(snapshot, threshold, state, settings, NOW)
+    if snapshot.usage_bytes < threshold:
+        assert decision.step is Step.IDLE
+    else:
+        assert decision.step is not Step.IDLE
+
+
+@st.composite
+def event_sequences(draw: st.DrawFn) -> list[tuple[float, MemorySnapshot, int]]:
+    """(seconds since the last look, snapshot, limit changes) the guard goes through."""
+    return draw(
+        st.lists(
+            st.tuples(
+                st.floats(min_value=0, max_value=20),
+                snapshots(THRESHOLD - 4 * MIB),
+                st.integers(min_value=0, max_value=2),
+            ),
+            max_size=40,
+        )
+    )
+
+
+@given(settings=settings_st, sequence=event_sequences())
+def test_any_event_sequence_keeps_the_rules(
+    settings: GuardSettings, sequence: list[tuple[float, MemorySnapshot, int]]
+) -> None:
+    """A guard driven through random wake-ups, carrying the effects out as the real
+    one does: never acts under the threshold or in cooldown, never flushes twice
+    within flush_cooldown_s, arms before it decides, reports every action once."""
+    settings = dataclasses.replace(settings, min_margin_bytes=2 * MIB, max_margin_bytes=2 * MIB)
+    state, now_s = GuardState(), NOW
+    flushes: list[float] = []
+    acts = reports = 0
+    for delay_s, snapshot, oom_kills in sequence:
+        now_s += delay_s
+        snapshot = dataclasses.replace(snapshot, oom_kill_count=oom_kills)
+        event: Event = Woke()
+        for _ in range(6):  # an effect with an outcome is followed by its event
+            threshold = threshold_bytes(snapshot.limit_bytes, settings)
+            before = state
+            outcome = step(state, snapshot, event, settings, now_s)
+            state = outcome.state
+            event_next: Event | None = None
+            for effect in outcome.effects:
+                if isinstance(effect, Arm):
+                    event_next = Armed()
+                elif isinstance(effect, Act):
+                    assert before.armed_threshold == threshold  # armed before deciding
+                    assert threshold is not None
+                    assert snapshot.usage_bytes >= threshold
+                    in_cooldown = (
+                        before.cooldown_until_s is not None and now_s < before.cooldown_until_s
+                    )
+                    assert not in_cooldown
+                    acts += 1
+                    event_next = Acted(1, gone=False, duration_s=0.0)
+                    snapshot = dataclasses.replace(snapshot, usage_bytes=0)  # the kill freed it
+                elif isinstance(effect, Flush):
+                    flushes.append(now_s)
+                    event_next = Flushed(0.0)
+                elif isinstance(effect, Publish) and effect.kind in KILLS:
+                    reports += 1
+            if event_next is None:
+                break
+            event = event_next
+    assert acts == reports
+    for earlier, later in itertools.pairwise(flushes):
+        assert later - earlier >= settings.flush_cooldown_s
+
+
+KILLS = frozenset({ReportKind.KILL_CONTAINER, ReportKind.KILL_PROCESS, ReportKind.NO_VICTIM})
