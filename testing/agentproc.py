@@ -8,11 +8,11 @@ not happen.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pathlib
 import re
 import signal
-import socket
 import subprocess
 import sys
 from collections.abc import Awaitable, Callable, Iterator, Sequence
@@ -45,13 +45,6 @@ async def wait_until(
             await trio.sleep(POLL_S)
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 async def http_get(port: int, path: str, timeout_s: float = 5.0) -> tuple[int, str]:
     """(status, body) of GET path on 127.0.0.1:port (one request, Connection: close)."""
     with within(f"an answer to GET {path} on 127.0.0.1:{port}", timeout_s):
@@ -72,14 +65,44 @@ def metric(text: str, name: str, labels: str = "") -> float:
     return float(match.group(1)) if match else 0.0
 
 
+def listening_port(pid: int) -> int | None:
+    """The TCP port process pid listens on (found in /proc), or None (not yet).
+
+    The agent listens on port 0 (any free port) and this finds which it got: a
+    port picked free beforehand could be taken by another test meanwhile."""
+    inodes = set()
+    try:
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            with contextlib.suppress(OSError):
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+                if target.startswith("socket:["):
+                    inodes.add(target[len("socket:[") : -1])
+        with open(f"/proc/{pid}/net/tcp") as table:
+            rows = [line.split() for line in table.readlines()[1:]]
+    except OSError:
+        return None
+    for row in rows:  # sl local_address rem_address st ... inode
+        if len(row) > 9 and row[3] == "0A" and row[9] in inodes:  # 0A: LISTEN
+            return int(row[1].rsplit(":", 1)[1], 16)
+    return None
+
+
 @dataclass
 class AgentProcess:
     process: subprocess.Popen[bytes]
-    port: int
+    _port: int | None = None
 
     @property
     def alive(self) -> bool:
         return self.process.poll() is None
+
+    @property
+    def port(self) -> int:
+        if self._port is None:
+            self._port = listening_port(self.process.pid)
+            if self._port is None:
+                raise ConnectionRefusedError("memguard is not listening yet")
+        return self._port
 
     async def get(self, path: str, timeout_s: float = 5.0) -> tuple[int, str]:
         return await http_get(self.port, path, timeout_s)
@@ -124,8 +147,7 @@ def agent_process(
 
     prefix wraps the command (e.g. unshare); stderr is an fd the caller owns or a
     file to write the log to."""
-    port = free_port()
-    command = [*prefix, *MEMGUARD, "run", *args, "--listen", f"127.0.0.1:{port}"]
+    command = [*prefix, *MEMGUARD, "run", *args, "--listen", "127.0.0.1:0"]
     log_fd = (
         os.open(stderr, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
         if isinstance(stderr, pathlib.Path)
@@ -138,7 +160,7 @@ def agent_process(
     finally:
         if isinstance(stderr, pathlib.Path):
             os.close(log_fd)
-    agent = AgentProcess(process, port)
+    agent = AgentProcess(process)
     try:
         yield agent
     finally:
