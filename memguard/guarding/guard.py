@@ -24,22 +24,7 @@ from memguard.backends.base import Backend, Notifier
 from memguard.backends.inotify_hub import InotifyHub
 from memguard.backends.wake import NOTIFICATIONS, Wake
 from memguard.guarding.actions import Flusher, Killer, KillOutcome
-from memguard.policy.effects import (
-    Act,
-    Acted,
-    Arm,
-    Armed,
-    CacheFlush,
-    CacheFlushed,
-    Effect,
-    Event,
-    Flush,
-    Flushed,
-    LookAgain,
-    NoteUnlimited,
-    Publish,
-    Woke,
-)
+from memguard.policy import effects as fx
 from memguard.policy.model import GuardSettings, MemorySnapshot, Policy
 from memguard.policy.paths import ContainerRef
 from memguard.policy.state import GuardState
@@ -142,20 +127,20 @@ class Guard:
         return snapshot
 
     async def _loop(self, notifier: Notifier) -> None:
-        event: Event = Woke()
+        event: fx.Event = fx.Woke()
         snapshot = self._snapshot()
         vanished = False  # gone right after an action: only its report is left to make
         while True:
             outcome = step(self._state, snapshot, event, self._settings, trio.current_time())
             self._state = outcome.state
-            next_event: Event | None = None
+            next_event: fx.Event | None = None
             look_at_s: float | None = None
             for effect in outcome.effects:
-                if isinstance(effect, Publish):
+                if isinstance(effect, fx.Publish):
                     self._publish(effect)
                 elif vanished:
                     continue
-                elif isinstance(effect, LookAgain):
+                elif isinstance(effect, fx.LookAgain):
                     look_at_s = effect.at_s
                 else:
                     next_event = await self._carry_out(effect, snapshot, notifier)
@@ -163,10 +148,10 @@ class Guard:
                 raise _Gone
             if next_event is None:
                 await self._sleep(notifier, look_at_s)
-                next_event = Woke()
+                next_event = fx.Woke()
             event = next_event
             fresh = self._ctx.backend.snapshot(self.cgroup_dir)
-            if fresh is None and not isinstance(event, Acted):
+            if fresh is None and not isinstance(event, fx.Acted):
                 raise _Gone
             vanished = fresh is None
             snapshot = fresh or snapshot
@@ -181,21 +166,21 @@ class Guard:
         self._woke_by = await notifier.wait(look_at_s - now_s)
 
     async def _carry_out(
-        self, effect: Effect, snapshot: MemorySnapshot, notifier: Notifier
-    ) -> Event | None:
+        self, effect: fx.Effect, snapshot: MemorySnapshot, notifier: Notifier
+    ) -> fx.Event | None:
         """Do what an effect says; the event its outcome makes (None: none)."""
-        if isinstance(effect, Arm):
+        if isinstance(effect, fx.Arm):
             await self._arm(effect, snapshot, notifier)
-            return Armed()
-        if isinstance(effect, Flush):
+            return fx.Armed()
+        if isinstance(effect, fx.Flush):
             flushed = await self._ctx.flusher.flush(self.cgroup_dir, effect.request_bytes)
-            return Flushed(flushed.duration_s)
-        if isinstance(effect, CacheFlush):
+            return fx.Flushed(flushed.duration_s)
+        if isinstance(effect, fx.CacheFlush):
             flushed = await self._ctx.flusher.flush(self.cgroup_dir, effect.request_bytes)
-            return CacheFlushed(flushed.duration_s)
-        if isinstance(effect, Act):
+            return fx.CacheFlushed(flushed.duration_s)
+        if isinstance(effect, fx.Act):
             return await self._act(effect, notifier)
-        if isinstance(effect, NoteUnlimited):
+        if isinstance(effect, fx.NoteUnlimited):
             limit = self._settings.cache_flush_above
             log.info(
                 "%s has no memory limit: --flush-cache-above %s does not apply to it",
@@ -204,7 +189,7 @@ class Guard:
             )
         return None
 
-    async def _arm(self, effect: Arm, snapshot: MemorySnapshot, notifier: Notifier) -> None:
+    async def _arm(self, effect: fx.Arm, snapshot: MemorySnapshot, notifier: Notifier) -> None:
         if not effect.after_action:
             # Before arming: memory QoS may own memory.high, which the v2 tripwire leaves alone.
             self._events.limit_known(self, snapshot.limit_bytes)
@@ -220,7 +205,7 @@ class Guard:
             )
             self._events.armed_changed(self)
 
-    async def _act(self, effect: Act, notifier: Notifier) -> Event:
+    async def _act(self, effect: fx.Act, notifier: Notifier) -> fx.Event:
         started = time.perf_counter()
         woke_at = notifier.kernel_woke_at if self._woke_by & NOTIFICATIONS else None
         outcome = await self._run_policy(effect.policy)
@@ -230,7 +215,7 @@ class Guard:
         self._latency_s = None
         if woke_at is not None and outcome.first_signal_at is not None:
             self._latency_s = outcome.first_signal_at - woke_at
-        return Acted(len(outcome.victims), outcome.gone, time.perf_counter() - started)
+        return fx.Acted(len(outcome.victims), outcome.gone, time.perf_counter() - started)
 
     async def _run_policy(self, policy: Policy) -> KillOutcome:
         killer = self._ctx.killer
@@ -241,7 +226,7 @@ class Guard:
         deadline_s = trio.current_time() + CONTAINER_KILL_BOUND_S
         return await killer.kill_container(self.cgroup_dir, deadline_s)
 
-    def _publish(self, effect: Publish) -> None:
+    def _publish(self, effect: fx.Publish) -> None:
         before, after = effect.before, effect.after
         details: dict[str, object] = {"wall_time_s": time.time()}
         kill = self._kill if effect.kind in KILL_KINDS else None
