@@ -91,8 +91,11 @@ class NonBlockingHandler(logging.Handler):
     `write_errors` counts the failing writes among them.
     """
 
-    def __init__(self, stream: TextIO, capacity: int = LOG_QUEUE_LINES) -> None:
+    def __init__(
+        self, stream: TextIO, capacity: int = LOG_QUEUE_LINES, close_wait_s: float = CLOSE_WAIT_S
+    ) -> None:
         super().__init__()
+        self._close_wait_s = close_wait_s
         self._stream = stream
         self._fd = self._own_fd(stream)
         self._queue: queue.Queue[tuple[int, str] | None] = queue.Queue(capacity)
@@ -187,13 +190,13 @@ class NonBlockingHandler(logging.Handler):
         """Nothing to do here: the writer thread writes as soon as it can."""
 
     def close(self) -> None:
-        """Let the writer finish what is queued (at most CLOSE_WAIT_S), then stop it."""
+        """Let the writer finish what is queued (at most close_wait_s), then stop it."""
         try:
-            self._queue.put(None, timeout=CLOSE_WAIT_S)
+            self._queue.put(None, timeout=self._close_wait_s)
         except queue.Full:
             pass
         else:
-            self._thread.join(CLOSE_WAIT_S)
+            self._thread.join(self._close_wait_s)
             if not self._thread.is_alive() and self._drops_after is not None:
                 self._write_line(self._notice(self._take_drop_notice(self._sequence)))
         if self._fd is not None and not self._thread.is_alive():

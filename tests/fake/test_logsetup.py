@@ -53,7 +53,8 @@ def test_a_stuck_reader_never_blocks_logging_and_drops_are_reported(
 ) -> None:
     read_fd, write_fd = stuck_pipe
     with os.fdopen(os.dup(write_fd), "w") as stream:
-        handler = NonBlockingHandler(stream, capacity=QUEUE_LINES)
+        # close() waits for the writer as long as the reader needs (it reads, here)
+        handler = NonBlockingHandler(stream, capacity=QUEUE_LINES, close_wait_s=BOUND_S)
     os.close(write_fd)  # the handler writes to its own duplicate
     handler.setFormatter(TextFormatter())
     logger = logger_with(handler)

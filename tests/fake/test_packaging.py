@@ -22,5 +22,10 @@ def test_the_wheel_builds_with_its_compiled_cffi_module(tmp_path: pathlib.Path) 
     [wheel] = tmp_path.glob("memguard-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert any(n.startswith("memguard/_native") and n.endswith(".so") for n in names)
-    assert "memguard/cli.py" in names
+    assert {"memguard/cli/main.py", "memguard/cli/entry.py", "memguard/probe/__init__.py"} <= set(
+        names
+    )
+    # nothing stale (a module that moved away) or foreign in it: every source is ours
+    sources = [n for n in names if n.endswith(".py")]
+    assert all((ROOT / source).is_file() for source in sources), sources
     assert not any(n.startswith(("tests/", "testing/", "bench/")) for n in names)
