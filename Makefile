@@ -44,6 +44,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.kube_events
 	$(BIN)/python -m bench.probe
 	$(BIN)/python -m bench.v2_vm
+	$(BIN)/python -m bench.race
 
 # memguard-probe: the liveness probe as one stdlib-only file for application images.
 probe-zipapp:
