@@ -4,7 +4,8 @@ Every constant and struct layout below is `...`: the C compiler fills it in
 from the system headers, so nothing is hand-typed. Syscalls that glibc does not
 wrap (pidfd_open, pidfd_send_signal, process_mrelease) go through syscall(2)
 with the numbers from <sys/syscall.h>; when the headers lack a number the
-wrapper fails with ENOSYS instead of failing the build.
+wrapper fails with ENOSYS instead of failing the build. A flag the headers may
+lack (MCL_ONFAULT, Linux 4.4) is 0 then, which callers read as "not available".
 """
 
 from cffi import FFI
@@ -61,6 +62,11 @@ static const int MEMGUARD_HAVE_PROCESS_MRELEASE;
 int memguard_pidfd_open(int pid, unsigned int flags);
 int memguard_pidfd_send_signal(int pidfd, int sig, unsigned int flags);
 int memguard_process_mrelease(int pidfd, unsigned int flags);
+
+#define MCL_CURRENT ...
+#define MCL_FUTURE ...
+static const int MEMGUARD_MCL_ONFAULT;
+int mlockall(int flags);
 """
 
 SOURCE = """
@@ -68,6 +74,7 @@ SOURCE = """
 #include <linux/magic.h>
 #include <sys/eventfd.h>
 #include <sys/inotify.h>
+#include <sys/mman.h>
 #include <sys/statfs.h>
 #include <sys/syscall.h>
 #include <sys/types.h>
@@ -107,6 +114,12 @@ static int memguard_process_mrelease(int pidfd, unsigned int flags)
 static const int MEMGUARD_HAVE_PROCESS_MRELEASE = 0;
 static int memguard_process_mrelease(int pidfd, unsigned int flags)
 { (void)pidfd; (void)flags; errno = ENOSYS; return -1; }
+#endif
+
+#ifdef MCL_ONFAULT
+static const int MEMGUARD_MCL_ONFAULT = MCL_ONFAULT;
+#else
+static const int MEMGUARD_MCL_ONFAULT = 0;
 #endif
 """
 

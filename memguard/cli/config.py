@@ -36,6 +36,7 @@ class RunConfig:
     kubernetes: str = "auto"
     kubeconfig: str = ""
     node_name: str = ""
+    priority: str = "auto"  # auto | off (memguard.cli.priority)
 
 
 def resolve_parent(parent: str, version: str) -> str:
@@ -60,6 +61,7 @@ def build_run_config(values: Mapping[str, Any]) -> RunConfig:
         kubernetes=values["kubernetes"],
         kubeconfig=values["kubeconfig"],
         node_name=values["node_name"],
+        priority=values["priority"],
     )
 
 

@@ -313,6 +313,13 @@ RUN_OPTIONS = (
         "serve /healthz, /readyz and /metrics on HOST:PORT (e.g. :9637; port 0: any free "
         "port); off when empty",
     ),
+    Option(
+        "--priority",
+        "auto",
+        _choice("auto", "off"),
+        "auto: at start lower nice to -10, set oom_score_adj -1000 and lock memory "
+        "(mlockall), each where permitted; off: touch nothing",
+    ),
     Option("--log-format", "text", _choice(*LOG_FORMATS), "text or json lines"),
     Option("--log-level", "info", _choice(*LOG_LEVELS), "debug, info, warning or error"),
 )

@@ -1,7 +1,8 @@
 """`memguard run`: logging, the composition root, trio, signals, exit codes.
 
-Composes the agent (memguard.cli.compose), runs it and the health endpoint
-under trio, and stops cleanly on SIGTERM or SIGINT. The one failure that stops
+Raises its own priority first (memguard.cli.priority, before any thread
+starts), composes the agent (memguard.cli.compose), runs it and the health
+endpoint under trio, and stops cleanly on SIGTERM or SIGINT. The one failure that stops
 it on its own (FatalError: the parent's filesystem is gone) becomes one line
 and exit 1 in memguard.cli.main.
 """
@@ -16,6 +17,7 @@ import trio
 from memguard.cli.compose import compose, raise_fd_limit, select_backend, with_http_reserve
 from memguard.cli.config import RunConfig
 from memguard.cli.logsetup import NonBlockingHandler, configure
+from memguard.cli.priority import Step, raise_priority, report
 from memguard.components import fatal_in, supervise
 from memguard.guarding.agent import Agent
 
@@ -38,8 +40,11 @@ async def serve_async(agent: Agent) -> None:
             nursery.cancel_scope.cancel()
 
 
-async def _main(config: RunConfig, log_handler: NonBlockingHandler) -> None:
+async def _main(
+    config: RunConfig, log_handler: NonBlockingHandler, priority: tuple[Step, ...]
+) -> None:
     composed = await compose(config, log_handler)
+    report(priority)  # once composed: a bad flag is one line and exit 2, alone
     async with trio.open_nursery() as endpoint:
         if composed.server is not None:
             await endpoint.start(supervise, "http", composed.server.run, composed.agent.status)
@@ -48,12 +53,14 @@ async def _main(config: RunConfig, log_handler: NonBlockingHandler) -> None:
 
 
 def serve(config: RunConfig) -> int:
+    select_backend(config.agent.parent, config.cgroup_version, config.v2)  # exit 2 early
+    # Before the first thread (the log writer): nice is per thread, inherited at creation.
+    steps = raise_priority(config.priority)
     log_handler = configure(config.log_format, config.log_level, queue_lines=config.log_queue)
     try:
-        select_backend(config.agent.parent, config.cgroup_version, config.v2)  # exit 2 early
         config = with_http_reserve(config, raise_fd_limit())
         try:
-            trio.run(_main, config, log_handler)
+            trio.run(_main, config, log_handler, steps)
         except BaseExceptionGroup as group:
             fatal = fatal_in(group)
             if fatal is None:

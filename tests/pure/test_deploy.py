@@ -3,6 +3,7 @@ what the DaemonSet needs - and nothing more for RBAC."""
 
 from __future__ import annotations
 
+import itertools
 import os
 import pathlib
 from typing import Any
@@ -62,18 +63,32 @@ def test_daemonset_has_what_the_agent_needs() -> None:
     assert pod["tolerations"] == [{"operator": "Exists"}]
     assert daemonset["spec"]["updateStrategy"]["type"] == "RollingUpdate"
     [container] = pod["containers"]
-    assert container["resources"]["requests"] == {"cpu": "20m", "memory": "120Mi"}
-    assert set(container["resources"]["limits"]) == {"cpu", "memory"}
+    # Guaranteed QoS: requests = limits for both cpu and memory (oom_score_adj -997)
+    resources = container["resources"]
+    assert set(resources["limits"]) == {"cpu", "memory"}
+    assert resources["requests"] == resources["limits"]
     [node_env] = container["env"]
     assert node_env["valueFrom"]["fieldRef"]["fieldPath"] == "spec.nodeName"
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
     assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
     security = container["securityContext"]
-    assert security["capabilities"] == {"drop": ["ALL"], "add": ["KILL"]}
+    # KILL: other users' processes; SYS_NICE, IPC_LOCK: --priority auto (nice, mlockall)
+    assert security["capabilities"] == {"drop": ["ALL"], "add": ["KILL", "SYS_NICE", "IPC_LOCK"]}
     assert security["privileged"] is False
     volumes = {v["name"]: v for v in pod["volumes"]}
     assert set(volumes) == {"host-cgroup", "config"}
     assert volumes["host-cgroup"]["hostPath"]["path"] == "/sys/fs/cgroup"
+
+
+def test_every_added_capability_says_why() -> None:
+    text = (DEPLOY / "daemonset.yaml").read_text()
+    for capability in ("KILL", "SYS_NICE", "IPC_LOCK"):
+        item = f"                - {capability}\n"
+        assert item in text
+        above = [line.strip() for line in text[: text.index(item)].splitlines()]
+        comment = list(itertools.takewhile(lambda line: line.startswith("#"), above[::-1]))
+        assert comment, f"no comment above {capability}"
+        assert comment[-1].startswith(f"# {capability}: "), comment
 
 
 def test_daemonset_arguments_are_valid_memguard_flags() -> None:

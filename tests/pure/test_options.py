@@ -28,6 +28,7 @@ def test_defaults() -> None:
     assert values["max_margin"] == 50 * MIB
     assert values["flush_cooldown"] == pytest.approx(10.0)
     assert values["hot_recheck_interval"] == pytest.approx(0.1)
+    assert values["priority"] == "auto"
     assert set(values) == {option.dest for option in RUN_OPTIONS}
 
 
@@ -47,6 +48,8 @@ def test_defaults() -> None:
         ({"dry_run": "true"}, {"MEMGUARD_DRY_RUN": "0"}, "dry_run", True),
         ({}, {"MEMGUARD_MATCH": "leaf"}, "match", "leaf"),
         ({}, {"MEMGUARD_PARENT": "/tmp/tree"}, "parent", "/tmp/tree"),
+        ({}, {"MEMGUARD_PRIORITY": "off"}, "priority", "off"),
+        ({"priority": "auto"}, {"MEMGUARD_PRIORITY": "off"}, "priority", "auto"),
         ({}, {"memguard_policy": "noop", "POLICY": "noop"}, "policy", "container"),
     ],
 )
@@ -72,6 +75,7 @@ def test_flag_beats_env_beats_default(
         ({}, {"MEMGUARD_DRY_RUN": "maybe"}, "$MEMGUARD_DRY_RUN: 'maybe' is not a boolean"),
         ({}, {"MEMGUARD_PARENT": " "}, "$MEMGUARD_PARENT: an empty path"),
         ({}, {"MEMGUARD_LOG_FORMAT": "xml"}, "$MEMGUARD_LOG_FORMAT: 'xml' is not one of"),
+        ({"priority": "high"}, {}, "--priority: 'high' is not one of auto, off"),
     ],
 )
 def test_bad_value_is_a_config_error_naming_its_source(
@@ -96,6 +100,11 @@ def values(**changes: Any) -> dict[str, Any]:
     resolved = resolve(RUN_OPTIONS, NO_FLAGS, NO_ENV)
     resolved.update(changes)
     return resolved
+
+
+def test_priority_reaches_the_run_config() -> None:
+    assert build_run_config(values()).priority == "auto"
+    assert build_run_config(values(priority="off")).priority == "off"
 
 
 def test_build_agent_config_from_defaults() -> None:
