@@ -23,8 +23,18 @@ NamedService = tuple[str, Service]
 
 
 class Notifier(Protocol):
-    async def arm(self, threshold_bytes: int | None) -> bool:
-        """(Re-)arm at threshold_bytes (None: OOM events only); False if gone."""
+    async def arm(
+        self,
+        threshold_bytes: int | None,
+        warning_bytes: int | None = None,
+        last_chance_bytes: int | None = None,
+    ) -> bool:
+        """(Re-)arm at threshold_bytes (None: OOM events only) and, where the
+        backend can, at the warning and last-chance levels too; False if gone."""
+        ...
+
+    def usage_bytes(self) -> int | None:
+        """Usage now, as cheaply as the backend can read it; None when gone."""
         ...
 
     async def wait(self, timeout_s: float) -> frozenset[Wake]:
@@ -52,6 +62,10 @@ class Backend(Protocol):
 
     def mounted(self, path: str) -> bool:
         """path (or its nearest existing ancestor) is still on this backend's filesystem."""
+        ...
+
+    def freezer_for(self, cgroup_dir: str) -> str | None:
+        """A cgroup v1 freezer mirroring cgroup_dir (container kills), or None."""
         ...
 
     def exists(self, cgroup_dir: str) -> bool:

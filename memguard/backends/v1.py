@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -12,8 +13,8 @@ from memguard.backends.base import NamedService
 from memguard.backends.doorbell import Doorbell
 from memguard.backends.inotify_hub import InotifyHub, Subscription
 from memguard.backends.wake import Wake
-from memguard.errors import WatchError
-from memguard.kernel import cgroup_v1, cgroupfs, names
+from memguard.errors import KernelError, WatchError
+from memguard.kernel import cgroup_v1, cgroupfs, freezer, names
 from memguard.kernel.eventfd import EventFd
 from memguard.kernel.fstype import FsKind, still_on
 from memguard.kernel.inotify import IN_CLOSE_WRITE, IN_MODIFY, InotifyEvent
@@ -27,16 +28,25 @@ MAX_PARALLEL_REGISTRATIONS = 8
 
 
 class V1Notifier:
-    """One eventfd per cgroup carries both the threshold and the OOM event.
+    """One eventfd per cgroup carries the OOM event and every usage level (warning,
+    threshold, last chance): each is one more registration on the same eventfd.
 
     Re-arming registers a new eventfd before closing the old one, so there is
-    no window without a registration; closing an eventfd unregisters it.
+    no window without a registration; closing an eventfd unregisters it. An fd
+    on memory.usage_in_bytes stays open: a wake-up costs one pread to read usage.
+    With hold (--hold-at-limit) the cgroup's oom_kill_disable is set while it is
+    guarded: at the limit the kernel parks the allocating tasks instead of
+    killing one, and the OOM event wakes the guard. The value found is put back
+    when the guard stops.
     """
 
-    def __init__(self, cgroup_dir: str, limiter: trio.CapacityLimiter) -> None:
+    def __init__(self, cgroup_dir: str, limiter: trio.CapacityLimiter, hold: bool) -> None:
         self._cgroup_dir = cgroup_dir
         self._limiter = limiter
+        self._hold = hold
         self._eventfd: EventFd | None = None
+        self._usage_fd: int | None = None
+        self._held_from: int | None = None  # oom_kill_disable before memguard set it
         self.bell = Doorbell()
         self.limit_watched = True
 
@@ -48,18 +58,37 @@ class V1Notifier:
         if event.name == names.LIMIT_FILE:
             self.bell.ring(Wake.LIMIT)
 
-    def _register(self, eventfd: int, threshold_bytes: int | None) -> bool:
-        return cgroup_v1.register_oom(eventfd, self._cgroup_dir) and (
-            threshold_bytes is None
-            or cgroup_v1.register_threshold(eventfd, self._cgroup_dir, threshold_bytes)
-        )
+    def usage_bytes(self) -> int | None:
+        if self._usage_fd is None:
+            self._usage_fd = cgroup_v1.open_usage(self._cgroup_dir)
+            if self._usage_fd is None:
+                return None
+        return cgroup_v1.pread_usage(self._usage_fd)
 
-    async def arm(self, threshold_bytes: int | None) -> bool:
+    def _register(self, eventfd: int, levels: tuple[int | None, ...]) -> bool:
+        if not cgroup_v1.register_oom(eventfd, self._cgroup_dir):
+            return False
+        for level in levels:
+            if level is not None and not cgroup_v1.register_threshold(
+                eventfd, self._cgroup_dir, level
+            ):
+                return False
+        return True
+
+    async def arm(
+        self,
+        threshold_bytes: int | None,
+        warning_bytes: int | None = None,
+        last_chance_bytes: int | None = None,
+    ) -> bool:
+        if self._hold and self._held_from is None:
+            self._held_from = await trio.to_thread.run_sync(self._take_hold)
         fresh = EventFd()
+        levels = (threshold_bytes, warning_bytes, last_chance_bytes)
         try:
             # Not abandoned on cancel: the thread uses fresh's fd until it returns.
             registered = await trio.to_thread.run_sync(
-                self._register, fresh.fileno(), threshold_bytes, limiter=self._limiter
+                self._register, fresh.fileno(), levels, limiter=self._limiter
             )
         except BaseException:
             fresh.close()
@@ -72,6 +101,16 @@ class V1Notifier:
         self._eventfd = fresh
         return True
 
+    def _take_hold(self) -> int | None:
+        """Set oom_kill_disable; the value it had (None: the cgroup is gone)."""
+        control = cgroup_v1.read_oom_control(self._cgroup_dir)
+        if control is None:
+            return None
+        found = control.get("oom_kill_disable", 0)
+        if found != 1 and not cgroup_v1.set_oom_kill_disable(self._cgroup_dir, True):
+            return None
+        return found
+
     async def wait(self, timeout_s: float) -> frozenset[Wake]:
         fd = None if self._eventfd is None else self._eventfd.fileno()
         reasons = await self.bell.wait(fd, timeout_s)
@@ -80,18 +119,39 @@ class V1Notifier:
         return reasons
 
     def close(self) -> None:
+        if self._held_from == 0:
+            with contextlib.suppress(KernelError):  # leaving: best effort, one write
+                cgroup_v1.set_oom_kill_disable(self._cgroup_dir, False)
+        self._held_from = None
         if self._eventfd is not None:
             self._eventfd.close()
             self._eventfd = None
+        if self._usage_fd is not None:
+            os.close(self._usage_fd)
+            self._usage_fd = None
 
 
 class V1Backend:
     name = "cgroup-v1"
     flush_blocks = True
-    fds_per_guard = 1  # the eventfd carrying threshold and OOM events
+    fds_per_guard = 2  # the eventfd (levels and OOM events), memory.usage_in_bytes
 
-    def __init__(self) -> None:
+    def __init__(
+        self,
+        memory_root: str | None = None,
+        freezer_root: str | None = None,
+        hold_at_limit: bool = False,
+    ) -> None:
         self._registration_limiter = trio.CapacityLimiter(MAX_PARALLEL_REGISTRATIONS)
+        self._memory_root = memory_root
+        self._freezer_root = freezer_root
+        self.hold_at_limit = hold_at_limit
+
+    def freezer_for(self, cgroup_dir: str) -> str | None:
+        """The freezer cgroup mirroring cgroup_dir (the kubelet and runc make one)."""
+        if self._memory_root is None or self._freezer_root is None:
+            return None
+        return freezer.mirror(cgroup_dir, self._memory_root, self._freezer_root)
 
     def exists(self, cgroup_dir: str) -> bool:
         return os.path.isdir(cgroup_dir)
@@ -124,7 +184,7 @@ class V1Backend:
 
     @contextmanager
     def notifier(self, cgroup_dir: str, hub: InotifyHub) -> Iterator[V1Notifier]:
-        notifier = V1Notifier(cgroup_dir, self._registration_limiter)
+        notifier = V1Notifier(cgroup_dir, self._registration_limiter, self.hold_at_limit)
         subscription: Subscription | None = None
         try:
             subscription = hub.subscribe(

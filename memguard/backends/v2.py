@@ -7,11 +7,18 @@ v2 has no usage-threshold event, so a guard is woken by whichever comes first:
 - the adaptive poll of memory.current found usage at or over the threshold
   (interval: half of headroom / fill rate, 10 ms .. 1 s by default;
   memguard.policy.poll; one shared poller task: memguard.v2poller);
-- optionally the memory.high tripwire: memory.high = threshold makes the
-  kernel count "high" events (and throttle the allocator) from the threshold
-  on. Off by default: it throttles, and kubelet's MemoryQoS manages
-  memory.high itself; memguard only sets it where it reads "max", and puts
-  "max" back when it stops guarding.
+- the memory.high tripwire (--high-tripwire auto|on|off): memory.high =
+  threshold makes the kernel count "high" events (and throttle the allocator)
+  from the threshold on. memguard sets it only where memory.high reads "max"
+  (nobody else owns it: the kubelet's MemoryQoS writes it at creation), puts
+  "max" back when it stops guarding, and stands aside for good once another
+  writer changed it. `auto` (the default) also stays off where memguard's own
+  memory QoS manages memory.high (a class or a memory.high annotation): the
+  QoS applier claims the cgroup (claim_memory_high) before it writes, which
+  takes a tripwire already there away first, so what QoS remembers to put
+  back is "max", not the tripwire; released, the tripwire returns at the
+  next arm. `on` ignores claims: the QoS value then replaces the tripwire
+  (today's behaviour before `auto`), and QoS puts the tripwire back.
 Flush is memory.reclaim of what brings usage one margin under the threshold;
 a container kill is cgroup.kill.
 """
@@ -21,9 +28,10 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 from memguard.backends.base import NamedService
 from memguard.backends.doorbell import Doorbell
@@ -41,19 +49,48 @@ from memguard.policy.poll import PollSettings
 log = logging.getLogger(__name__)
 
 
+class Tripwire(StrEnum):
+    """--high-tripwire: where memguard sets memory.high to the threshold."""
+
+    AUTO = "auto"  # where memory.high reads "max" and memguard's memory QoS does not own it
+    ON = "on"  # where memory.high reads "max"
+    OFF = "off"  # never
+
+
 @dataclass(frozen=True)
 class V2Settings:
     signals: frozenset[str] = V2_SIGNALS
     psi_trigger: str = "some 50000 500000"  # 50 ms of stall within 500 ms
     poll: PollSettings = field(default_factory=PollSettings)
-    high_tripwire: bool = False
+    # True and False (the switch it was) mean ON and OFF; read it as .tripwire.
+    high_tripwire: Tripwire | bool = Tripwire.AUTO
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "high_tripwire", _tripwire(self.high_tripwire))
+
+    @property
+    def tripwire(self) -> Tripwire:
+        return _tripwire(self.high_tripwire)
+
+
+def _tripwire(value: Tripwire | bool) -> Tripwire:
+    if isinstance(value, bool):
+        return Tripwire.ON if value else Tripwire.OFF
+    return Tripwire(value)
 
 
 class V2Notifier:
-    def __init__(self, cgroup_dir: str, settings: V2Settings, poller: Poller) -> None:
+    def __init__(
+        self,
+        cgroup_dir: str,
+        settings: V2Settings,
+        poller: Poller,
+        high_claimed: Callable[[], bool] = lambda: False,
+    ) -> None:
         self._cgroup_dir = cgroup_dir
         self._settings = settings
         self._poller = poller
+        self._high_claimed = high_claimed  # memguard's memory QoS owns memory.high here
         self.bell = Doorbell()
         self._psi: PsiTrigger | None = None
         self._poll: PollEntry | None = None
@@ -88,10 +125,21 @@ class V2Notifier:
                 )
         return True
 
-    async def arm(self, threshold_bytes: int | None) -> bool:
+    def usage_bytes(self) -> int | None:
+        if self._poll is not None:
+            return cgroup_v2.pread_current(self._poll.fd)
+        return cgroup_v2.read_current(self._cgroup_dir)
+
+    async def arm(
+        self,
+        threshold_bytes: int | None,
+        warning_bytes: int | None = None,
+        last_chance_bytes: int | None = None,
+    ) -> bool:
         if self._poll is not None:
             self._poll.threshold_bytes = threshold_bytes
-        if self._settings.high_tripwire:
+        tripwire = self._settings.tripwire
+        if tripwire is Tripwire.ON or (tripwire is Tripwire.AUTO and not self._high_claimed()):
             return self._set_tripwire(threshold_bytes)
         return cgroup_v2.read_max(self._cgroup_dir)[0]
 
@@ -103,6 +151,15 @@ class V2Notifier:
             return True  # someone else manages memory.high (kubelet MemoryQoS): leave it
         self._tripwire_bytes = threshold_bytes
         return cgroup_v2.write_high(self._cgroup_dir, threshold_bytes)
+
+    def withdraw_tripwire(self) -> None:
+        """Take the tripwire away ("max" back) if memory.high still holds it."""
+        if self._settings.tripwire is not Tripwire.AUTO or self._tripwire_bytes is None:
+            return
+        present, high = cgroup_v2.read_max(self._cgroup_dir, names.HIGH_FILE)
+        if present and high == self._tripwire_bytes:
+            cgroup_v2.write_high(self._cgroup_dir, None)  # "max": no reclaim, quick
+        self._tripwire_bytes = None
 
     async def wait(self, timeout_s: float) -> frozenset[Wake]:
         psi_fd = None if self._psi is None else self._psi.fileno()
@@ -142,9 +199,14 @@ class V2Backend:
         self.fds_per_guard = (Wake.POLL in self.settings.signals) + 2 * (
             Wake.PSI in self.settings.signals
         )
+        self._high_claims: set[str] = set()  # memory.high owned by memguard's memory QoS
+        self._notifiers: dict[str, V2Notifier] = {}
 
     def mounted(self, path: str) -> bool:
         return still_on(path, FsKind.CGROUP_V2)
+
+    def freezer_for(self, cgroup_dir: str) -> str | None:
+        return None  # cgroup.kill kills a whole v2 cgroup at once
 
     def services(self) -> list[NamedService]:
         return [("v2-poller", self.poller.run)] if Wake.POLL in self.settings.signals else []
@@ -172,9 +234,26 @@ class V2Backend:
     def write_setting(self, cgroup_dir: str, file: str, value: str) -> bool:
         return cgroup_v2.write_setting(cgroup_dir, file, value)
 
+    # memory.high and memguard's memory QoS (memguard.qos.applier), on the trio thread
+
+    def claim_memory_high(self, cgroup_dir: str) -> None:
+        """Memory QoS manages memory.high here from now on (said before it writes):
+        with --high-tripwire auto a tripwire there goes ("max" back) and stays off."""
+        self._high_claims.add(cgroup_dir)
+        notifier = self._notifiers.get(cgroup_dir)
+        if notifier is not None:
+            notifier.withdraw_tripwire()
+
+    def release_memory_high(self, cgroup_dir: str) -> None:
+        """Memory QoS no longer manages memory.high here: the tripwire may come back
+        (at the guard's next arm) where memory.high reads "max"."""
+        self._high_claims.discard(cgroup_dir)
+
     @contextmanager
     def notifier(self, cgroup_dir: str, hub: InotifyHub) -> Iterator[V2Notifier]:
-        notifier = V2Notifier(cgroup_dir, self.settings, self.poller)
+        claims = self._high_claims
+        notifier = V2Notifier(cgroup_dir, self.settings, self.poller, lambda: cgroup_dir in claims)
+        self._notifiers[cgroup_dir] = notifier
         subscription = None
         try:
             subscription = hub.subscribe(cgroup_dir, IN_MODIFY, notifier.on_file_event)
@@ -185,5 +264,7 @@ class V2Backend:
             yield notifier
         finally:
             notifier.close()
+            if self._notifiers.get(cgroup_dir) is notifier:
+                del self._notifiers[cgroup_dir]
             if subscription is not None:
                 hub.unsubscribe(subscription)

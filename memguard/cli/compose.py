@@ -35,6 +35,7 @@ from memguard.fake import model as fake_model
 from memguard.fake.backend import FakeBackend
 from memguard.guarding.agent import Agent
 from memguard.kernel.fstype import FsKind, existing_ancestor, fs_kind
+from memguard.kernel.mounts import read_host
 from memguard.kernel.names import CONTROLLERS_FILE
 from memguard.kube.connection import find_connection, node_name_from
 from memguard.qos.applier import MemoryQos, PodSource
@@ -78,7 +79,9 @@ def _check_v2_memory(parent: str, existing: str) -> None:
         )
 
 
-def select_backend(parent: str, version: str = "auto", v2: V2Settings | None = None) -> Backend:
+def select_backend(
+    parent: str, version: str = "auto", v2: V2Settings | None = None, hold_at_limit: bool = False
+) -> Backend:
     """The backend for the filesystem holding parent; ConfigError if none fits."""
     absolute = os.path.abspath(parent)
     if not os.path.isdir(os.path.dirname(absolute)):
@@ -90,7 +93,8 @@ def select_backend(parent: str, version: str = "auto", v2: V2Settings | None = N
     if kind is FsKind.CGROUP_V1:
         _check_version(parent, "1", version)
         _require_root()
-        return V1Backend()
+        _, mounts = read_host()
+        return V1Backend(mounts.v1_memory, mounts.v1_freezer, hold_at_limit)
     if kind is FsKind.CGROUP_V2:
         _check_version(parent, "2", version)
         _check_v2_memory(parent, existing)

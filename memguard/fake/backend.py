@@ -48,7 +48,16 @@ class FakeNotifier:
         if event.name in self._watched:
             self.bell.ring(Wake.FILE)
 
-    async def arm(self, threshold_bytes: int | None) -> bool:
+    def usage_bytes(self) -> int | None:
+        memory = model.read(self._cgroup_dir)
+        return None if memory is None else memory.usage_bytes
+
+    async def arm(
+        self,
+        threshold_bytes: int | None,
+        warning_bytes: int | None = None,
+        last_chance_bytes: int | None = None,
+    ) -> bool:
         # Every write wakes the guard; there is nothing to register.
         return model.read(self._cgroup_dir) is not None
 
@@ -71,6 +80,9 @@ class FakeBackend:
     def mounted(self, path: str) -> bool:
         """The fake tree (its marker) is still there."""
         return model.find_marker(path) is not None
+
+    def freezer_for(self, cgroup_dir: str) -> str | None:
+        return None  # no freezer: container kills go round by round
 
     def snapshot(self, cgroup_dir: str) -> MemorySnapshot | None:
         with model.locked(cgroup_dir) as memory:

@@ -28,9 +28,10 @@ import trio
 from memguard.backends.base import Backend, NamedService
 from memguard.backends.inotify_hub import InotifyHub
 from memguard.components import ComponentStatus, supervise
-from memguard.guarding.actions import Flusher, Killer
+from memguard.guarding.actions import Flusher
 from memguard.guarding.discovery import Discovery, MatchMode
 from memguard.guarding.guard import GuardContext
+from memguard.guarding.killer import Killer
 from memguard.guarding.supervisor import ContainerListener, FdBudget, GuardSupervisor
 from memguard.policy.margin import granularity_raised_margin
 from memguard.policy.model import GuardSettings

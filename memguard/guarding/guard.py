@@ -2,20 +2,31 @@
 
 The loop: read a snapshot (None: the cgroup is gone, the guard ends); ask
 policy.step what to do about the event that just happened; carry out its
-effects (arm, flush, act, report, when to look again); an effect with an
-outcome is followed by a fresh snapshot and the matching event; otherwise sleep
-until the kernel, a limit change or the (re)check timeout wakes the guard.
+effects (arm, prepare, flush, act, report, when to look again); an effect with
+an outcome is followed by a fresh snapshot and the matching event; otherwise
+sleep until the kernel, a limit change or the (re)check timeout wakes the guard.
+
+The kill path reads nothing it can do without: a wake-up from the kernel is
+first decided on a light snapshot - usage from one pread, the rest as last
+read - and if the step says Act, the prepared victims are signalled before
+anything else is read (memguard.guarding.killer); any other decision is made
+again on a full snapshot. Victims are prepared in the background (a scan of
+the members when armed; pidfds once usage passes the warning level), never on
+the kill path. A flush runs in a worker thread while the guard keeps
+listening: usage at the last-chance level acts at once.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import logging
+import math
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 import trio
@@ -23,18 +34,23 @@ import trio
 from memguard.backends.base import Backend, Notifier
 from memguard.backends.inotify_hub import InotifyHub
 from memguard.backends.wake import NOTIFICATIONS, Wake
-from memguard.guarding.actions import Flusher, Killer, KillOutcome
+from memguard.guarding.actions import Flusher
+from memguard.guarding.killer import Killer, KillOutcome, Prepared
 from memguard.policy import effects as fx
 from memguard.policy.model import GuardSettings, MemorySnapshot, Policy
 from memguard.policy.paths import ContainerRef
 from memguard.policy.state import GuardState
 from memguard.policy.step import step
+from memguard.policy.table import last_chance_reason
 from memguard.reports.report import Report, ReportKind
 from memguard.units import format_size
 
 log = logging.getLogger(__name__)
 
 CONTAINER_KILL_BOUND_S = 2.0
+PREPARED_MAX_AGE_S = 0.5  # warned: victims older than this are prepared again
+SCAN_MAX_AGE_S = 30.0  # calm: the members and the protected ones, this often
+LIGHT_WAKES = frozenset({Wake.KERNEL, Wake.POLL, Wake.EVENTS, Wake.PSI})
 NOT_READY_RETRY_S = 0.5
 UNWATCHED_RECHECK_S = 1.0  # no inotify watch on the cgroup (watch limit): re-read this often
 RECHECK_JITTER = 0.1  # +-10 %, so 1,000 guards do not re-check in lockstep
@@ -85,11 +101,20 @@ class Guard:
         self._latency_s: float | None = None
         self._registered = False  # the notifier is armed (the kernel will tell)
         self._registered_threshold: int | None = None
+        self._prepared: Prepared | None = None  # victims ready for the kill (killer.py)
+        self._preparing = False
+        self._background: trio.Nursery | None = None
+        self._read_at: float | None = None  # perf_counter() of the last reading of usage
 
     @property
     def armed(self) -> bool:
         """The kernel (or the fake tree) notifies this guard: the first arm is done."""
         return self._registered
+
+    @property
+    def prepared_victims(self) -> int:
+        """Victims with an open pidfd, ready for the kill (0: not in the danger zone)."""
+        return len(self._prepared.victims) if self._prepared is not None else 0
 
     @property
     def armed_threshold_bytes(self) -> int | None:
@@ -107,8 +132,15 @@ class Guard:
             self._state = GuardState()  # a new notifier: armed afresh
             self._registered = False
             notifier_cm = self._ctx.backend.notifier(self.cgroup_dir, self._ctx.hub)
-            with notifier_cm as notifier, contextlib.suppress(_Gone):
-                await self._loop(notifier)
+            try:
+                async with trio.open_nursery() as background:
+                    self._background = background
+                    with notifier_cm as notifier, contextlib.suppress(_Gone):
+                        await self._loop(notifier)
+                    background.cancel_scope.cancel()
+            finally:
+                self._background = None
+                self._drop_prepared()
             if not self._ctx.backend.exists(self.cgroup_dir):
                 break
             delay_s = min(NOT_READY_RETRY_S * 2**attempt, self._settings.recheck_interval_s)
@@ -121,6 +153,7 @@ class Guard:
         log.debug("guard ended: %s is gone", self.cgroup_dir)
 
     def _snapshot(self) -> MemorySnapshot:
+        self._read_at = time.perf_counter()
         snapshot = self._ctx.backend.snapshot(self.cgroup_dir)
         if snapshot is None:
             raise _Gone
@@ -129,9 +162,14 @@ class Guard:
     async def _loop(self, notifier: Notifier) -> None:
         event: fx.Event = fx.Woke()
         snapshot = self._snapshot()
+        light = False  # usage read alone (the kill path); the rest as last read
         vanished = False  # gone right after an action: only its report is left to make
         while True:
             outcome = step(self._state, snapshot, event, self._settings, trio.current_time())
+            if light and not any(isinstance(e, fx.Act) for e in outcome.effects):
+                # not a kill: decide on all of it
+                event, snapshot, light = fx.Woke(), self._snapshot(), False
+                continue
             self._state = outcome.state
             next_event: fx.Event | None = None
             look_at_s: float | None = None
@@ -147,9 +185,18 @@ class Guard:
             if vanished:
                 raise _Gone
             if next_event is None:
+                self._refresh_prepared()
                 await self._sleep(notifier, look_at_s)
                 next_event = fx.Woke()
-            event = next_event
+                if self._woke_by & LIGHT_WAKES and not self._woke_by & {Wake.LIMIT}:
+                    usage = notifier.usage_bytes()
+                    if usage is None:
+                        raise _Gone
+                    light_snapshot = replace(snapshot, usage_bytes=usage)
+                    event, snapshot, light = fx.Woke(light=True), light_snapshot, True
+                    continue
+            event, light = next_event, False
+            self._read_at = time.perf_counter()
             fresh = self._ctx.backend.snapshot(self.cgroup_dir)
             if fresh is None and not isinstance(event, fx.Acted):
                 raise _Gone
@@ -173,8 +220,14 @@ class Guard:
             await self._arm(effect, snapshot, notifier)
             return fx.Armed()
         if isinstance(effect, fx.Flush):
-            flushed = await self._ctx.flusher.flush(self.cgroup_dir, effect.request_bytes)
-            return fx.Flushed(flushed.duration_s)
+            return await self._flush_listening(effect, notifier)
+        if isinstance(effect, fx.Prepare):
+            self._start_preparing(effect.ranking, with_pidfds=True)
+            return None
+        if isinstance(effect, fx.Unprepare):
+            if self._prepared is not None:
+                self._prepared.close()
+            return None
         if isinstance(effect, fx.CacheFlush):
             flushed = await self._ctx.flusher.flush(self.cgroup_dir, effect.request_bytes)
             return fx.CacheFlushed(flushed.duration_s)
@@ -193,9 +246,14 @@ class Guard:
         if not effect.after_action:
             # Before arming: memory QoS may own memory.high, which the v2 tripwire leaves alone.
             self._events.limit_known(self, snapshot.limit_bytes)
-        if not await notifier.arm(effect.threshold_bytes):
+        armed = await notifier.arm(
+            effect.threshold_bytes, effect.warning_bytes, effect.last_chance_bytes
+        )
+        if not armed:
             raise _Gone
         self._registered, self._registered_threshold = True, effect.threshold_bytes
+        if self._prepared is None:
+            self._start_preparing(ranking=False, with_pidfds=False)
         if not effect.after_action:
             log.info(
                 "guarding %s: limit %s, threshold %s",
@@ -205,10 +263,47 @@ class Guard:
             )
             self._events.armed_changed(self)
 
+    async def _flush_listening(self, effect: fx.Flush, notifier: Notifier) -> fx.Event:
+        """Flush in a worker thread; usage at the last-chance level meanwhile ends
+        the wait (the flush goes on in its thread) and the guard acts at once."""
+        last_chance = effect.last_chance_bytes
+        outcome: list[fx.Event] = []
+        async with trio.open_nursery() as nursery:
+
+            async def flush() -> None:
+                flushed = await self._ctx.flusher.flush(self.cgroup_dir, effect.request_bytes)
+                outcome.append(fx.Flushed(flushed.duration_s))
+                nursery.cancel_scope.cancel()
+
+            async def listen() -> None:
+                while last_chance is not None:
+                    self._woke_by = await notifier.wait(math.inf)
+                    usage = notifier.usage_bytes()
+                    if usage is None or usage < last_chance:
+                        continue
+                    snapshot = self._ctx.backend.snapshot(self.cgroup_dir)
+                    now_s = trio.current_time()
+                    if snapshot is not None and last_chance_reason(
+                        self._state, snapshot, self._settings, now_s
+                    ):
+                        outcome.append(fx.LastChance(snapshot.usage_bytes))
+                        nursery.cancel_scope.cancel()
+                        return
+
+            nursery.start_soon(flush)
+            nursery.start_soon(listen)
+        return outcome[0] if outcome else fx.Flushed(0.0)
+
     async def _act(self, effect: fx.Act, notifier: Notifier) -> fx.Event:
         started = time.perf_counter()
-        woke_at = notifier.kernel_woke_at if self._woke_by & NOTIFICATIONS else None
-        outcome = await self._run_policy(effect.policy)
+        # From the kernel's notification, or else from the read that found usage over.
+        woke_at = notifier.kernel_woke_at if self._woke_by & NOTIFICATIONS else self._read_at
+        prepared, self._prepared = self._prepared, None
+        try:
+            outcome = await self._run_policy(effect.policy, prepared)
+        finally:
+            if prepared is not None:
+                prepared.close()
         if outcome.gone:
             raise _Gone
         self._kill = outcome
@@ -217,14 +312,57 @@ class Guard:
             self._latency_s = outcome.first_signal_at - woke_at
         return fx.Acted(len(outcome.victims), outcome.gone, time.perf_counter() - started)
 
-    async def _run_policy(self, policy: Policy) -> KillOutcome:
+    async def _run_policy(self, policy: Policy, prepared: Prepared | None) -> KillOutcome:
         killer = self._ctx.killer
         if policy is Policy.NOOP:
             return KillOutcome()
         if policy is Policy.PROCESS:
-            return await killer.kill_process(self.cgroup_dir)
+            return await killer.kill_process(self.cgroup_dir, prepared)
         deadline_s = trio.current_time() + CONTAINER_KILL_BOUND_S
-        return await killer.kill_container(self.cgroup_dir, deadline_s)
+        return await killer.kill_container(self.cgroup_dir, prepared, deadline_s)
+
+    # -- preparing the victims (in the background, never on the kill path) --------------
+
+    def _start_preparing(self, ranking: bool, with_pidfds: bool) -> None:
+        if self._preparing or self._background is None:
+            return
+        killer = self._ctx.killer
+        if with_pidfds:
+            work = functools.partial(killer.prepare, self.cgroup_dir, ranking)
+        else:
+            work = functools.partial(killer.scan, self.cgroup_dir)
+        if not self._ctx.backend.flush_blocks:  # a fake tree: quick reads, done at once
+            self._prepared_now(work())
+            return
+        self._preparing = True
+        self._background.start_soon(self._prepare, work)
+
+    async def _prepare(self, work: Callable[[], Prepared | None]) -> None:
+        """Real cgroupfs and /proc reads, pidfd opens: in a worker thread."""
+        try:
+            fresh = await trio.to_thread.run_sync(work, abandon_on_cancel=True)
+        finally:
+            self._preparing = False
+        self._prepared_now(fresh)
+
+    def _prepared_now(self, fresh: Prepared | None) -> None:
+        self._drop_prepared()
+        self._prepared = fresh
+        self._events.armed_changed(self)  # observable: prepared_victims changed
+
+    def _refresh_prepared(self) -> None:
+        """Warned victims older than PREPARED_MAX_AGE_S, or a stale scan, are renewed."""
+        prepared = self._prepared
+        age_s = math.inf if prepared is None else time.perf_counter() - prepared.at_s
+        if self._state.warned and age_s > PREPARED_MAX_AGE_S:
+            self._start_preparing(self._settings.policy is Policy.PROCESS, with_pidfds=True)
+        elif self._registered and age_s > SCAN_MAX_AGE_S:
+            self._start_preparing(ranking=False, with_pidfds=False)
+
+    def _drop_prepared(self) -> None:
+        if self._prepared is not None:
+            self._prepared.close()
+            self._prepared = None
 
     def _publish(self, effect: fx.Publish) -> None:
         before, after = effect.before, effect.after

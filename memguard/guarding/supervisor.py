@@ -29,7 +29,7 @@ from typing import Protocol
 
 import trio
 
-from memguard.components import RESTART_BACKOFF_S, Changes, ComponentStatus
+from memguard.components import RESTART_BACKOFF_S, Changes, ComponentStatus, innermost
 from memguard.guarding.guard import Guard, GuardContext
 from memguard.policy.paths import ContainerRef
 
@@ -41,7 +41,7 @@ _OUT_OF_FDS = frozenset({errno.EMFILE, errno.ENFILE})
 
 
 def out_of_fds(error: BaseException) -> bool:
-    return getattr(error, "errno", None) in _OUT_OF_FDS
+    return getattr(innermost(error), "errno", None) in _OUT_OF_FDS
 
 
 class ContainerListener(Protocol):

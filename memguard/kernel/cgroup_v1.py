@@ -23,9 +23,11 @@ from memguard.kernel.cgroupfs import (
     GONE_ERRNOS,
     UNLIMITED_AT_BYTES,
     kernel_error,
+    open_reading,
     parse_flat_keyed,
     parse_int,
     parse_limit,
+    pread_int,
     read_text,
     write,
 )
@@ -71,6 +73,27 @@ def read_snapshot(cgroup_dir: str) -> MemorySnapshot | None:
 def read_usage(cgroup_dir: str) -> int | None:
     text = read_text(os.path.join(cgroup_dir, USAGE_FILE))
     return None if text is None else parse_int(text, os.path.join(cgroup_dir, USAGE_FILE))
+
+
+def open_usage(cgroup_dir: str) -> int | None:
+    """An fd on memory.usage_in_bytes for cheap repeated reads, or None when gone."""
+    return open_reading(os.path.join(cgroup_dir, USAGE_FILE))
+
+
+def pread_usage(fd: int) -> int | None:
+    return pread_int(fd, USAGE_FILE)
+
+
+def read_oom_control(cgroup_dir: str) -> dict[str, int] | None:
+    """memory.oom_control: oom_kill_disable, under_oom, oom_kill; None when gone."""
+    text = read_text(os.path.join(cgroup_dir, OOM_CONTROL_FILE))
+    return None if text is None else parse_flat_keyed(text)
+
+
+def set_oom_kill_disable(cgroup_dir: str, disable: bool) -> bool:
+    """oom_kill_disable 1: at the limit the kernel parks the allocating tasks (and
+    notifies the OOM eventfd) instead of killing; False when the cgroup is gone."""
+    return write(os.path.join(cgroup_dir, OOM_CONTROL_FILE), b"1" if disable else b"0")
 
 
 def _register(eventfd: int, cgroup_dir: str, watched_file: str, argument: str) -> bool:

@@ -21,10 +21,10 @@ import errno
 import os
 
 from memguard.kernel.cgroupfs import (
-    GONE_ERRNOS,
-    kernel_error,
+    open_reading,
     parse_flat_keyed,
     parse_int,
+    pread_int,
     read_text,
     write,
 )
@@ -133,22 +133,16 @@ def write_setting(cgroup_dir: str, file: str, value: str) -> bool:
     return write(os.path.join(cgroup_dir, file), value.encode())
 
 
+def read_current(cgroup_dir: str) -> int | None:
+    text = read_text(os.path.join(cgroup_dir, CURRENT_FILE))
+    return None if text is None else parse_int(text, os.path.join(cgroup_dir, CURRENT_FILE))
+
+
 def open_current(cgroup_dir: str) -> int | None:
     """An fd on memory.current for cheap repeated reads (pread), or None when gone."""
-    try:
-        return os.open(os.path.join(cgroup_dir, CURRENT_FILE), os.O_RDONLY | os.O_CLOEXEC)
-    except OSError as error:
-        if error.errno in GONE_ERRNOS:
-            return None
-        raise kernel_error(f"open {cgroup_dir}/{CURRENT_FILE}", error) from error
+    return open_reading(os.path.join(cgroup_dir, CURRENT_FILE))
 
 
 def pread_current(fd: int) -> int | None:
     """memory.current through an open fd (one syscall); None when the cgroup is gone."""
-    try:
-        data = os.pread(fd, 32, 0)
-    except OSError as error:
-        if error.errno in GONE_ERRNOS:
-            return None
-        raise kernel_error("pread memory.current", error) from error
-    return int(data) if data.strip().isdigit() else None
+    return pread_int(fd, CURRENT_FILE)

@@ -83,3 +83,25 @@ def read_procs(cgroup_dir: str) -> list[int] | None:
     if text is None:
         return None
     return [int(line) for line in text.split() if line.isascii() and line.isdigit()]
+
+
+def open_reading(path: str) -> int | None:
+    """An fd on a counter file for cheap repeated reads (pread), or None when gone."""
+    try:
+        return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as error:
+        if error.errno in GONE_ERRNOS:
+            return None
+        raise kernel_error(f"open {path}", error) from error
+
+
+def pread_int(fd: int, what: str) -> int | None:
+    """The integer in a counter file through its open fd (one syscall); None when gone."""
+    try:
+        data = os.pread(fd, 32, 0)
+    except OSError as error:
+        if error.errno in GONE_ERRNOS:
+            return None
+        raise kernel_error(f"pread {what}", error) from error
+    stripped = data.strip()
+    return int(stripped) if stripped.isdigit() else None

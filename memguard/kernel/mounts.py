@@ -27,11 +27,13 @@ class HostMode(enum.Enum):
 class CgroupMounts:
     v1_memory: str | None = None  # mount point of the v1 memory hierarchy
     v2: str | None = None  # mount point of cgroup2
+    v1_freezer: str | None = None  # mount point of the v1 freezer hierarchy
 
 
 def parse_mountinfo(text: str) -> CgroupMounts:
     v1_memory: str | None = None
     v2: str | None = None
+    v1_freezer: str | None = None
     for line in text.splitlines():
         left, sep, right = line.partition(" - ")
         fields, tail = left.split(), right.split()
@@ -40,9 +42,11 @@ def parse_mountinfo(text: str) -> CgroupMounts:
         mount_point, fstype, options = fields[4], tail[0], tail[2].split(",")
         if fstype == "cgroup" and "memory" in options and v1_memory is None:
             v1_memory = mount_point
+        elif fstype == "cgroup" and "freezer" in options and v1_freezer is None:
+            v1_freezer = mount_point
         elif fstype == "cgroup2" and v2 is None:
             v2 = mount_point
-    return CgroupMounts(v1_memory, v2)
+    return CgroupMounts(v1_memory, v2, v1_freezer)
 
 
 def host_mode(mounts: CgroupMounts, v2_controllers: str | None) -> HostMode:

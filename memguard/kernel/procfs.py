@@ -51,6 +51,15 @@ def is_alive(pid: int, proc_root: str = "/proc") -> bool:
     return state is not None and state not in _DEAD_STATES
 
 
+def read_oom_score_adj(pid: int, proc_root: str = "/proc") -> int | None:
+    """/proc/<pid>/oom_score_adj, None when gone (one small read)."""
+    text = _read(f"{proc_root}/{pid}/oom_score_adj")
+    try:
+        return None if text is None else int(text)
+    except ValueError:
+        return None
+
+
 def read_proc(pid: int, proc_root: str = "/proc") -> ProcInfo | None:
     """Ranking data for one live process, or None when it is gone or a zombie."""
     base = f"{proc_root}/{pid}"

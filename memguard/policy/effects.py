@@ -16,7 +16,11 @@ from memguard.policy.state import GuardState
 
 @dataclass(frozen=True, slots=True)
 class Woke:
-    """The guard woke (the kernel, a limit write, its own timer) or just started."""
+    """The guard woke (the kernel, a limit write, its own timer) or just started.
+
+    light: only usage was read (the kill path); the rest is as last read."""
+
+    light: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +43,13 @@ class CacheFlushed:
 
 
 @dataclass(frozen=True, slots=True)
+class LastChance:
+    """Usage reached the last-chance level while a flush was running."""
+
+    usage_bytes: int
+
+
+@dataclass(frozen=True, slots=True)
 class Acted:
     """The policy ran: what it found."""
 
@@ -47,18 +58,33 @@ class Acted:
     duration_s: float
 
 
-Event = Woke | Armed | Flushed | CacheFlushed | Acted
+Event = Woke | Armed | Flushed | CacheFlushed | LastChance | Acted
 
 
 @dataclass(frozen=True, slots=True)
 class Arm:
     threshold_bytes: int | None  # None: OOM events only (no limit)
     after_action: bool = False  # a fresh registration of the same threshold
+    warning_bytes: int | None = None  # also wake here (policy.margin.Levels)
+    last_chance_bytes: int | None = None  # and here
+
+
+@dataclass(frozen=True, slots=True)
+class Prepare:
+    """Ready the victims: pidfds (ranked for the process policy), in the background."""
+
+    ranking: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Unprepare:
+    """Usage went back well under the warning level: let the pidfds go."""
 
 
 @dataclass(frozen=True, slots=True)
 class Flush:
     request_bytes: int
+    last_chance_bytes: int | None = None  # stop waiting for it and act if usage gets here
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,7 +121,7 @@ class NoteUnlimited:
     """--flush-cache-above is a share, and this cgroup has no limit (say so once)."""
 
 
-Effect = Arm | Flush | CacheFlush | Act | Publish | LookAgain | NoteUnlimited
+Effect = Arm | Prepare | Unprepare | Flush | CacheFlush | Act | Publish | LookAgain | NoteUnlimited
 
 
 @dataclass(frozen=True, slots=True)

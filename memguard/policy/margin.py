@@ -8,6 +8,7 @@ than half the limit; threshold = limit - margin. Unlimited cgroups have none.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from fractions import Fraction
 
 from memguard.policy.model import GuardSettings
@@ -31,3 +32,37 @@ def threshold_bytes(limit_bytes: int | None, settings: GuardSettings) -> int | N
 def granularity_raised_margin(settings: GuardSettings) -> bool:
     """True when the kernel granularity, not the flags, sets the margin floor."""
     return settings.check_granularity_bytes > settings.min_margin_bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Levels:
+    """The usage levels a guard is told about (bytes; None: not registered).
+
+    warning: well below the threshold (WARNING_MARGINS margins, at most half the
+      limit): the guard prepares its victims and starts following the fill rate.
+    threshold: the configured margin below the limit - memguard acts here at the
+      latest (the margin is the floor; it may act earlier when filling fast).
+    last_chance: between the threshold and the limit, at least the kernel's check
+      granularity below the limit: acts at once even while a flush is running.
+    """
+
+    warning: int | None
+    threshold: int
+    last_chance: int | None
+
+
+WARNING_MARGINS = 3
+
+
+def levels(limit_bytes: int | None, settings: GuardSettings) -> Levels | None:
+    threshold = threshold_bytes(limit_bytes, settings)
+    if limit_bytes is None or threshold is None:
+        return None
+    margin = limit_bytes - threshold
+    warning = max(threshold - WARNING_MARGINS * margin, limit_bytes // 2)
+    last_chance = limit_bytes - max(settings.check_granularity_bytes, margin // 2)
+    return Levels(
+        warning if warning < threshold else None,
+        threshold,
+        last_chance if last_chance > threshold else None,
+    )

@@ -7,6 +7,10 @@ from dataclasses import dataclass
 from memguard.policy.model import MemorySnapshot
 
 NOT_ARMED: int = -1  # armed_threshold before the first registration
+# How long a flush takes, per MiB reclaimed, before one was measured: slower than
+# measured here (force_empty: 200 MiB in 0.12 s, 0.6 ms/MiB), so the first guess
+# errs on the side of not flushing when time is short.
+FLUSH_S_PER_MIB_START = 0.002
 
 
 @dataclass(frozen=True, slots=True)
@@ -17,10 +21,21 @@ class GuardState:
     cooldown_until_s: float | None = None
     skip_reported_at_s: float | None = None
     oom_kills_seen: int | None = None
-    before_flush: MemorySnapshot | None = None  # during an OOM-path flush: usage before it
-    flush_s: float = 0.0  # that flush's duration, counted in the action's
+    before_flush: MemorySnapshot | None = None  # during a flush or an action: usage before
+    flush_s: float = 0.0  # the flush that preceded an action, counted in its duration
     act_reason: str = ""  # while acting: why (for the report)
     unlimited_noted: bool = False  # said once: --flush-cache-above has no meaning here
+    # Fill rates (EWMA, bytes per second): of usage, from every reading; and of
+    # what a flush cannot drop (usage - reclaimable cache), from full readings.
+    sample_usage_bytes: int | None = None
+    sample_at_s: float | None = None
+    rate_bytes_s: float | None = None
+    sample_fixed_bytes: int | None = None
+    sample_fixed_at_s: float | None = None
+    fixed_rate_bytes_s: float | None = None
+    # How long a flush takes per MiB reclaimed here (EWMA of measured flushes).
+    flush_s_per_mib: float = FLUSH_S_PER_MIB_START
+    warned: bool = False  # usage reached the warning level: victims are prepared
 
     @property
     def armed(self) -> bool:

@@ -5,20 +5,33 @@
 A guard reads a fresh snapshot, calls step() with what just happened (the
 event) and carries out the effects in order; an effect that does I/O with an
 outcome (Arm, Flush, CacheFlush, Act) is followed by a fresh snapshot and the
-matching event (Armed, Flushed, CacheFlushed, Acted). With no such effect the
-guard waits for the kernel, or until the LookAgain time.
+matching event (Armed, Flushed or LastChance, CacheFlushed, Acted). With no
+such effect the guard waits for the kernel, or until the LookAgain time.
 
 Rules, in this order, on every event:
-1. New kernel OOM kills since the last look (memory.oom_control / memory.events
-   oom_kill) are reported first: CgroupOOM.
-2. The threshold follows the limit (policy.margin): when it differs from the
-   armed one, Arm it and look again (usage may have crossed before the
-   registration took). After an action, Arm again (a fresh registration).
-3. Then the decision table, DECISIONS below: the first row whose condition
-   holds decides.
-   - FLUSH: flush, then (event Flushed) decide again on the new snapshot; if
-     usage is back under the threshold, report the flush (OomGuardFlush), else
-     go on down the table with the snapshot from before the flush.
+1. Every reading of usage updates the fill rate (an EWMA over successive
+   readings). New kernel OOM kills since the last look are reported first:
+   CgroupOOM ("during a flush" when one was running: the usage it freed is the
+   kernel's doing, never credited to the flush).
+2. The levels follow the limit (policy.margin.Levels: warning, threshold,
+   last chance): when the threshold differs from the armed one, Arm them all
+   and look again (usage may have crossed before the registration took). After
+   an action, Arm again (a fresh registration).
+3. Usage at or over the warning level: Prepare the victims (pidfds; ranked for
+   the process policy) and look again soon (half the time to the threshold at
+   the current rate, 5 ms .. 1 s); back under the warning level by a margin:
+   Unprepare.
+4. Then the decision table, policy.table.DECISIONS: the first row whose condition
+   holds decides. The threshold is the floor of the margin: memguard acts there
+   at the latest, earlier when the fill rate leaves less than REACTION_BUDGET_S
+   to the limit.
+   - FLUSH only when dropping the reclaimable cache brings usage under the
+     threshold AND the flush can finish before the limit at the current rate
+     (its expected time: the cache's MiB x this cgroup's measured seconds per
+     MiB, FLUSH_SAFETY x over; an unknown rate does not forbid it). While it
+     runs the guard listens: usage at the last-chance level acts at once
+     (event LastChance). After it (Flushed): back under the threshold ->
+     OomGuardFlush; else on down the table with the usage from before.
    - SKIP: report at most one per cooldown_s; look again after the hot
      recheck interval (usage pinned at the limit crosses no threshold).
    - ACT: run the policy (Act); its outcome (event Acted) becomes the report
@@ -30,9 +43,7 @@ Rules, in this order, on every event:
 
 from __future__ import annotations
 
-import enum
-from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 from memguard.policy.cacheflush import CacheStep, cache_limit_bytes, decide_cache_flush
 from memguard.policy.effects import (
@@ -45,146 +56,30 @@ from memguard.policy.effects import (
     Event,
     Flush,
     Flushed,
+    LastChance,
     LookAgain,
     NoteUnlimited,
     Outcome,
+    Prepare,
     Publish,
+    Unprepare,
+    Woke,
 )
 from memguard.policy.kinds import ReportKind
-from memguard.policy.margin import threshold_bytes
+from memguard.policy.margin import Levels, levels
 from memguard.policy.model import GuardSettings, MemorySnapshot, Policy
+from memguard.policy.rates import flush_measured, new_oom_kills, sampled
 from memguard.policy.state import GuardState
+from memguard.policy.table import (
+    Decision,
+    Step,
+    decide,
+    flush_request_bytes,
+    last_chance_reason,
+)
 from memguard.units import format_size
 
-
-class Step(enum.Enum):
-    IDLE = "idle"
-    COOLDOWN = "cooldown"
-    FLUSH = "flush"
-    SKIP = "skip"
-    ACT = "act"
-
-
-# -- the decision table ----------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Facts:
-    """What the table looks at, computed once per decision."""
-
-    usage_bytes: int
-    threshold_bytes: int | None
-    cooling_down: bool
-    flush_allowed: bool
-    flush_could_help: bool  # dropping all reclaimable cache gets under the threshold
-    cache_ratio: float  # reclaimable cache / usage
-    max_cache_ratio: float
-    since_flush_s: float | None
-
-
-@dataclass(frozen=True, slots=True)
-class Rule:
-    step: Step
-    holds: Callable[[Facts], bool]
-    reason: Callable[[Facts], str]
-
-
-def _act_reason(facts: Facts) -> str:
-    if facts.flush_allowed or facts.since_flush_s is None:
-        return "over threshold, too little page cache for a flush to help"
-    return f"still over threshold {facts.since_flush_s:.1f}s after a flush"
-
-
-def _skip_reason(facts: Facts) -> str:
-    return (
-        f"reclaimable cache is {facts.cache_ratio:.0%} of usage"
-        f" (> {facts.max_cache_ratio:.0%}): left to the kernel's reclaim"
-    )
-
-
-DECISIONS: tuple[Rule, ...] = (
-    Rule(Step.IDLE, lambda f: f.threshold_bytes is None, lambda f: "no memory limit"),
-    Rule(
-        Step.IDLE,
-        lambda f: f.usage_bytes < (f.threshold_bytes or 0),
-        lambda f: "usage below threshold",
-    ),
-    Rule(Step.COOLDOWN, lambda f: f.cooling_down, lambda f: "cooling down after an action"),
-    Rule(
-        Step.FLUSH,
-        lambda f: f.flush_allowed and f.flush_could_help,
-        lambda f: "usage at or over threshold",
-    ),
-    Rule(Step.SKIP, lambda f: f.cache_ratio > f.max_cache_ratio, _skip_reason),
-    Rule(Step.ACT, lambda f: True, _act_reason),
-)
-
-
-@dataclass(frozen=True, slots=True)
-class Decision:
-    step: Step
-    reason: str
-    # The guard looks again at this time at the latest (None: recheck interval).
-    retry_at_s: float | None = None
-
-
-def facts(
-    snapshot: MemorySnapshot,
-    threshold: int | None,
-    state: GuardState,
-    settings: GuardSettings,
-    now_s: float,
-) -> Facts:
-    reclaimable = snapshot.reclaimable_cache_bytes
-    last_flush = state.last_flush_at_s
-    return Facts(
-        usage_bytes=snapshot.usage_bytes,
-        threshold_bytes=threshold,
-        cooling_down=state.cooldown_until_s is not None and now_s < state.cooldown_until_s,
-        flush_allowed=flush_allowed(state, settings, now_s),
-        flush_could_help=threshold is not None and snapshot.usage_bytes - reclaimable < threshold,
-        cache_ratio=reclaimable / max(snapshot.usage_bytes, 1),
-        max_cache_ratio=settings.max_cache_ratio,
-        since_flush_s=None if last_flush is None else now_s - last_flush,
-    )
-
-
-def decide(
-    snapshot: MemorySnapshot,
-    threshold: int | None,
-    state: GuardState,
-    settings: GuardSettings,
-    now_s: float,
-) -> Decision:
-    """The first row of DECISIONS that holds, and when to look again."""
-    known = facts(snapshot, threshold, state, settings, now_s)
-    rule = next(rule for rule in DECISIONS if rule.holds(known))
-    retry_at_s = {
-        Step.IDLE: None,
-        Step.COOLDOWN: state.cooldown_until_s,
-    }.get(rule.step, now_s + settings.hot_recheck_interval_s)
-    return Decision(rule.step, rule.reason(known), retry_at_s)
-
-
-def flush_allowed(state: GuardState, settings: GuardSettings, now_s: float) -> bool:
-    last = state.last_flush_at_s
-    return last is None or now_s - last >= settings.flush_cooldown_s
-
-
-def flush_request_bytes(snapshot: MemorySnapshot, threshold: int) -> int:
-    """What a bounded reclaim (v2 memory.reclaim) asks for: enough to bring usage
-    one margin under the threshold, never more than the reclaimable cache."""
-    margin = (snapshot.limit_bytes or threshold) - threshold
-    wanted = snapshot.usage_bytes - (threshold - margin)
-    return max(0, min(wanted, snapshot.reclaimable_cache_bytes))
-
-
-def new_oom_kills(state: GuardState, snapshot: MemorySnapshot) -> tuple[int, GuardState]:
-    """How many kernel OOM kills happened since the last look (0 on the first)."""
-    seen = state.oom_kills_seen
-    current = snapshot.oom_kill_count
-    fresh = 0 if seen is None else max(0, current - seen)
-    return fresh, replace(state, oom_kills_seen=current)
+WARNED_LOOK_S = (0.001, 1.0)  # bounds of the next look while warned
 
 
 # -- the step --------------------------------------------------------------------------
@@ -199,43 +94,86 @@ def step(
 ) -> Outcome:
     """What to do now; snapshot is fresh (read after the event)."""
     effects: list[Effect] = []
+    state = sampled(state, snapshot, now_s, isinstance(event, Woke) and event.light)
     fresh, state = new_oom_kills(state, snapshot)
     if fresh:
+        during = " during a flush" if isinstance(event, Flushed | LastChance) else ""
         effects.append(
             Publish(
                 ReportKind.KERNEL_OOM,
                 snapshot,
                 "kernel OOM killer acted",
-                "the kernel's OOM killer killed in this cgroup",
+                f"the kernel's OOM killer killed in this cgroup{during}",
                 oom_kills=fresh,
             )
         )
-    threshold = threshold_bytes(snapshot.limit_bytes, settings)
+    marks = levels(snapshot.limit_bytes, settings)
+    threshold = None if marks is None else marks.threshold
     if isinstance(event, Acted):
-        return _acted(state, snapshot, event, settings, now_s, effects)
+        return _acted(state, snapshot, event, settings, now_s, effects, marks)
     if threshold != state.armed_threshold:
-        return Outcome(replace(state, armed_threshold=threshold), (*effects, Arm(threshold)))
+        state = replace(state, armed_threshold=threshold)
+        return Outcome(state, (*effects, _arm(marks)))
     if isinstance(event, CacheFlushed):
         return _cache_flushed(state, snapshot, event, settings, now_s, effects)
+    if isinstance(event, LastChance):
+        reason = last_chance_reason(state, snapshot, settings, now_s) or "last chance"
+        before = state.before_flush or snapshot
+        state = replace(state, before_flush=before, act_reason=reason)
+        return Outcome(state, (*effects, Act(settings.policy, reason)))
+    state, effects = _warning(state, snapshot, marks, settings, effects)
     before = snapshot
+    just_flushed = isinstance(event, Flushed) and state.before_flush is not None
     if isinstance(event, Flushed) and state.before_flush is not None:
         before = state.before_flush
+        reclaimed = before.cache_bytes - snapshot.cache_bytes
+        state = flush_measured(state, event.duration_s, reclaimed)
         state = replace(state, before_flush=None, flush_s=event.duration_s)
-    decision = decide(snapshot, threshold, state, settings, now_s)
-    if isinstance(event, Flushed) and decision.step is Step.IDLE:
-        effects.append(
-            Publish(
-                ReportKind.FLUSH,
-                before,
-                "flushed page cache",
-                "usage back under the threshold",
-                snapshot,
-                event.duration_s,
+    decision = decide(snapshot, threshold, state, settings, now_s, just_flushed)
+    if just_flushed and decision.step is Step.IDLE:
+        if not fresh:  # a drop the kernel's OOM killer made is not the flush's
+            assert isinstance(event, Flushed)
+            effects.append(
+                Publish(
+                    ReportKind.FLUSH,
+                    before,
+                    "flushed page cache",
+                    "usage back under the threshold",
+                    snapshot,
+                    event.duration_s,
+                )
             )
-        )
         state = replace(state, flush_s=0.0)
-        return Outcome(state, (*effects, LookAgain(_next_look_s(settings, now_s))))
-    return _decided(state, snapshot, before, decision, threshold, settings, now_s, effects)
+        return Outcome(
+            state, (*effects, LookAgain(_next_look_s(state, snapshot, marks, settings, now_s)))
+        )
+    return _decided(state, snapshot, before, decision, marks, settings, now_s, effects)
+
+
+def _arm(marks: Levels | None, after_action: bool = False) -> Arm:
+    if marks is None:
+        return Arm(None, after_action)
+    return Arm(marks.threshold, after_action, marks.warning, marks.last_chance)
+
+
+def _warning(
+    state: GuardState,
+    snapshot: MemorySnapshot,
+    marks: Levels | None,
+    settings: GuardSettings,
+    effects: list[Effect],
+) -> tuple[GuardState, list[Effect]]:
+    """Past the warning level: prepare the victims; well under it again: let go."""
+    if marks is None or marks.warning is None:
+        return state, effects
+    usage = snapshot.usage_bytes
+    if not state.warned and usage >= marks.warning:
+        ranking = settings.policy is Policy.PROCESS
+        return replace(state, warned=True), [*effects, Prepare(ranking)]
+    margin = (snapshot.limit_bytes or marks.threshold) - marks.threshold
+    if state.warned and usage < marks.warning - margin:
+        return replace(state, warned=False), [*effects, Unprepare()]
+    return state, effects
 
 
 def _decided(
@@ -243,15 +181,15 @@ def _decided(
     snapshot: MemorySnapshot,
     before: MemorySnapshot,
     decision: Decision,
-    threshold: int | None,
+    marks: Levels | None,
     settings: GuardSettings,
     now_s: float,
     effects: list[Effect],
 ) -> Outcome:
-    if decision.step is Step.FLUSH and threshold is not None:
-        request = flush_request_bytes(snapshot, threshold)
+    if decision.step is Step.FLUSH and marks is not None:
+        request = flush_request_bytes(snapshot, marks.threshold)
         state = replace(state, last_flush_at_s=now_s, before_flush=snapshot)
-        return Outcome(state, (*effects, Flush(request)))
+        return Outcome(state, (*effects, Flush(request, marks.last_chance)))
     if decision.step is Step.ACT:
         # The report says usage before any flush, and why it acted.
         state = replace(state, before_flush=before, act_reason=decision.reason)
@@ -265,13 +203,14 @@ def _decided(
             )
         return Outcome(state, (*effects, LookAgain(decision.retry_at_s)))
     if decision.step is Step.IDLE:
-        return _idle(state, snapshot, settings, now_s, effects)
+        return _idle(state, snapshot, marks, settings, now_s, effects)
     return Outcome(state, (*effects, LookAgain(decision.retry_at_s)))
 
 
 def _idle(
     state: GuardState,
     snapshot: MemorySnapshot,
+    marks: Levels | None,
     settings: GuardSettings,
     now_s: float,
     effects: list[Effect],
@@ -284,7 +223,8 @@ def _idle(
     if cache.step is CacheStep.FLUSH:
         state = replace(state, last_cache_flush_at_s=now_s, before_flush=snapshot)
         return Outcome(state, (*effects, CacheFlush(cache.request_bytes)))
-    return Outcome(state, (*effects, LookAgain(_next_look_s(settings, now_s))))
+    look_at_s = _next_look_s(state, snapshot, marks, settings, now_s)
+    return Outcome(state, (*effects, LookAgain(look_at_s)))
 
 
 def _cache_flushed(
@@ -306,7 +246,10 @@ def _cache_flushed(
         ReportKind.FLUSH, before, "flushed page cache", reason, snapshot, event.duration_s
     )
     state = replace(state, before_flush=None)
-    return Outcome(state, (*effects, report, LookAgain(_next_look_s(settings, now_s))))
+    look = LookAgain(
+        _next_look_s(state, snapshot, levels(snapshot.limit_bytes, settings), settings, now_s)
+    )
+    return Outcome(state, (*effects, report, look))
 
 
 def _acted(
@@ -316,6 +259,7 @@ def _acted(
     settings: GuardSettings,
     now_s: float,
     effects: list[Effect],
+    marks: Levels | None,
 ) -> Outcome:
     kind = kill_kind(settings.policy, event.victims)
     before = state.before_flush or snapshot
@@ -331,8 +275,7 @@ def _acted(
         cooldown_until_s=now_s + settings.cooldown_s,
     )
     # Re-arm after every action: a fresh registration, whatever happened.
-    rearm = Arm(state.armed_threshold if state.armed else None, after_action=True)
-    return Outcome(state, (*effects, report, rearm))
+    return Outcome(state, (*effects, report, _arm(marks, after_action=True)))
 
 
 def kill_kind(policy: Policy, victims: int) -> ReportKind:
@@ -352,8 +295,24 @@ def action_words(kind: ReportKind, dry_run: bool) -> str:
     return f"would kill {target} (dry run)" if dry_run else f"killed {target}"
 
 
-def _next_look_s(settings: GuardSettings, now_s: float) -> float | None:
-    """With the cache flusher on, look again every --flush-interval."""
-    if settings.cache_flush_above is None:
-        return None
-    return now_s + min(settings.cache_flush_interval_s, settings.recheck_interval_s)
+def _next_look_s(
+    state: GuardState,
+    snapshot: MemorySnapshot,
+    marks: Levels | None,
+    settings: GuardSettings,
+    now_s: float,
+) -> float | None:
+    """Warned: half the time to the threshold at the current rate (5 ms .. 1 s);
+    with the cache flusher on, every --flush-interval; else the recheck interval."""
+    looks: list[float] = []
+    if state.warned and marks is not None:
+        rate = state.rate_bytes_s
+        headroom = max(0, marks.threshold - snapshot.usage_bytes)
+        if rate is None:
+            wait_s = WARNED_LOOK_S[0]  # at once: a second reading gives the rate
+        else:
+            wait_s = WARNED_LOOK_S[1] if rate <= 0 else headroom / rate / 2
+        looks.append(now_s + min(max(wait_s, WARNED_LOOK_S[0]), WARNED_LOOK_S[1]))
+    if settings.cache_flush_above is not None:
+        looks.append(now_s + min(settings.cache_flush_interval_s, settings.recheck_interval_s))
+    return min(looks) if looks else None

@@ -17,7 +17,7 @@ from memguard.kernel.native import ffi, lib
 from memguard.policy.model import MIB, Policy
 from memguard.reports.report import ReportKind
 from testing.agentproc import wait_exit
-from testing.agents import make_config, reported, running_agent
+from testing.agents import make_config, reported, running_agent, until
 
 
 class RefusingLib:
@@ -65,7 +65,15 @@ async def test_kills_fall_back_to_kill_when_pidfds_are_refused(
     monkeypatch.setattr("memguard.kernel.pidfd.lib", refusing)
     async with running_agent(make_config(root, policy=policy)) as (agent, collect):
         assert agent.ready()
-        drive.step(root, target.path, drive.Kind.ANON, 248 * MIB)
+        # Into the danger zone first: the guard prepares pidfds for its victims.
+        drive.step(root, target.path, drive.Kind.ANON, 230 * MIB)
+        guards = agent.supervisor.guards
+        await until(
+            agent.supervisor.changes,
+            lambda: guards[target.path].prepared_victims > 0 or refusing.refusals > 0,
+            "the guard prepared its victims",
+        )
+        drive.step(root, target.path, drive.Kind.ANON, 18 * MIB)
         kind = ReportKind.KILL_PROCESS if policy is Policy.PROCESS else ReportKind.KILL_CONTAINER
         report = await reported(collect, target.path, kind)
     assert refusing.refusals > 0

@@ -103,6 +103,9 @@ class BlockingFlushBackend:
     def mounted(self, path: str) -> bool:
         return True
 
+    def freezer_for(self, cgroup_dir: str) -> str | None:
+        return None
+
     def snapshot(self, cgroup_dir: str) -> MemorySnapshot | None:
         return None
 

@@ -9,7 +9,7 @@ from memguard.errors import ConfigError
 from memguard.policy.cacheflush import CacheStep, after_cache_flush, decide_cache_flush
 from memguard.policy.model import CacheLimit, GuardSettings, MemorySnapshot
 from memguard.policy.state import GuardState
-from memguard.policy.step import Step, decide
+from memguard.policy.table import Step, decide
 
 MIB = 1 << 20
 QUARTER = CacheLimit(ratio=0.25)

@@ -22,15 +22,20 @@ from memguard.policy.effects import (
     Event,
     Flush,
     Flushed,
+    LastChance,
     LookAgain,
+    Prepare,
     Publish,
+    Unprepare,
     Woke,
 )
 from memguard.policy.kinds import ReportKind
-from memguard.policy.margin import threshold_bytes
+from memguard.policy.margin import Levels, levels, threshold_bytes
 from memguard.policy.model import MIB, CacheLimit, GuardSettings, MemorySnapshot, Policy
+from memguard.policy.rates import flush_measured, new_oom_kills
 from memguard.policy.state import GuardState
-from memguard.policy.step import Step, decide, new_oom_kills, step
+from memguard.policy.step import step
+from memguard.policy.table import Step, decide, last_chance_reason
 
 SETTINGS = GuardSettings(
     max_cache_ratio=0.5, flush_cooldown_s=10.0, cooldown_s=5.0, hot_recheck_interval_s=0.25
@@ -113,11 +118,12 @@ def test_hopeless_flush_is_skipped_when_cache_is_a_large_share() -> None:
     ("state", "reason"),
     [
         (FRESH, "too little page cache"),
-        (FLUSHED_5S_AGO, "still over threshold 5.0s after a flush"),
+        (FLUSHED_5S_AGO, "the last flush was 5.0s ago (flush cooldown 10s)"),
     ],
 )
 def test_act_reason_says_why(state: GuardState, reason: str) -> None:
-    decision = decide(snap(99, 0.5), THRESHOLD, state, SETTINGS, NOW)
+    cache_mib = 0.5 if state is FRESH else 1.5  # only a flush that could help is "held back"
+    decision = decide(snap(99, cache_mib), THRESHOLD, state, SETTINGS, NOW)
     assert decision.step is Step.ACT
     assert reason in decision.reason
 
@@ -128,6 +134,8 @@ def test_reclaimable_cache_excludes_shmem_and_never_goes_negative() -> None:
 
 
 def armed(threshold: int | None = THRESHOLD, **fields: object) -> GuardState:
+    """Armed, past the warning level already (its victims prepared)."""
+    fields.setdefault("warned", True)
     return GuardState(armed_threshold=threshold, oom_kills_seen=0, **fields)  # type: ignore[arg-type]
 
 
@@ -149,20 +157,30 @@ SETTINGS_2MIB = GuardSettings(
 )
 
 
-def test_a_new_guard_arms_first_and_reads_again() -> None:
+def _marks() -> Levels:
+    marks = levels(LIMIT, SETTINGS_2MIB)
+    assert marks is not None
+    return marks
+
+
+MARKS = _marks()
+
+
+def test_a_new_guard_arms_every_level_first_and_reads_again() -> None:
     state, effects = effects_of(GuardState(), snap(99, 0), Woke())
-    assert effects == (Arm(THRESHOLD),)
+    assert effects == (Arm(THRESHOLD, False, MARKS.warning, MARKS.last_chance),)
     assert state.armed_threshold == THRESHOLD
     _, effects = effects_of(state, snap(99, 0), Armed())
-    assert effects == (
-        Act(Policy.CONTAINER, "over threshold, too little page cache for a flush to help"),
-    )
+    reason = "over threshold, too little page cache for a flush to help"
+    assert effects == (Prepare(ranking=False), Act(Policy.CONTAINER, reason))
 
 
 def test_a_new_limit_rearms_before_deciding() -> None:
     snapshot = MemorySnapshot(99 * MIB, 200 * MIB)
     state, effects = effects_of(armed(), snapshot, Woke())
-    assert effects == (Arm(threshold_bytes(200 * MIB, SETTINGS_2MIB)),)
+    marks = levels(200 * MIB, SETTINGS_2MIB)
+    assert marks is not None
+    assert effects == (Arm(marks.threshold, False, marks.warning, marks.last_chance),)
     assert state.armed_threshold == threshold_bytes(200 * MIB, SETTINGS_2MIB)
 
 
@@ -177,7 +195,7 @@ def test_an_action_is_reported_then_cooled_down_and_rearmed() -> None:
     assert report.after is not None
     assert report.after.usage_bytes == 4 * MIB
     assert "too little page cache" in report.reason
-    assert rearm == Arm(THRESHOLD, after_action=True)
+    assert rearm == Arm(THRESHOLD, True, MARKS.warning, MARKS.last_chance)
     assert state.cooldown_until_s == NOW + SETTINGS_2MIB.cooldown_s
     _, effects = effects_of(state, snap(99, 10), Armed(), NOW + 1)
     assert effects == (LookAgain(state.cooldown_until_s),)  # cooling down
@@ -205,9 +223,10 @@ def test_what_an_action_is_reported_as(
 
 def test_a_flush_that_brings_usage_under_is_reported_as_a_flush() -> None:
     state, effects = effects_of(armed(), snap(99, 10), Woke())
-    assert effects == (Flush(flush_request(snap(99, 10))),)
+    assert effects == (Flush(flush_request(snap(99, 10)), MARKS.last_chance),)
     state, effects = effects_of(state, snap(80, 0), Flushed(0.1), NOW + 0.1)
-    report, look = effects
+    unprepare, report, look = effects  # far under the warning level again: pidfds go
+    assert unprepare == Unprepare()
     assert isinstance(report, Publish)
     assert report.kind is ReportKind.FLUSH
     assert (report.before.usage_bytes, report.after and report.after.usage_bytes) == (
@@ -259,7 +278,7 @@ def test_the_cache_flusher_flushes_when_idle_and_reports_it() -> None:
         min_margin_bytes=2 * MIB,
         max_margin_bytes=2 * MIB,
     )
-    outcome = step(armed(), snap(50, 40), Woke(), settings, NOW)
+    outcome = step(armed(warned=False), snap(50, 40), Woke(), settings, NOW)
     assert outcome.effects == (CacheFlush(24 * MIB),)
     outcome = step(outcome.state, snap(12, 2), CacheFlushed(0.05), settings, NOW + 0.05)
     report, look = outcome.effects
@@ -391,3 +410,108 @@ def test_any_event_sequence_keeps_the_rules(
 
 
 KILLS = frozenset({ReportKind.KILL_CONTAINER, ReportKind.KILL_PROCESS, ReportKind.NO_VICTIM})
+
+
+# -- issue 11: the race ----------------------------------------------------------------
+
+
+def rated(fixed_rate_mib_s: float | None, rate_mib_s: float | None = None) -> GuardState:
+    """Armed and warned, with fill rates known (MiB/s)."""
+    to_bytes = None if fixed_rate_mib_s is None else fixed_rate_mib_s * MIB
+    total = rate_mib_s if rate_mib_s is not None else fixed_rate_mib_s
+    return armed(fixed_rate_bytes_s=to_bytes, rate_bytes_s=None if total is None else total * MIB)
+
+
+@pytest.mark.parametrize(
+    ("fixed_rate_mib_s", "expected"),
+    [
+        (None, Step.FLUSH),  # no rate known yet: the last-chance level covers a flush
+        (0.0, Step.FLUSH),  # only page cache grows: the kernel reclaims it at the limit
+        (10.0, Step.FLUSH),  # 21 MiB of room at 10 MiB/s: 2 s for a ~40 ms flush
+        (1800.0, Step.ACT),  # 21 MiB at 1.8 GiB/s: 12 ms, a flush of 20 MiB takes longer
+    ],
+)
+def test_a_flush_is_tried_only_when_it_can_finish_before_the_limit(
+    fixed_rate_mib_s: float | None, expected: Step
+) -> None:
+    snapshot = snap(98.5, 20)  # 78.5 MiB that no flush drops, 20 MiB of cache
+    decision = decide(snapshot, THRESHOLD, rated(fixed_rate_mib_s), SETTINGS, NOW)
+    assert decision.step is expected
+    if expected is Step.ACT:
+        assert "would not finish before" in decision.reason
+
+
+def test_the_measured_flush_speed_decides_the_next_time() -> None:
+    state = rated(1000.0)  # 21.5 MiB of room: 21 ms
+    snapshot = snap(98.5, 20)
+    assert decide(snapshot, THRESHOLD, state, SETTINGS, NOW).step is Step.ACT  # 2 ms/MiB guess
+    for _ in range(6):  # this cgroup flushes 20 MiB in 2 ms: 0.1 ms/MiB
+        state = flush_measured(state, 0.002, 20 * MIB)
+    assert decide(snapshot, THRESHOLD, state, SETTINGS, NOW).step is Step.FLUSH
+
+
+def test_filling_faster_than_it_can_react_acts_before_the_threshold() -> None:
+    snapshot = snap(97, 0.5)  # under the threshold (98), past the warning level
+    fast = rated(1000.0)  # the limit is 3 MiB away: 3 ms at 1 GiB/s - more than the budget
+    assert decide(snapshot, THRESHOLD, fast, SETTINGS, NOW).step is Step.IDLE
+    faster = rated(2000.0)  # 1.5 ms
+    decision = decide(snapshot, THRESHOLD, faster, SETTINGS, NOW)
+    assert decision.step is Step.ACT
+    assert "the limit is 1.8ms away" in decision.reason  # with the 0.5 MiB of cache
+
+
+def test_page_cache_filling_fast_is_never_urgent() -> None:
+    snapshot = snap(97, 90)  # almost all cache: the kernel reclaims it at the limit
+    decision = decide(snapshot, THRESHOLD, rated(0.0, rate_mib_s=5000.0), SETTINGS, NOW)
+    assert decision.step is Step.IDLE
+
+
+def test_the_last_chance_during_a_flush_acts_for_memory_a_flush_cannot_drop() -> None:
+    state = rated(1800.0)
+    anon = snap(99.5, 1)
+    assert last_chance_reason(state, anon, SETTINGS_2MIB, NOW) is not None
+    cache = snap(99.5, 60)  # the flush and the kernel's reclaim can still cope
+    assert last_chance_reason(rated(0.0), cache, SETTINGS_2MIB, NOW) is None
+    below = snap(98.8, 1)  # not at the last-chance level yet (99 MiB)
+    assert last_chance_reason(state, below, SETTINGS_2MIB, NOW) is None
+    _, effects = effects_of(state, anon, LastChance(anon.usage_bytes))
+    assert isinstance(effects[-1], Act)
+    assert "last-chance level" in effects[-1].reason
+
+
+def test_a_kernel_oom_kill_during_a_flush_is_not_credited_to_the_flush() -> None:
+    state, _ = effects_of(armed(), snap(99, 10), Woke())
+    after = MemorySnapshot(20 * MIB, LIMIT, cache_bytes=0, oom_kill_count=1)  # the kernel killed
+    _, effects = effects_of(state, after, Flushed(0.3), NOW + 0.3)
+    kinds = [e.kind for e in effects if isinstance(e, Publish)]
+    assert kinds == [ReportKind.KERNEL_OOM]
+    report = next(e for e in effects if isinstance(e, Publish))
+    assert report.reason.endswith("during a flush")
+
+
+@pytest.mark.parametrize(("policy", "ranking"), [(Policy.PROCESS, True), (Policy.CONTAINER, False)])
+def test_the_warning_level_prepares_the_victims_and_letting_go_below_it(
+    policy: Policy, ranking: bool
+) -> None:
+    settings = dataclasses.replace(SETTINGS_2MIB, policy=policy)
+    calm = armed(warned=False)
+    assert MARKS.warning is not None
+    outcome = step(calm, snap(MARKS.warning / MIB + 0.1), Woke(), settings, NOW)
+    assert outcome.state.warned
+    assert outcome.effects[0] == Prepare(ranking)
+    look = outcome.effects[-1]
+    assert isinstance(look, LookAgain)
+    assert look.at_s == pytest.approx(NOW + 0.001)  # a second reading soon: the rate
+    back = step(outcome.state, snap(80), Woke(), settings, NOW + 1)
+    assert not back.state.warned
+    assert back.effects[0] == Unprepare()
+
+
+def test_a_light_reading_moves_the_usage_rate_only() -> None:
+    state = armed(sample_usage_bytes=90 * MIB, sample_at_s=NOW, sample_fixed_bytes=90 * MIB)
+    state = dataclasses.replace(state, sample_fixed_at_s=NOW)
+    light = step(state, snap(95, 0), Woke(light=True), SETTINGS_2MIB, NOW + 0.01).state
+    assert light.rate_bytes_s == pytest.approx(500 * MIB)
+    assert light.fixed_rate_bytes_s is None
+    full = step(state, snap(95, 0), Woke(), SETTINGS_2MIB, NOW + 0.01).state
+    assert full.fixed_rate_bytes_s == pytest.approx(500 * MIB)

@@ -1,0 +1,69 @@
+"""Fill rates and flush speed, learnt from readings (pure: the time is passed in).
+
+The rate of usage comes from every reading (light ones too); the rate of what a
+flush cannot drop (usage - reclaimable cache) from full readings only (a light
+reading's cache figure is the last one read). Both are EWMAs over successive
+readings closer apart than MIN_SAMPLE_GAP_S are ignored. A flush's speed per
+MiB is learnt from every measured flush of the cgroup.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from memguard.policy.model import MIB, MemorySnapshot
+from memguard.policy.state import GuardState
+
+RATE_SMOOTHING = 0.5  # weight of the newest rate in the EWMA
+MIN_SAMPLE_GAP_S = 0.0005  # readings closer than this say nothing about the rate
+
+
+def new_oom_kills(state: GuardState, snapshot: MemorySnapshot) -> tuple[int, GuardState]:
+    """How many kernel OOM kills happened since the last look (0 on the first)."""
+    seen = state.oom_kills_seen
+    current = snapshot.oom_kill_count
+    fresh = 0 if seen is None else max(0, current - seen)
+    return fresh, replace(state, oom_kills_seen=current)
+
+
+def _ewma(
+    last: tuple[int | None, float | None, float | None], value: int, now_s: float
+) -> tuple[int | None, float | None, float | None]:
+    """(value, at, rate) after one more reading; unchanged when too close to the last."""
+    last_value, last_at, rate = last
+    if last_value is None or last_at is None:
+        return value, now_s, rate
+    gap_s = now_s - last_at
+    if gap_s < MIN_SAMPLE_GAP_S:
+        return last
+    fresh = (value - last_value) / gap_s
+    if rate is not None:
+        fresh = RATE_SMOOTHING * fresh + (1 - RATE_SMOOTHING) * rate
+    return value, now_s, fresh
+
+
+def sampled(state: GuardState, snapshot: MemorySnapshot, now_s: float, light: bool) -> GuardState:
+    """The fill rates, updated with one more reading (a light one: usage only)."""
+    last = (state.sample_usage_bytes, state.sample_at_s, state.rate_bytes_s)
+    usage, at_s, rate = _ewma(last, snapshot.usage_bytes, now_s)
+    state = replace(state, sample_usage_bytes=usage, sample_at_s=at_s, rate_bytes_s=rate)
+    if light:
+        return state
+    fixed = snapshot.usage_bytes - snapshot.reclaimable_cache_bytes
+    last = (state.sample_fixed_bytes, state.sample_fixed_at_s, state.fixed_rate_bytes_s)
+    fixed_now, fixed_at_s, fixed_rate = _ewma(last, fixed, now_s)
+    return replace(
+        state,
+        sample_fixed_bytes=fixed_now,
+        sample_fixed_at_s=fixed_at_s,
+        fixed_rate_bytes_s=fixed_rate,
+    )
+
+
+def flush_measured(state: GuardState, duration_s: float, reclaimed_bytes: int) -> GuardState:
+    """This cgroup's seconds per MiB of flush, updated with one measured flush."""
+    if reclaimed_bytes < MIB:
+        return state  # too little to say anything
+    measured = duration_s / (reclaimed_bytes / MIB)
+    smoothed = RATE_SMOOTHING * measured + (1 - RATE_SMOOTHING) * state.flush_s_per_mib
+    return replace(state, flush_s_per_mib=smoothed)

@@ -1,0 +1,220 @@
+"""The decision table: what a guard does about usage at or near its threshold.
+
+DECISIONS is data: rows of (step, condition, reason), tried in order; the first
+whose condition holds decides (see policy.step's header for what each step
+leads to). The facts it looks at are computed once per decision (Facts).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from memguard.policy.margin import levels
+from memguard.policy.model import MIB, GuardSettings, MemorySnapshot
+from memguard.policy.rates import sampled
+from memguard.policy.state import GuardState
+from memguard.units import format_size
+
+REACTION_BUDGET_S = 0.002  # wake-up to the first SIGKILL, with room to spare
+FLUSH_SAFETY = 2.0  # a flush must be expected to finish in half the time to the limit
+
+
+class Step(enum.Enum):
+    IDLE = "idle"
+    COOLDOWN = "cooldown"
+    FLUSH = "flush"
+    SKIP = "skip"
+    ACT = "act"
+
+
+# -- the decision table ----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Facts:
+    """What the table looks at, computed once per decision."""
+
+    usage_bytes: int
+    threshold_bytes: int | None
+    cooling_down: bool
+    flush_allowed: bool
+    flush_could_help: bool  # dropping all reclaimable cache gets under the threshold
+    flush_in_time: bool  # ... and it would finish before the limit at this rate
+    urgent: bool  # past the warning level, and an OOM closer than the reaction budget
+    cache_ratio: float  # reclaimable cache / usage
+    max_cache_ratio: float
+    since_flush_s: float | None
+    just_flushed: bool  # this decision follows a flush that did not help
+    rate_bytes_s: float | None
+    time_to_limit_s: float | None  # at the rate usage grows
+    time_to_oom_s: float | None  # until what no flush can drop reaches the limit
+    flush_expected_s: float
+    cache_bytes: int
+    flush_cooldown_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    step: Step
+    holds: Callable[[Facts], bool]
+    reason: Callable[[Facts], str]
+
+
+def _ms(seconds: float | None) -> str:
+    return "?" if seconds is None else f"{seconds * 1000:.1f}ms"
+
+
+def _rate(facts: Facts) -> str:
+    return f"{format_size(int(facts.rate_bytes_s or 0))}/s"
+
+
+def _act_reason(facts: Facts) -> str:
+    if facts.just_flushed:
+        return "still over threshold after a flush"
+    if facts.flush_could_help and not facts.flush_allowed:
+        return (
+            f"over threshold; the last flush was {facts.since_flush_s or 0:.1f}s ago "
+            f"(flush cooldown {facts.flush_cooldown_s:g}s)"
+        )
+    if facts.flush_could_help and not facts.flush_in_time:
+        return (
+            f"filling at {_rate(facts)}: a flush of {format_size(facts.cache_bytes)} "
+            f"(~{_ms(facts.flush_expected_s)}) would not finish before the memory it "
+            f"cannot drop reaches the limit ({_ms(facts.time_to_oom_s)} away)"
+        )
+    return "over threshold, too little page cache for a flush to help"
+
+
+def _skip_reason(facts: Facts) -> str:
+    return (
+        f"reclaimable cache is {facts.cache_ratio:.0%} of usage"
+        f" (> {facts.max_cache_ratio:.0%}): left to the kernel's reclaim"
+    )
+
+
+def _urgent_reason(facts: Facts) -> str:
+    return f"filling at {_rate(facts)}: the limit is {_ms(facts.time_to_oom_s)} away"
+
+
+def _below(facts: Facts) -> bool:
+    return facts.threshold_bytes is not None and facts.usage_bytes < facts.threshold_bytes
+
+
+DECISIONS: tuple[Rule, ...] = (
+    Rule(Step.IDLE, lambda f: f.threshold_bytes is None, lambda f: "no memory limit"),
+    Rule(Step.IDLE, lambda f: _below(f) and not f.urgent, lambda f: "usage below threshold"),
+    Rule(Step.COOLDOWN, lambda f: f.cooling_down, lambda f: "cooling down after an action"),
+    Rule(Step.ACT, lambda f: f.urgent and _below(f), _urgent_reason),
+    Rule(
+        Step.FLUSH,
+        lambda f: f.flush_allowed and f.flush_could_help and f.flush_in_time,
+        lambda f: "usage at or over threshold",
+    ),
+    Rule(Step.SKIP, lambda f: f.cache_ratio > f.max_cache_ratio, _skip_reason),
+    Rule(Step.ACT, lambda f: True, _act_reason),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    step: Step
+    reason: str
+    # The guard looks again at this time at the latest (None: recheck interval).
+    retry_at_s: float | None = None
+
+
+def facts(
+    snapshot: MemorySnapshot,
+    threshold: int | None,
+    state: GuardState,
+    settings: GuardSettings,
+    now_s: float,
+    just_flushed: bool = False,
+) -> Facts:
+    reclaimable = snapshot.reclaimable_cache_bytes
+    last_flush = state.last_flush_at_s
+    rate = state.rate_bytes_s
+    limit = snapshot.limit_bytes
+    time_to_limit_s = time_to_oom_s = None
+    if rate is not None and rate > 0 and limit is not None:
+        time_to_limit_s = max(0.0, (limit - snapshot.usage_bytes) / rate)
+    fixed_rate = state.fixed_rate_bytes_s
+    if fixed_rate is not None and fixed_rate > 0 and limit is not None:
+        time_to_oom_s = max(0.0, (limit - snapshot.usage_bytes + reclaimable) / fixed_rate)
+    could_help = threshold is not None and snapshot.usage_bytes - reclaimable < threshold
+    flush_expected_s = reclaimable / MIB * state.flush_s_per_mib
+    marks = levels(limit, settings)
+    warned_zone = marks is not None and snapshot.usage_bytes >= (marks.warning or marks.threshold)
+    return Facts(
+        usage_bytes=snapshot.usage_bytes,
+        threshold_bytes=threshold,
+        cooling_down=state.cooldown_until_s is not None and now_s < state.cooldown_until_s,
+        flush_allowed=flush_allowed(state, settings, now_s),
+        flush_could_help=could_help,
+        flush_in_time=time_to_oom_s is None or time_to_oom_s > FLUSH_SAFETY * flush_expected_s,
+        urgent=warned_zone and time_to_oom_s is not None and time_to_oom_s < REACTION_BUDGET_S,
+        cache_ratio=reclaimable / max(snapshot.usage_bytes, 1),
+        max_cache_ratio=settings.max_cache_ratio,
+        since_flush_s=None if last_flush is None else now_s - last_flush,
+        just_flushed=just_flushed,
+        rate_bytes_s=rate,
+        time_to_limit_s=time_to_limit_s,
+        time_to_oom_s=time_to_oom_s,
+        flush_expected_s=flush_expected_s,
+        cache_bytes=reclaimable,
+        flush_cooldown_s=settings.flush_cooldown_s,
+    )
+
+
+def decide(
+    snapshot: MemorySnapshot,
+    threshold: int | None,
+    state: GuardState,
+    settings: GuardSettings,
+    now_s: float,
+    just_flushed: bool = False,
+) -> Decision:
+    """The first row of DECISIONS that holds, and when to look again."""
+    known = facts(snapshot, threshold, state, settings, now_s, just_flushed)
+    rule = next(rule for rule in DECISIONS if rule.holds(known))
+    retry_at_s = {
+        Step.IDLE: None,
+        Step.COOLDOWN: state.cooldown_until_s,
+    }.get(rule.step, now_s + settings.hot_recheck_interval_s)
+    return Decision(rule.step, rule.reason(known), retry_at_s)
+
+
+def last_chance_reason(
+    state: GuardState, snapshot: MemorySnapshot, settings: GuardSettings, now_s: float
+) -> str | None:
+    """During a flush, usage reached the last-chance level: why act now (None: the
+    flush and the kernel's reclaim can still cope - what grows is page cache)."""
+    marks = levels(snapshot.limit_bytes, settings)
+    if marks is None or marks.last_chance is None or snapshot.usage_bytes < marks.last_chance:
+        return None
+    known = facts(
+        snapshot, marks.threshold, sampled(state, snapshot, now_s, False), settings, now_s
+    )
+    if known.flush_could_help and not (
+        known.time_to_oom_s is not None and known.time_to_oom_s < 2 * REACTION_BUDGET_S
+    ):
+        return None
+    return (
+        f"usage reached the last-chance level {format_size(marks.last_chance)} during a flush"
+        " and a flush cannot save it: acted without waiting for it"
+    )
+
+
+def flush_allowed(state: GuardState, settings: GuardSettings, now_s: float) -> bool:
+    last = state.last_flush_at_s
+    return last is None or now_s - last >= settings.flush_cooldown_s
+
+
+def flush_request_bytes(snapshot: MemorySnapshot, threshold: int) -> int:
+    """What a bounded reclaim (v2 memory.reclaim) asks for: enough to bring usage
+    one margin under the threshold, never more than the reclaimable cache."""
+    margin = (snapshot.limit_bytes or threshold) - threshold
+    wanted = snapshot.usage_bytes - (threshold - margin)
+    return max(0, min(wanted, snapshot.reclaimable_cache_bytes))
