@@ -10,8 +10,10 @@ deepest first. Nothing outside the test's own tree is ever touched.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -25,6 +27,7 @@ from memguard.kernel.pidfd import PidFd
 from testing.waits import WAIT_S, within
 
 V1_MEMORY_ROOT = "/sys/fs/cgroup/memory"
+V1_FREEZER_ROOT = "/sys/fs/cgroup/freezer"
 V2_ROOT = "/sys/fs/cgroup"
 # The real-kernel tier runs on this host's cgroup v1 and, inside the test VM
 # (tests/vm/test_v2_tier.py sets this to 2), on cgroup v2.
@@ -84,6 +87,26 @@ class CgroupTree:
     version: int = 1
     cgroups: list[str] = field(default_factory=list)
     processes: list[Started] = field(default_factory=list)
+    freezers: list[str] = field(default_factory=list)  # v1 freezer mirrors made here
+
+    def freezer_mirror(self, cgroup: str) -> str:
+        """cgroup v1: the freezer cgroup mirroring cgroup (as the kubelet and runc
+        make one); processes spawned into cgroup afterwards join it too."""
+        assert self.version == 1
+        relative = os.path.relpath(cgroup, V1_MEMORY_ROOT)
+        path = V1_FREEZER_ROOT
+        for part in relative.split("/"):
+            path = os.path.join(path, part)
+            if not os.path.isdir(path):
+                os.mkdir(path)
+                self.freezers.append(path)
+        return path
+
+    def _mirror_of(self, cgroup: str) -> str | None:
+        if self.version != 1:
+            return None
+        path = os.path.join(V1_FREEZER_ROOT, os.path.relpath(cgroup, V1_MEMORY_ROOT))
+        return path if path in self.freezers else None
 
     def mkdir(self, relative: str, limit_bytes: int | None = None) -> str:
         path = self.parent
@@ -126,8 +149,10 @@ class CgroupTree:
         process = subprocess.Popen(wrapped, stdin=subprocess.PIPE, stdout=stdout)
         started = Started(process, name or " ".join(argv))
         self.processes.append(started)
-        with open(os.path.join(cgroup, names.PROCS_FILE), "w") as file:
-            file.write(str(process.pid))
+        for target in (cgroup, self._mirror_of(cgroup)):
+            if target is not None:
+                with open(os.path.join(target, names.PROCS_FILE), "w") as file:
+                    file.write(str(process.pid))
         return started
 
     def hog(
@@ -159,13 +184,39 @@ class CgroupTree:
         os.rmdir(cgroup)
         self.cgroups.remove(cgroup)
 
+    def pids_in(self, cgroup: str) -> list[int]:
+        """Every process in cgroup (the workloads' children included)."""
+        return cgroupfs.read_procs(cgroup) or []
+
     def cleanup(self) -> None:
         for started in self.processes:
             if started.process.stdin is not None:
                 started.process.stdin.close()
+        for path in self.freezers:  # a frozen task dies of SIGKILL only once thawed
+            with (
+                contextlib.suppress(FileNotFoundError),
+                open(os.path.join(path, "freezer.state"), "w") as file,
+            ):
+                file.write("THAWED")
         kill_and_reap(started.pid for started in self.processes)
-        for path in sorted(self.cgroups, key=len, reverse=True):
+        # the workloads' children (forked inside these cgroups, so created by this test)
+        for path in sorted(self.cgroups + self.freezers, key=len, reverse=True):
+            _kill_members(path)
+        for path in sorted(self.cgroups + self.freezers, key=len, reverse=True):
             _rmdir_when_empty(path)
+
+
+def _kill_members(cgroup: str) -> None:
+    """SIGKILL what is left in a cgroup this test made, until it is empty (bounded)."""
+    deadline = time.monotonic() + WAIT_S
+    while time.monotonic() < deadline:
+        pids = cgroupfs.read_procs(cgroup) or []
+        if not pids:
+            return
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        time.sleep(0.01)  # teardown only: the killed take a moment to leave
 
 
 def _rmdir_when_empty(path: str) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
+import logging
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -11,14 +11,17 @@ import trio
 
 from memguard.backends.base import NamedService
 from memguard.backends.doorbell import Doorbell
+from memguard.backends.hold import HoldLedger
 from memguard.backends.inotify_hub import InotifyHub, Subscription
 from memguard.backends.wake import Wake
-from memguard.errors import KernelError, WatchError
+from memguard.errors import WatchError
 from memguard.kernel import cgroup_v1, cgroupfs, freezer, names
 from memguard.kernel.eventfd import EventFd
 from memguard.kernel.fstype import FsKind, still_on
 from memguard.kernel.inotify import IN_CLOSE_WRITE, IN_MODIFY, InotifyEvent
 from memguard.policy.model import MemorySnapshot
+
+log = logging.getLogger(__name__)
 
 # Registering a usage threshold waits for an RCU grace period in the kernel
 # (synchronize_rcu in __mem_cgroup_usage_register_event): ~7 ms measured here.
@@ -34,19 +37,25 @@ class V1Notifier:
     Re-arming registers a new eventfd before closing the old one, so there is
     no window without a registration; closing an eventfd unregisters it. An fd
     on memory.usage_in_bytes stays open: a wake-up costs one pread to read usage.
-    With hold (--hold-at-limit) the cgroup's oom_kill_disable is set while it is
-    guarded: at the limit the kernel parks the allocating tasks instead of
-    killing one, and the OOM event wakes the guard. The value found is put back
-    when the guard stops.
+    With a ledger (--hold-at-limit) the cgroup's oom_kill_disable is set while
+    it is guarded: at the limit the kernel parks the allocating tasks instead of
+    killing one, and the OOM event wakes the guard. Memguard's own cgroup is
+    never held (parked, memguard could not act on itself); a cgroup whose
+    oom_kill_disable someone else set is left as found; memguard's own hold
+    (recorded in the ledger, see backends.hold) is put back to 0 when the guard
+    stops.
     """
 
-    def __init__(self, cgroup_dir: str, limiter: trio.CapacityLimiter, hold: bool) -> None:
+    def __init__(
+        self, cgroup_dir: str, limiter: trio.CapacityLimiter, ledger: HoldLedger | None
+    ) -> None:
         self._cgroup_dir = cgroup_dir
         self._limiter = limiter
-        self._hold = hold
+        self._ledger = ledger
         self._eventfd: EventFd | None = None
         self._usage_fd: int | None = None
-        self._held_from: int | None = None  # oom_kill_disable before memguard set it
+        self._hold_decided = ledger is None
+        self.holding = False  # memguard set (or took over) oom_kill_disable 1 here
         self.bell = Doorbell()
         self.limit_watched = True
 
@@ -81,8 +90,8 @@ class V1Notifier:
         warning_bytes: int | None = None,
         last_chance_bytes: int | None = None,
     ) -> bool:
-        if self._hold and self._held_from is None:
-            self._held_from = await trio.to_thread.run_sync(self._take_hold)
+        if not self._hold_decided:
+            await trio.to_thread.run_sync(self._take_hold)
         fresh = EventFd()
         levels = (threshold_bytes, warning_bytes, last_chance_bytes)
         try:
@@ -101,15 +110,24 @@ class V1Notifier:
         self._eventfd = fresh
         return True
 
-    def _take_hold(self) -> int | None:
-        """Set oom_kill_disable; the value it had (None: the cgroup is gone)."""
+    def _take_hold(self) -> None:
+        """Set oom_kill_disable 1 where memguard may (see the class docstring)."""
+        assert self._ledger is not None
         control = cgroup_v1.read_oom_control(self._cgroup_dir)
-        if control is None:
-            return None
-        found = control.get("oom_kill_disable", 0)
-        if found != 1 and not cgroup_v1.set_oom_kill_disable(self._cgroup_dir, True):
-            return None
-        return found
+        procs = cgroupfs.read_procs(self._cgroup_dir)
+        if control is None or procs is None:
+            return  # gone: the guard ends; nothing held
+        self._hold_decided = True
+        if os.getpid() in procs:
+            log.warning("not holding %s at its limit: memguard runs in it", self._cgroup_dir)
+        elif self._ledger.inherited(self._cgroup_dir):
+            self.holding = True  # a previous run's hold: this guard owns it now
+        elif control.get("oom_kill_disable", 0) == 1:
+            log.info("%s: oom_kill_disable was already 1 (not memguard's)", self._cgroup_dir)
+        elif self._ledger.taken(self._cgroup_dir):
+            self.holding = True
+            if not cgroup_v1.set_oom_kill_disable(self._cgroup_dir, True):
+                self.close_hold()
 
     async def wait(self, timeout_s: float) -> frozenset[Wake]:
         fd = None if self._eventfd is None else self._eventfd.fileno()
@@ -118,11 +136,13 @@ class V1Notifier:
             self._eventfd.read_nowait()
         return reasons
 
+    def close_hold(self) -> None:
+        if self.holding and self._ledger is not None:
+            self._ledger.release(self._cgroup_dir)
+        self.holding = False
+
     def close(self) -> None:
-        if self._held_from == 0:
-            with contextlib.suppress(KernelError):  # leaving: best effort, one write
-                cgroup_v1.set_oom_kill_disable(self._cgroup_dir, False)
-        self._held_from = None
+        self.close_hold()
         if self._eventfd is not None:
             self._eventfd.close()
             self._eventfd = None
@@ -140,12 +160,12 @@ class V1Backend:
         self,
         memory_root: str | None = None,
         freezer_root: str | None = None,
-        hold_at_limit: bool = False,
+        ledger: HoldLedger | None = None,
     ) -> None:
         self._registration_limiter = trio.CapacityLimiter(MAX_PARALLEL_REGISTRATIONS)
         self._memory_root = memory_root
         self._freezer_root = freezer_root
-        self.hold_at_limit = hold_at_limit
+        self.ledger = ledger  # None: no --hold-at-limit
 
     def freezer_for(self, cgroup_dir: str) -> str | None:
         """The freezer cgroup mirroring cgroup_dir (the kubelet and runc make one)."""
@@ -184,7 +204,7 @@ class V1Backend:
 
     @contextmanager
     def notifier(self, cgroup_dir: str, hub: InotifyHub) -> Iterator[V1Notifier]:
-        notifier = V1Notifier(cgroup_dir, self._registration_limiter, self.hold_at_limit)
+        notifier = V1Notifier(cgroup_dir, self._registration_limiter, self.ledger)
         subscription: Subscription | None = None
         try:
             subscription = hub.subscribe(

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 import trio
 
 from memguard.backends.base import Backend, NamedService
+from memguard.backends.hold import HoldLedger, HoldSettings
 from memguard.backends.v1 import V1Backend
 from memguard.backends.v2 import V2Backend, V2Settings
 from memguard.cli.config import RunConfig
@@ -80,9 +81,15 @@ def _check_v2_memory(parent: str, existing: str) -> None:
 
 
 def select_backend(
-    parent: str, version: str = "auto", v2: V2Settings | None = None, hold_at_limit: bool = False
+    parent: str,
+    version: str = "auto",
+    v2: V2Settings | None = None,
+    hold: HoldSettings | None = None,
 ) -> Backend:
-    """The backend for the filesystem holding parent; ConfigError if none fits."""
+    """The backend for the filesystem holding parent; ConfigError if none fits.
+    On v1 the hold ledger is settled here (backends.hold): a previous run's holds
+    are released or taken over before any guard starts."""
+    hold = hold or HoldSettings()
     absolute = os.path.abspath(parent)
     if not os.path.isdir(os.path.dirname(absolute)):
         raise ConfigError(f"--parent {parent}: {os.path.dirname(absolute)} does not exist")
@@ -94,7 +101,9 @@ def select_backend(
         _check_version(parent, "1", version)
         _require_root()
         _, mounts = read_host()
-        return V1Backend(mounts.v1_memory, mounts.v1_freezer, hold_at_limit)
+        ledger = HoldLedger(hold.ledger_dir, mounts.v1_memory or os.path.dirname(absolute))
+        ledger.open(holding=hold.at_limit)
+        return V1Backend(mounts.v1_memory, mounts.v1_freezer, ledger if hold.at_limit else None)
     if kind is FsKind.CGROUP_V2:
         _check_version(parent, "2", version)
         _check_v2_memory(parent, existing)

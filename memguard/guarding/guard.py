@@ -369,7 +369,7 @@ class Guard:
         details: dict[str, object] = {"wall_time_s": time.time()}
         kill = self._kill if effect.kind in KILL_KINDS else None
         if kill is not None:
-            details.update(victims=kill.victims, survivors=kill.survivors)
+            details.update(victims=kill.victims, survivors=kill.survivors, extra=kill.details())
             details["latency_s"] = self._latency_s
             if kill.first_signal_at is not None:  # when the kill happened, not now
                 details["wall_time_s"] = time.time() - (time.perf_counter() - kill.first_signal_at)

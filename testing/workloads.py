@@ -1,0 +1,96 @@
+"""Workloads for the race tests (run as a separate process, like hog.py).
+
+    python workloads.py cache-then-anon CACHE_MIB DIR TARGET_MIB
+    python workloads.py many CHILDREN TARGET_MIB RATE_MIB_PER_S
+    python workloads.py forkbomb CHILD_MIB INTERVAL_S MAX_FORKS
+
+Started through testing.cgroups.CgroupTree.spawn (which holds it until .go(),
+once it is in its cgroup), each prints "started" once it runs, then:
+- cache-then-anon: writes CACHE_MIB of page cache to a file in DIR (fsync'd:
+  clean cache), then allocates TARGET_MIB of anonymous memory as fast as it
+  can touch it - the workload that made memguard flush on its kill path;
+- many: forks CHILDREN sleeping processes, then allocates TARGET_MIB at RATE;
+- forkbomb: allocates CHILD_MIB, then every INTERVAL_S forks a child that does
+  the same, at most MAX_FORKS forks per process (bounded, but faster than a
+  cgroup.procs reader can keep up with).
+All of them sleep once done, until killed.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+MIB = 1 << 20
+
+
+def _touch(mib: int) -> list[bytes]:
+    return [b"\x01" * MIB for _ in range(mib)]
+
+
+def _sleep_forever() -> None:
+    while True:
+        time.sleep(3600)
+
+
+def cache_then_anon(cache_mib: int, directory: str, target_mib: int) -> None:
+    path = os.path.join(directory, f"cache-{os.getpid()}")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        for _ in range(cache_mib):
+            os.write(fd, b"\x02" * MIB)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    print("started", flush=True)
+    kept = _touch(target_mib)
+    del kept
+    _sleep_forever()
+
+
+def many(children: int, target_mib: int, rate_mib_s: float) -> None:
+    for _ in range(children):
+        if os.fork() == 0:
+            _sleep_forever()
+    print("started", flush=True)
+    kept: list[bytes] = []
+    started = time.monotonic()
+    for index in range(target_mib):
+        kept.append(b"\x01" * MIB)
+        delay = started + (index + 1) / rate_mib_s - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+    _sleep_forever()
+
+
+def forkbomb(child_mib: int, interval_s: float, max_forks: int) -> None:
+    print("started", flush=True)
+    sys.stdout.close()
+    os.close(1)
+    kept = _touch(child_mib)
+    forks = 0
+    while forks < max_forks:
+        time.sleep(interval_s)
+        forks += 1
+        if os.fork() == 0:
+            kept = _touch(child_mib)
+            forks = 0
+    del kept
+    _sleep_forever()
+
+
+def main() -> None:
+    mode, args = sys.argv[1], sys.argv[2:]
+    if mode == "cache-then-anon":
+        cache_then_anon(int(args[0]), args[1], int(args[2]))
+    elif mode == "many":
+        many(int(args[0]), int(args[1]), float(args[2]))
+    elif mode == "forkbomb":
+        forkbomb(int(args[0]), float(args[1]), int(args[2]))
+    else:
+        raise SystemExit(f"unknown workload {mode!r}")
+
+
+if __name__ == "__main__":
+    main()
