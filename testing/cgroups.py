@@ -190,8 +190,9 @@ class CgroupTree:
 
     def cleanup(self) -> None:
         for started in self.processes:
-            if started.process.stdin is not None:
-                started.process.stdin.close()
+            for pipe in (started.process.stdin, started.process.stdout):
+                if pipe is not None:
+                    pipe.close()
         for path in self.freezers:  # a frozen task dies of SIGKILL only once thawed
             with (
                 contextlib.suppress(FileNotFoundError),

@@ -3,6 +3,7 @@
     python workloads.py cache-then-anon CACHE_MIB DIR TARGET_MIB
     python workloads.py many CHILDREN TARGET_MIB RATE_MIB_PER_S
     python workloads.py forkbomb CHILD_MIB INTERVAL_S MAX_FORKS
+    python workloads.py fill-then-forkbomb FILL_MIB CHILD_MIB INTERVAL_S MAX_FORKS
 
 Started through testing.cgroups.CgroupTree.spawn (which holds it until .go(),
 once it is in its cgroup), each prints "started" once it runs, then:
@@ -12,7 +13,11 @@ once it is in its cgroup), each prints "started" once it runs, then:
 - many: forks CHILDREN sleeping processes, then allocates TARGET_MIB at RATE;
 - forkbomb: allocates CHILD_MIB, then every INTERVAL_S forks a child that does
   the same, at most MAX_FORKS forks per process (bounded, but faster than a
-  cgroup.procs reader can keep up with).
+  cgroup.procs reader can keep up with); a fork refused (ENOMEM at the
+  limit) is tried again at the next interval;
+- fill-then-forkbomb: allocates FILL_MIB, prints "filled", waits for one more
+  line on stdin, then forks as forkbomb does (a container that starts forking
+  after memguard prepared its victims).
 All of them sleep once done, until killed.
 """
 
@@ -66,14 +71,28 @@ def many(children: int, target_mib: int, rate_mib_s: float) -> None:
 
 def forkbomb(child_mib: int, interval_s: float, max_forks: int) -> None:
     print("started", flush=True)
+    _bomb(_touch(child_mib), child_mib, interval_s, max_forks)
+
+
+def fill_then_forkbomb(fill_mib: int, child_mib: int, interval_s: float, max_forks: int) -> None:
+    kept = _touch(fill_mib)
+    print("filled", flush=True)
+    sys.stdin.readline()
+    _bomb(kept, child_mib, interval_s, max_forks)
+
+
+def _bomb(kept: list[bytes], child_mib: int, interval_s: float, max_forks: int) -> None:
     sys.stdout.close()
     os.close(1)
-    kept = _touch(child_mib)
     forks = 0
     while forks < max_forks:
         time.sleep(interval_s)
+        try:
+            child = os.fork()
+        except OSError:
+            continue  # refused at the limit: try again
         forks += 1
-        if os.fork() == 0:
+        if child == 0:
             kept = _touch(child_mib)
             forks = 0
     del kept
@@ -86,6 +105,8 @@ def main() -> None:
         cache_then_anon(int(args[0]), args[1], int(args[2]))
     elif mode == "many":
         many(int(args[0]), int(args[1]), float(args[2]))
+    elif mode == "fill-then-forkbomb":
+        fill_then_forkbomb(int(args[0]), int(args[1]), float(args[2]), int(args[3]))
     elif mode == "forkbomb":
         forkbomb(int(args[0]), float(args[1]), int(args[2]))
     else:

@@ -7,6 +7,7 @@ than half the limit; threshold = limit - margin. Unlimited cgroups have none.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from fractions import Fraction
@@ -54,6 +55,7 @@ class Levels:
 WARNING_MARGINS = 3
 
 
+@functools.lru_cache(maxsize=4096)  # pure; called on every wake-up, limits rarely change
 def levels(limit_bytes: int | None, settings: GuardSettings) -> Levels | None:
     threshold = threshold_bytes(limit_bytes, settings)
     if limit_bytes is None or threshold is None:
