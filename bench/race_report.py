@@ -26,6 +26,30 @@ from bench.race_workloads import LIMIT_MIB
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BENCHMARKS_MD = os.path.join(ROOT, "BENCHMARKS.md")
+C_REF = {
+    1: "bench/c/ref_agent.c: an eventfd on memory.usage_in_bytes at the threshold and one "
+    "on memory.oom_control; on the first wake SIGKILL every pid of cgroup.procs, re-read "
+    "until empty (2 s at most)",
+    2: "bench/c/ref_agent_v2.c: memory.high at the threshold, inotify on memory.events; "
+    "on the first change cgroup.kill",
+}
+LEGEND = [
+    "Agents: `none` - no agent, the kernel's OOM killer acts; `c-ref` - {c_ref}; "
+    "`memguard` - `memguard run --kubernetes off --policy container --parent <its tree> "
+    "--log-format json` (defaults otherwise); `memguard-hold` - the same with `{hold}`. "
+    "Latency (wake -> SIGKILL): from the agent's kernel wake-up to its first kill "
+    "syscall (memguard: the report's latency_s); emptied: from the hog's death to an "
+    "empty container, when the agent won.",
+    "Workloads (bench/c/): `anon` - 1 MiB chunks touched at the rate towards twice the "
+    "limit; `cache+anon` - the same after writing and fsyncing 20 MiB to a file; "
+    "`300procs+anon` - 300 idle processes forked first, then the hog; `forkbomb` - every "
+    "process touches 4 MiB at the rate and forks every 20 ms (no fork after 10 s). "
+    "Rates: `max` is as fast as the CPU touches pages.",
+]
+QUICK_NOTE = [
+    "**quick pass** (--quick): a check that the benchmark works end to end, not a "
+    "measurement - with 3 trials a share is coarse and p99 is the maximum"
+]
 MD_HEADER = """# Benchmarks
 
 Measured results of the benchmarks in `bench/` (README "Benchmarks"), each
@@ -70,6 +94,7 @@ def head(
             "kernel won: the container's oom_kill > 0 by the end of the trial; agent won: "
             "no OOM kill and the hog (fork bomb: its first process) died of SIGKILL; "
             "close call: the agent won although the kernel had already declared OOM",
+            *(QUICK_NOTE if args.quick else []),
         ],
     }
 
@@ -173,6 +198,10 @@ def markdown(head: dict[str, Any], results: Sequence[TrialResult]) -> str:
         *[f"- skipped {name}: {why}" for name, why in head["skipped"].items()],
         *[f"- failure: {failure}" for failure in head.get("failures", [])],
         "",
+        *[
+            line.format(c_ref=C_REF[head["cgroup_version"]], hold=head["hold_flags"]) + "\n"
+            for line in LEGEND
+        ],
         *_overview(cells(results, agents), agents),
         "",
         *_per_cell(cells(results, agents), agents),
