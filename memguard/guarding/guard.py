@@ -39,6 +39,7 @@ from memguard.guarding.killer import Killer, KillOutcome, Prepared
 from memguard.policy import effects as fx
 from memguard.policy.model import GuardSettings, MemorySnapshot, Policy
 from memguard.policy.paths import ContainerRef
+from memguard.policy.rates import samples_of
 from memguard.policy.state import GuardState
 from memguard.policy.step import step
 from memguard.policy.table import last_chance_reason
@@ -167,7 +168,8 @@ class Guard:
         while True:
             outcome = step(self._state, snapshot, event, self._settings, trio.current_time())
             if light and not any(isinstance(e, fx.Act) for e in outcome.effects):
-                # not a kill: decide on all of it
+                # not a kill: decide on all of it (the reading's rate sample stays)
+                self._state = samples_of(self._state, outcome.state)
                 event, snapshot, light = fx.Woke(), self._snapshot(), False
                 continue
             self._state = outcome.state

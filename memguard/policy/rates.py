@@ -3,8 +3,11 @@
 The rate of usage comes from every reading (light ones too); the rate of what a
 flush cannot drop (usage - reclaimable cache) from full readings only (a light
 reading's cache figure is the last one read). Both are EWMAs over successive
-readings closer apart than MIN_SAMPLE_GAP_S are ignored. A flush's speed per
-MiB is learnt from every measured flush of the cgroup.
+readings; readings closer than MIN_SAMPLE_GAP_S are ignored, and a reading
+further than MAX_SAMPLE_GAP_S from the last one makes the rate unknown again (an
+average over a long quiet spell says nothing about a burst now: the next
+reading, soon, gives the current rate). A flush's speed per MiB is learnt from
+every measured flush of the cgroup.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from memguard.policy.state import GuardState
 
 RATE_SMOOTHING = 0.5  # weight of the newest rate in the EWMA
 MIN_SAMPLE_GAP_S = 0.0005  # readings closer than this say nothing about the rate
+MAX_SAMPLE_GAP_S = 0.05  # readings further apart than this say nothing about it now
 
 
 def new_oom_kills(state: GuardState, snapshot: MemorySnapshot) -> tuple[int, GuardState]:
@@ -36,6 +40,8 @@ def _ewma(
     gap_s = now_s - last_at
     if gap_s < MIN_SAMPLE_GAP_S:
         return last
+    if gap_s > MAX_SAMPLE_GAP_S:
+        return value, now_s, None
     fresh = (value - last_value) / gap_s
     if rate is not None:
         fresh = RATE_SMOOTHING * fresh + (1 - RATE_SMOOTHING) * rate
@@ -67,3 +73,14 @@ def flush_measured(state: GuardState, duration_s: float, reclaimed_bytes: int) -
     measured = duration_s / (reclaimed_bytes / MIB)
     smoothed = RATE_SMOOTHING * measured + (1 - RATE_SMOOTHING) * state.flush_s_per_mib
     return replace(state, flush_s_per_mib=smoothed)
+
+
+def samples_of(state: GuardState, source: GuardState) -> GuardState:
+    """state with source's usage samples and rate: a light reading's rate is kept
+    even when its decision is made again on a full reading."""
+    return replace(
+        state,
+        sample_usage_bytes=source.sample_usage_bytes,
+        sample_at_s=source.sample_at_s,
+        rate_bytes_s=source.rate_bytes_s,
+    )

@@ -19,7 +19,8 @@ Rules, in this order, on every event:
    an action, Arm again (a fresh registration).
 3. Usage at or over the warning level: Prepare the victims (pidfds; ranked for
    the process policy) and look again soon (half the time to the threshold at
-   the current rate, 5 ms .. 1 s); back under the warning level by a margin:
+   the current rate, 1 ms .. 1 s; 1 ms while the rate is unknown: the next
+   reading gives it); back under the warning level by a margin:
    Unprepare.
 4. Then the decision table, policy.table.DECISIONS: the first row whose condition
    holds decides. The threshold is the floor of the margin: memguard acts there

@@ -17,7 +17,10 @@ from memguard.policy.rates import sampled
 from memguard.policy.state import GuardState
 from memguard.units import format_size
 
-REACTION_BUDGET_S = 0.002  # wake-up to the first SIGKILL, with room to spare
+# Act before the threshold when, at the current fill rate, the limit is nearer than
+# this: memguard's wake-up to the last SIGKILL of a container, the kernel's event
+# granularity and a busy CPU's scheduling delay, with room to spare.
+REACTION_BUDGET_S = 0.005
 FLUSH_SAFETY = 2.0  # a flush must be expected to finish in half the time to the limit
 
 

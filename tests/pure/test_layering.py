@@ -21,6 +21,7 @@ PURE_ALLOWED = {
     "__future__",
     "dataclasses",
     "enum",
+    "functools",
     "fractions",
     "math",
     "collections",

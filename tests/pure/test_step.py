@@ -32,10 +32,16 @@ from memguard.policy.effects import (
 from memguard.policy.kinds import ReportKind
 from memguard.policy.margin import Levels, levels, threshold_bytes
 from memguard.policy.model import MIB, CacheLimit, GuardSettings, MemorySnapshot, Policy
-from memguard.policy.rates import flush_measured, new_oom_kills
+from memguard.policy.rates import (
+    MAX_SAMPLE_GAP_S,
+    flush_measured,
+    new_oom_kills,
+    sampled,
+    samples_of,
+)
 from memguard.policy.state import GuardState
 from memguard.policy.step import step
-from memguard.policy.table import Step, decide, last_chance_reason
+from memguard.policy.table import REACTION_BUDGET_S, Step, decide, last_chance_reason
 
 SETTINGS = GuardSettings(
     max_cache_ratio=0.5, flush_cooldown_s=10.0, cooldown_s=5.0, hot_recheck_interval_s=0.25
@@ -452,12 +458,13 @@ def test_the_measured_flush_speed_decides_the_next_time() -> None:
 
 def test_filling_faster_than_it_can_react_acts_before_the_threshold() -> None:
     snapshot = snap(97, 0.5)  # under the threshold (98), past the warning level
-    fast = rated(1000.0)  # the limit is 3 MiB away: 3 ms at 1 GiB/s - more than the budget
+    room_mib = 3.5  # to the limit, with the 0.5 MiB of cache the kernel would reclaim
+    fast = rated(room_mib / (2 * REACTION_BUDGET_S))  # twice the budget away
     assert decide(snapshot, THRESHOLD, fast, SETTINGS, NOW).step is Step.IDLE
-    faster = rated(2000.0)  # 1.5 ms
+    faster = rated(room_mib / (REACTION_BUDGET_S / 2))  # half the budget away
     decision = decide(snapshot, THRESHOLD, faster, SETTINGS, NOW)
     assert decision.step is Step.ACT
-    assert "the limit is 1.8ms away" in decision.reason  # with the 0.5 MiB of cache
+    assert f"the limit is {REACTION_BUDGET_S / 2 * 1000:.1f}ms away" in decision.reason
 
 
 def test_page_cache_filling_fast_is_never_urgent() -> None:
@@ -515,3 +522,42 @@ def test_a_light_reading_moves_the_usage_rate_only() -> None:
     assert light.fixed_rate_bytes_s is None
     full = step(state, snap(95, 0), Woke(), SETTINGS_2MIB, NOW + 0.01).state
     assert full.fixed_rate_bytes_s == pytest.approx(500 * MIB)
+
+
+def test_a_rate_is_known_only_from_readings_close_together() -> None:
+    state = sampled(GuardState(), snap(50), NOW, light=False)
+    close = sampled(state, snap(60), NOW + 0.01, light=False)  # 10 MiB in 10 ms
+    assert close.rate_bytes_s == pytest.approx(1000 * MIB)
+    # a long quiet spell, then a burst: the average over the spell is not the rate now
+    later = sampled(close, snap(61), NOW + 0.01 + 2 * MAX_SAMPLE_GAP_S, light=False)
+    assert later.rate_bytes_s is None
+    assert later.fixed_rate_bytes_s is None
+    burst = sampled(later, snap(63), NOW + 0.012 + 2 * MAX_SAMPLE_GAP_S, light=True)
+    assert burst.rate_bytes_s == pytest.approx(1000 * MIB)
+
+
+def test_past_the_warning_level_an_unknown_rate_is_measured_at_once() -> None:
+    marks = levels(LIMIT, SETTINGS)
+    assert marks is not None
+    assert marks.warning is not None
+    state = armed()
+    outcome = step(state, snap(marks.warning / MIB + 0.1), Woke(), SETTINGS, NOW)
+    looks = [e for e in outcome.effects if isinstance(e, LookAgain)]
+    assert [look.at_s for look in looks] == [pytest.approx(NOW + 0.001)]
+    # known and slow: half the time to the threshold (at most a second)
+    slow = dataclasses.replace(outcome.state, rate_bytes_s=1 * MIB)
+    later_s = NOW + MAX_SAMPLE_GAP_S / 2
+    again = step(slow, snap(marks.warning / MIB + 0.1), Woke(), SETTINGS, later_s)
+    looks = [e for e in again.effects if isinstance(e, LookAgain)]
+    assert looks
+    assert looks[0].at_s is not None
+    assert looks[0].at_s > later_s + 0.1
+
+
+def test_a_light_readings_rate_sample_survives_the_full_reading_after_it() -> None:
+    before = sampled(GuardState(), snap(50), NOW, light=False)
+    light = step(before, snap(60), Woke(light=True), SETTINGS, NOW + 0.01).state
+    kept = samples_of(before, light)
+    assert kept.rate_bytes_s == pytest.approx(1000 * MIB)
+    assert kept.sample_at_s == NOW + 0.01
+    assert kept.warned == before.warned  # only the samples are taken over
