@@ -224,7 +224,7 @@ class Guard:
         if isinstance(effect, fx.Flush):
             return await self._flush_listening(effect, notifier)
         if isinstance(effect, fx.Prepare):
-            self._start_preparing(effect.ranking, with_pidfds=True)
+            self._start_preparing(with_pidfds=True)
             return None
         if isinstance(effect, fx.Unprepare):
             if self._prepared is not None:
@@ -255,7 +255,7 @@ class Guard:
             raise _Gone
         self._registered, self._registered_threshold = True, effect.threshold_bytes
         if self._prepared is None:
-            self._start_preparing(ranking=False, with_pidfds=False)
+            self._start_preparing(with_pidfds=False)
         if not effect.after_action:
             log.info(
                 "guarding %s: limit %s, threshold %s",
@@ -325,12 +325,12 @@ class Guard:
 
     # -- preparing the victims (in the background, never on the kill path) --------------
 
-    def _start_preparing(self, ranking: bool, with_pidfds: bool) -> None:
+    def _start_preparing(self, with_pidfds: bool) -> None:
         if self._preparing or self._background is None:
             return
         killer = self._ctx.killer
         if with_pidfds:
-            work = functools.partial(killer.prepare, self.cgroup_dir, ranking)
+            work = functools.partial(killer.prepare, self.cgroup_dir)
         else:
             work = functools.partial(killer.scan, self.cgroup_dir)
         if not self._ctx.backend.flush_blocks:  # a fake tree: quick reads, done at once
@@ -357,9 +357,9 @@ class Guard:
         prepared = self._prepared
         age_s = math.inf if prepared is None else time.perf_counter() - prepared.at_s
         if self._state.warned and age_s > PREPARED_MAX_AGE_S:
-            self._start_preparing(self._settings.policy is Policy.PROCESS, with_pidfds=True)
+            self._start_preparing(with_pidfds=True)
         elif self._registered and age_s > SCAN_MAX_AGE_S:
-            self._start_preparing(ranking=False, with_pidfds=False)
+            self._start_preparing(with_pidfds=False)
 
     def _drop_prepared(self) -> None:
         if self._prepared is not None:

@@ -2,9 +2,10 @@
 
 A guard prepares in advance (Prepared): the cgroup's members, which of them
 may never be killed (pid 1, memguard, oom_score_adj -1000), and - once usage
-is near the threshold - pidfds for the victims and, for the process policy,
-their ranking. At the kill the first SIGKILL goes to a prepared pidfd (or, not
-prepared, to the pids of one cgroup.procs read) before anything else is read;
+is near the threshold - pidfds for the victims, biggest oom_score first (the
+process policy's victim; a container kill signals the memory hog first). At
+the kill the first SIGKILL goes to a prepared pidfd (or, not prepared, to the
+pids of one cgroup.procs read) before anything else is read;
 names, scores and sizes for the report are gathered after the signals.
 
 A container kill then reads cgroup.procs again until it is empty: new pids (a
@@ -144,9 +145,11 @@ class Killer:
                 protected.add(pid)
         return Prepared(tuple(pids), frozenset(protected), at_s=time.perf_counter())
 
-    def prepare(self, cgroup_dir: str, ranking: bool) -> Prepared | None:
-        """A scan plus what the report needs and pidfds of the victims, best first
-        when ranking (the process policy). Blocking reads: off the trio thread."""
+    def prepare(self, cgroup_dir: str) -> Prepared | None:
+        """A scan plus what the report needs and pidfds of the victims, biggest
+        oom_score first: the process policy's victim, and the order a container
+        kill signals in (the memory hog first, not pid order). Blocking reads:
+        off the trio thread."""
         pids = self._backend.pids(cgroup_dir)
         if pids is None:
             return None
@@ -156,8 +159,6 @@ class Killer:
         ) | (self._protected & set(pids))
         prepared = Prepared(tuple(pids), protected, infos, {}, time.perf_counter())
         order = [info.pid for info in ranked(infos.values(), self._protected)]
-        if not ranking:
-            order = [pid for pid in pids if pid not in protected]
         for pid in order[:MAX_PREPARED_PIDFDS]:
             process = open_process(pid)
             if process is not None:

@@ -71,9 +71,8 @@ class Arm:
 
 @dataclass(frozen=True, slots=True)
 class Prepare:
-    """Ready the victims: pidfds (ranked for the process policy), in the background."""
-
-    ranking: bool
+    """Ready the victims, in the background: pidfds, biggest oom_score first (the
+    process policy's victim; the order a container kill signals in)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -169,8 +169,7 @@ def _warning(
         return state, effects
     usage = snapshot.usage_bytes
     if not state.warned and usage >= marks.warning:
-        ranking = settings.policy is Policy.PROCESS
-        return replace(state, warned=True), [*effects, Prepare(ranking)]
+        return replace(state, warned=True), [*effects, Prepare()]
     margin = (snapshot.limit_bytes or marks.threshold) - marks.threshold
     if state.warned and usage < marks.warning - margin:
         return replace(state, warned=False), [*effects, Unprepare()]

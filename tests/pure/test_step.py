@@ -178,7 +178,7 @@ def test_a_new_guard_arms_every_level_first_and_reads_again() -> None:
     assert state.armed_threshold == THRESHOLD
     _, effects = effects_of(state, snap(99, 0), Armed())
     reason = "over threshold, too little page cache for a flush to help"
-    assert effects == (Prepare(ranking=False), Act(Policy.CONTAINER, reason))
+    assert effects == (Prepare(), Act(Policy.CONTAINER, reason))
 
 
 def test_a_new_limit_rearms_before_deciding() -> None:
@@ -496,16 +496,14 @@ def test_a_kernel_oom_kill_during_a_flush_is_not_credited_to_the_flush() -> None
     assert report.reason.endswith("during a flush")
 
 
-@pytest.mark.parametrize(("policy", "ranking"), [(Policy.PROCESS, True), (Policy.CONTAINER, False)])
-def test_the_warning_level_prepares_the_victims_and_letting_go_below_it(
-    policy: Policy, ranking: bool
-) -> None:
+@pytest.mark.parametrize("policy", [Policy.PROCESS, Policy.CONTAINER])
+def test_the_warning_level_prepares_the_victims_and_letting_go_below_it(policy: Policy) -> None:
     settings = dataclasses.replace(SETTINGS_2MIB, policy=policy)
     calm = armed(warned=False)
     assert MARKS.warning is not None
     outcome = step(calm, snap(MARKS.warning / MIB + 0.1), Woke(), settings, NOW)
     assert outcome.state.warned
-    assert outcome.effects[0] == Prepare(ranking)
+    assert outcome.effects[0] == Prepare()
     look = outcome.effects[-1]
     assert isinstance(look, LookAgain)
     assert look.at_s == pytest.approx(NOW + 0.001)  # a second reading soon: the rate
