@@ -10,15 +10,16 @@ v2 has no usage-threshold event, so a guard is woken by whichever comes first:
 - the memory.high tripwire (--high-tripwire auto|on|off): memory.high =
   threshold makes the kernel count "high" events (and throttle the allocator)
   from the threshold on. memguard sets it only where memory.high reads "max"
-  (nobody else owns it: the kubelet's MemoryQoS writes it at creation), puts
-  "max" back when it stops guarding, and stands aside for good once another
-  writer changed it. `auto` (the default) also stays off where memguard's own
-  memory QoS manages memory.high (a class or a memory.high annotation): the
-  QoS applier claims the cgroup (claim_memory_high) before it writes, which
-  takes a tripwire already there away first, so what QoS remembers to put
-  back is "max", not the tripwire; released, the tripwire returns at the
-  next arm. `on` ignores claims: the QoS value then replaces the tripwire
-  (today's behaviour before `auto`), and QoS puts the tripwire back.
+  (nobody else owns it: the kubelet's MemoryQoS writes it at creation), in
+  whole pages as the kernel keeps it, puts "max" back when it stops guarding,
+  and stands aside for good once another writer changed it. `auto` (the
+  default) also stays off where memguard's own memory QoS manages memory.high
+  (a class or a memory.high annotation): the QoS applier claims the cgroup
+  (claim_memory_high) before it writes, which takes a tripwire already there
+  away first, so what QoS remembers to put back is "max", not the tripwire;
+  released, the tripwire returns at the next arm. `on` (the old switch)
+  ignores claims: the QoS value then replaces the tripwire, and QoS puts the
+  tripwire back.
 Flush is memory.reclaim of what brings usage one margin under the threshold;
 a container kill is cgroup.kill.
 """
@@ -47,6 +48,8 @@ from memguard.policy.model import MemorySnapshot
 from memguard.policy.poll import PollSettings
 
 log = logging.getLogger(__name__)
+
+PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
 
 
 class Tripwire(StrEnum):
@@ -149,6 +152,10 @@ class V2Notifier:
             return False
         if high is not None and high != self._tripwire_bytes:
             return True  # someone else manages memory.high (kubelet MemoryQoS): leave it
+        # The kernel keeps memory.high in pages (rounded down): write what it will
+        # read back, or memguard would not recognise its own tripwire.
+        if threshold_bytes is not None:
+            threshold_bytes -= threshold_bytes % PAGE_BYTES
         self._tripwire_bytes = threshold_bytes
         return cgroup_v2.write_high(self._cgroup_dir, threshold_bytes)
 

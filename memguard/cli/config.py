@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from memguard.backends.v2 import V2Settings
+from memguard.backends.v2 import Tripwire, V2Settings
 from memguard.errors import ConfigError
 from memguard.guarding.agent import AgentConfig
 from memguard.guarding.discovery import MatchMode
@@ -102,6 +102,9 @@ def build_agent_config(values: Mapping[str, Any]) -> AgentConfig:
 def build_v2_settings(values: Mapping[str, Any]) -> V2Settings:
     if values["poll_min_interval"] > values["poll_max_interval"]:
         raise ConfigError("--poll-min-interval is longer than --poll-max-interval")
+    tripwire = Tripwire(values["high_tripwire"])
+    if tripwire is Tripwire.AUTO and values["dry_run"]:
+        tripwire = Tripwire.OFF  # a dry run changes nothing in the containers
     return V2Settings(
         signals=values["v2_signals"],
         psi_trigger=values["psi_trigger"],
@@ -110,5 +113,5 @@ def build_v2_settings(values: Mapping[str, Any]) -> V2Settings:
             values["poll_max_interval"],
             float(values["poll_assumed_rate"]),
         ),
-        high_tripwire=values["high_tripwire"],
+        high_tripwire=tripwire,
     )

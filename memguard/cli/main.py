@@ -44,7 +44,17 @@ def _add_run(commands: argparse._SubParsersAction[_Parser]) -> None:
     for option in RUN_OPTIONS:
         text = option.help.replace("%", "%%")  # argparse %-formats help ("25%")
         default = option.default.replace("%", "%%") or "unset"
-        if option.is_switch:
+        if option.bare is not None:
+            run.add_argument(
+                option.flag,
+                dest=option.dest,
+                nargs="?",
+                const=option.bare,
+                default=None,
+                metavar="VALUE",
+                help=f"{text} (default {default}) [${option.env}]",
+            )
+        elif option.is_switch:
             run.add_argument(
                 option.flag,
                 dest=option.dest,

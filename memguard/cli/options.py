@@ -85,6 +85,16 @@ def _bool(text: str) -> bool:
     raise ValueError(f"{shown(text)} is not a boolean (true/false)")
 
 
+def _tripwire(text: str) -> str:
+    """auto, on or off; the boolean words the switch took still mean on and off."""
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        return "on" if _bool(text) else "off"
+    except ValueError:
+        raise ValueError(f"{shown(text)} is not one of auto, on, off") from None
+
+
 def _path(text: str) -> str:
     if not text.strip():
         raise ValueError("an empty path")
@@ -150,6 +160,7 @@ class Option:
     parse: Callable[[str], Any]
     help: str
     is_switch: bool = False
+    bare: str | None = None  # the value the flag means given alone (--high-tripwire: on)
 
     @property
     def dest(self) -> str:
@@ -274,11 +285,12 @@ RUN_OPTIONS = (
     ),
     Option(
         "--high-tripwire",
-        "false",
-        _bool,
-        "cgroup v2: set memory.high to the threshold where it is 'max' (throttles "
-        "the allocator past it; off by default)",
-        is_switch=True,
+        "auto",
+        _tripwire,
+        "cgroup v2: set memory.high to the threshold where it reads 'max' (throttles the "
+        "allocator past it); auto: not where memguard's memory QoS sets memory.high, nor "
+        "with --dry-run; on; off; given alone: on",
+        bare="on",
     ),
     Option(
         "--kubernetes",

@@ -11,6 +11,13 @@ and no longer wants is put back to the value it found, if nobody changed it
 since. Warnings (an unknown class, a file not allow-listed, a value the kernel
 refuses) go out once per pod and problem; on cgroup v1 "not supported" goes
 out once per pod. With --dry-run nothing is written: the report says "would set".
+
+memory.high is also the v2 tripwire's (memguard.backends.v2): before writing
+it, memory QoS claims the cgroup's memory.high from a backend that can be told
+(MemoryHighClaims) - already when the guard is about to arm, if the pod is
+known then - and releases it when its plan no longer sets it or the
+container is gone. With --high-tripwire auto the tripwire then stays off (or
+goes, "max" back, before memory QoS reads what to put back later).
 """
 
 from __future__ import annotations
@@ -20,7 +27,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import trio
 
@@ -58,6 +65,15 @@ class PodSource(Protocol):
     def unsubscribe(self, listener: PodListener) -> None: ...
 
 
+@runtime_checkable
+class MemoryHighClaims(Protocol):
+    """A backend that wants to know who manages memory.high (the v2 tripwire's)."""
+
+    def claim_memory_high(self, cgroup_dir: str) -> None: ...
+
+    def release_memory_high(self, cgroup_dir: str) -> None: ...
+
+
 @dataclass
 class _Tracked:
     ref: ContainerRef
@@ -90,6 +106,7 @@ class MemoryQos:
         self.config = config
         self.pods = pods  # None: Kubernetes is off, nothing can be applied
         self._backend = backend
+        self._claims = backend if isinstance(backend, MemoryHighClaims) else None
         self._publish = publish
         self._page_bytes = page_bytes
         self._dry_run = dry_run
@@ -108,14 +125,20 @@ class MemoryQos:
         """A guard armed: the cgroup is new or its limit changed."""
         tracked = self._tracked.get(cgroup_dir)
         if tracked is None:
-            self._tracked[cgroup_dir] = _Tracked(ref, limit_bytes)
+            tracked = self._tracked[cgroup_dir] = _Tracked(ref, limit_bytes)
         else:
             tracked.limit_bytes = limit_bytes
+        if self._claims is not None and not self._dry_run:
+            plan = self._plan(tracked)  # the pod may be known already
+            if plan is not None and not plan.problems and HIGH_FILE in plan.writes:
+                self._claim_high(cgroup_dir)  # before the guard arms: no tripwire first
         self._mark(cgroup_dir)
 
     def container_gone(self, cgroup_dir: str) -> None:
         tracked = self._tracked.pop(cgroup_dir, None)
         self._dirty.discard(cgroup_dir)
+        if self._claims is not None:
+            self._claims.release_memory_high(cgroup_dir)
         uid = tracked.ref.pod_uid if tracked else None
         if uid is not None and not any(t.ref.pod_uid == uid for t in self._tracked.values()):
             self._said.pop(uid, None)
@@ -136,6 +159,22 @@ class MemoryQos:
     def _mark(self, cgroup_dir: str) -> None:
         self._dirty.add(cgroup_dir)
         self._wake.set()
+
+    def _plan(self, tracked: _Tracked) -> QosPlan | None:
+        """The container's plan, or None while its pod (or its name) is unknown."""
+        if self.pods is None:
+            return None
+        view = self.pods.container_view(tracked.ref.pod_uid, tracked.ref.container_id)
+        if view is None:
+            return None
+        container_name, annotations = view
+        return plan_memory_qos(
+            annotations, container_name, tracked.limit_bytes, self._page_bytes, self.config
+        )
+
+    def _claim_high(self, cgroup_dir: str) -> None:
+        if self._claims is not None and not self._dry_run:  # a dry run writes nothing
+            self._claims.claim_memory_high(cgroup_dir)
 
     # -- the task -----------------------------------------------------------------------
 
@@ -167,15 +206,9 @@ class MemoryQos:
 
     async def _apply(self, cgroup_dir: str) -> None:
         tracked = self._tracked.get(cgroup_dir)
-        if tracked is None or self.pods is None:
-            return
-        view = self.pods.container_view(tracked.ref.pod_uid, tracked.ref.container_id)
-        if view is None:
+        plan = None if tracked is None else self._plan(tracked)
+        if tracked is None or plan is None:
             return  # not known yet (or not in the pod's status yet): the pods say when
-        container_name, annotations = view
-        plan = plan_memory_qos(
-            annotations, container_name, tracked.limit_bytes, self._page_bytes, self.config
-        )
         if plan.problems:
             self._warn_once(cgroup_dir, tracked, ReportKind.QOS_INVALID, plan.problems)
             return
@@ -189,6 +222,10 @@ class MemoryQos:
             if tracked.written.get(file, ("", None))[0] != value
         }
         stale = {f: w for f, w in tracked.written.items() if f not in plan.writes}
+        if HIGH_FILE in plan.writes:
+            self._claim_high(cgroup_dir)  # the tripwire (auto) goes before "found" is read
+        elif HIGH_FILE not in stale and self._claims is not None:
+            self._claims.release_memory_high(cgroup_dir)  # nothing of ours to put back
         if not changes and not stale:
             return
         if self._dry_run:  # remember what would be set, so it is said once
@@ -206,6 +243,8 @@ class MemoryQos:
             return
         for file in stale:
             tracked.written.pop(file, None)
+        if HIGH_FILE in stale and self._claims is not None:
+            self._claims.release_memory_high(cgroup_dir)  # put back: the tripwire's again
         tracked.written.update(outcome.written)
         if outcome.errors:
             self._warn_once(cgroup_dir, tracked, ReportKind.QOS_INVALID, outcome.errors)

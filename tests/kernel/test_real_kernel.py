@@ -16,7 +16,7 @@ from fractions import Fraction
 
 import pytest
 
-from memguard.backends.v2 import V2Settings
+from memguard.backends.v2 import Tripwire
 from memguard.cli.config import RunConfig
 from memguard.kernel import cgroupfs
 from memguard.kube.pods import PodInfo, parse_pod
@@ -42,11 +42,13 @@ KILLED = -signal.SIGKILL
 
 
 def kill_config(cgroups: CgroupTree, policy: Policy) -> RunConfig:
-    """v1's threshold eventfd wins every race; on v2 only the memory.high tripwire
-    does against a 100 MiB/s anon hog (it throttles the allocator past the
-    threshold): the other signals' odds are measured in bench/v2_signals.py."""
-    v2 = V2Settings(high_tripwire=True)
-    return make_config(cgroups.parent, policy=policy, v2=v2)
+    """memguard's defaults: v1's threshold eventfd wins every race; on v2 the
+    memory.high tripwire (--high-tripwire auto: these cgroups' memory.high reads
+    "max") does against a 100 MiB/s anon hog, by throttling the allocator past the
+    threshold; the other signals' odds are measured in bench/v2_signals.py."""
+    config = make_config(cgroups.parent, policy=policy)
+    assert config.v2.tripwire is Tripwire.AUTO
+    return config
 
 
 async def test_process_policy_kills_a_fast_hog_before_the_kernel_does(

@@ -99,6 +99,7 @@ def test_daemonset_arguments_are_valid_memguard_flags() -> None:
     mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
     assert mounts[os.path.dirname(args.config)] == "config"
     assert values["listen"] == ":9637"
+    assert values["high_tripwire"] == "auto"  # the default: no flag needed on v2 nodes
     port = container["ports"][0]["containerPort"]
     assert values["listen"].endswith(f":{port}")
 

@@ -7,7 +7,9 @@ from typing import Any
 
 import pytest
 
+from memguard.backends.v2 import Tripwire, V2Settings
 from memguard.cli.config import build_agent_config, build_run_config
+from memguard.cli.main import build_parser
 from memguard.cli.options import DEFAULT_PARENT, RUN_OPTIONS, Bounded, Option, resolve
 from memguard.errors import ConfigError
 from memguard.guarding.discovery import MatchMode
@@ -29,6 +31,7 @@ def test_defaults() -> None:
     assert values["flush_cooldown"] == pytest.approx(10.0)
     assert values["hot_recheck_interval"] == pytest.approx(0.1)
     assert values["priority"] == "auto"
+    assert values["high_tripwire"] == "auto"
     assert set(values) == {option.dest for option in RUN_OPTIONS}
 
 
@@ -49,6 +52,11 @@ def test_defaults() -> None:
         ({}, {"MEMGUARD_MATCH": "leaf"}, "match", "leaf"),
         ({}, {"MEMGUARD_PARENT": "/tmp/tree"}, "parent", "/tmp/tree"),
         ({}, {"MEMGUARD_PRIORITY": "off"}, "priority", "off"),
+        ({}, {"MEMGUARD_HIGH_TRIPWIRE": "off"}, "high_tripwire", "off"),
+        ({}, {"MEMGUARD_HIGH_TRIPWIRE": "true"}, "high_tripwire", "on"),  # the old switch
+        ({}, {"MEMGUARD_HIGH_TRIPWIRE": "0"}, "high_tripwire", "off"),
+        ({"high_tripwire": "on"}, {"MEMGUARD_HIGH_TRIPWIRE": "auto"}, "high_tripwire", "on"),
+        ({"high_tripwire": "AUTO"}, {}, "high_tripwire", "auto"),
         ({"priority": "auto"}, {"MEMGUARD_PRIORITY": "off"}, "priority", "auto"),
         ({}, {"memguard_policy": "noop", "POLICY": "noop"}, "policy", "container"),
     ],
@@ -76,6 +84,7 @@ def test_flag_beats_env_beats_default(
         ({}, {"MEMGUARD_PARENT": " "}, "$MEMGUARD_PARENT: an empty path"),
         ({}, {"MEMGUARD_LOG_FORMAT": "xml"}, "$MEMGUARD_LOG_FORMAT: 'xml' is not one of"),
         ({"priority": "high"}, {}, "--priority: 'high' is not one of auto, off"),
+        ({"high_tripwire": "maybe"}, {}, "--high-tripwire: 'maybe' is not one of auto, on, off"),
     ],
 )
 def test_bad_value_is_a_config_error_naming_its_source(
@@ -100,6 +109,46 @@ def values(**changes: Any) -> dict[str, Any]:
     resolved = resolve(RUN_OPTIONS, NO_FLAGS, NO_ENV)
     resolved.update(changes)
     return resolved
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        ([], None),  # the default: auto
+        (["--high-tripwire"], "on"),  # alone, as the switch it was (bench, old manifests)
+        (["--high-tripwire", "--policy", "noop"], "on"),
+        (["--high-tripwire", "off"], "off"),
+        (["--high-tripwire=auto"], "auto"),
+        (["--policy", "noop", "--high-tripwire"], "on"),
+    ],
+)
+def test_high_tripwire_alone_means_on(argv: list[str], expected: str | None) -> None:
+    args = build_parser().parse_args(["run", *argv])
+    assert args.high_tripwire == expected
+    resolved = resolve(RUN_OPTIONS, vars(args), NO_ENV)["high_tripwire"]
+    assert resolved == (expected or "auto")
+
+
+@pytest.mark.parametrize(
+    ("given", "dry_run", "expected"),
+    [
+        ("auto", False, Tripwire.AUTO),
+        ("auto", True, Tripwire.OFF),  # a dry run changes nothing in the containers
+        ("on", True, Tripwire.ON),  # unless asked to
+        ("off", False, Tripwire.OFF),
+    ],
+)
+def test_high_tripwire_reaches_the_v2_settings(
+    given: str, dry_run: bool, expected: Tripwire
+) -> None:
+    config = build_run_config(values(high_tripwire=given, dry_run=dry_run))
+    assert config.v2.tripwire is expected
+
+
+def test_v2_settings_take_the_old_booleans() -> None:
+    assert V2Settings().tripwire is Tripwire.AUTO
+    assert V2Settings(high_tripwire=True).tripwire is Tripwire.ON
+    assert V2Settings(high_tripwire=False).high_tripwire is Tripwire.OFF
 
 
 def test_priority_reaches_the_run_config() -> None:
@@ -178,14 +227,14 @@ def test_v2_options_reach_the_config() -> None:
         "psi_trigger": "full  10000 1000000",
         "poll_min_interval": "5ms",
         "poll_max_interval": "2s",
-        "high_tripwire": "true",
+        "high_tripwire": "true",  # the old switch's value: on
     }
     config = build_run_config(resolve(RUN_OPTIONS, given, NO_ENV))
     assert config.v2.signals == {"psi", "poll"}
     assert config.v2.psi_trigger == "full 10000 1000000"
     assert config.v2.poll.min_interval_s == pytest.approx(0.005)
     assert config.v2.poll.max_interval_s == pytest.approx(2.0)
-    assert config.v2.high_tripwire is True
+    assert config.v2.tripwire is Tripwire.ON
     with pytest.raises(ConfigError, match="poll-min-interval"):
         build_run_config(resolve(RUN_OPTIONS, {"poll_min_interval": "3s"}, NO_ENV))
 
