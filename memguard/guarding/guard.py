@@ -26,7 +26,7 @@ import math
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Protocol
 
 import trio
@@ -39,7 +39,7 @@ from memguard.guarding.killer import Killer, KillOutcome, Prepared
 from memguard.policy import effects as fx
 from memguard.policy.model import GuardSettings, MemorySnapshot, Policy
 from memguard.policy.paths import ContainerRef
-from memguard.policy.rates import samples_of
+from memguard.policy.rates import light_snapshot, samples_of
 from memguard.policy.state import GuardState
 from memguard.policy.step import step
 from memguard.policy.table import last_chance_reason
@@ -194,8 +194,8 @@ class Guard:
                     usage = notifier.usage_bytes()
                     if usage is None:
                         raise _Gone
-                    light_snapshot = replace(snapshot, usage_bytes=usage)
-                    event, snapshot, light = fx.Woke(light=True), light_snapshot, True
+                    snapshot = light_snapshot(snapshot, usage)
+                    event, light = fx.Woke(light=True), True
                     continue
             event, light = next_event, False
             self._read_at = time.perf_counter()

@@ -309,6 +309,8 @@ class _ContainerKill:
             self._mark()
             done = backend.kill_all(self.cgroup_dir)  # v2 cgroup.kill: all at once
             if done is not None:
+                if not done:
+                    return False
                 for process in self.processes:
                     _release(process)
                 before = self.prepared.members if self.prepared is not None else ()
@@ -316,7 +318,8 @@ class _ContainerKill:
                 self.signalled += [
                     p for p in dict.fromkeys([*before, *members]) if p not in self.signalled
                 ]
-                return done
+                # on to the rounds: they wait for the dying to leave (and would
+                # signal any newcomer, though cgroup.kill leaves none)
         known = set(self.prepared.members) if self.prepared is not None else None
         released = False
         with trio.move_on_at(deadline_s):

@@ -75,6 +75,14 @@ def flush_measured(state: GuardState, duration_s: float, reclaimed_bytes: int) -
     return replace(state, flush_s_per_mib=smoothed)
 
 
+def light_snapshot(last_full: MemorySnapshot, usage_bytes: int) -> MemorySnapshot:
+    """What a light reading (usage alone) may be taken to say: whatever grew since
+    the last full reading may be page cache (a writer's dd is no hog), so a kill
+    decided on it is one that this much reclaimable cache would not avert."""
+    grown = max(0, usage_bytes - last_full.usage_bytes)
+    return replace(last_full, usage_bytes=usage_bytes, cache_bytes=last_full.cache_bytes + grown)
+
+
 def samples_of(state: GuardState, source: GuardState) -> GuardState:
     """state with source's usage samples and rate: a light reading's rate is kept
     even when its decision is made again on a full reading."""

@@ -7,6 +7,10 @@ event) and carries out the effects in order; an effect that does I/O with an
 outcome (Arm, Flush, CacheFlush, Act) is followed by a fresh snapshot and the
 matching event (Armed, Flushed or LastChance, CacheFlushed, Acted). With no
 such effect the guard waits for the kernel, or until the LookAgain time.
+A kernel notification is first met with usage alone (Woke(light=True), the
+snapshot from policy.rates.light_snapshot: what grew since the last full
+reading counted as page cache); the guard carries out only an Act decided on
+it - anything else is decided again on a full reading.
 
 Rules, in this order, on every event:
 1. Every reading of usage updates the fill rate (an EWMA over successive

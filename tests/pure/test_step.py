@@ -35,6 +35,7 @@ from memguard.policy.model import MIB, CacheLimit, GuardSettings, MemorySnapshot
 from memguard.policy.rates import (
     MAX_SAMPLE_GAP_S,
     flush_measured,
+    light_snapshot,
     new_oom_kills,
     sampled,
     samples_of,
@@ -559,3 +560,19 @@ def test_a_light_readings_rate_sample_survives_the_full_reading_after_it() -> No
     assert kept.rate_bytes_s == pytest.approx(1000 * MIB)
     assert kept.sample_at_s == NOW + 0.01
     assert kept.warned == before.warned  # only the samples are taken over
+
+
+def test_a_light_reading_never_kills_what_may_be_page_cache() -> None:
+    """Usage alone, over the threshold: if what grew since the last full reading
+    could be page cache that a flush would drop, the light reading decides no
+    kill (the guard reads everything first); anonymous memory already over the
+    threshold is killed on usage alone."""
+    state = armed()
+    full = snap(90, 1)  # the last full reading: 1 MiB of cache
+    light = light_snapshot(full, 99 * MIB)  # 9 MiB more since: maybe cache
+    assert light.cache_bytes == 10 * MIB
+    outcome = step(state, light, Woke(light=True), SETTINGS, NOW)
+    assert not [e for e in outcome.effects if isinstance(e, Act)]
+    anon = light_snapshot(snap(98.5, 0.2), 99 * MIB)  # over the threshold before
+    outcome = step(state, anon, Woke(light=True), SETTINGS, NOW)
+    assert [e for e in outcome.effects if isinstance(e, Act)]
