@@ -87,9 +87,9 @@ def select_backend(
     hold: HoldSettings | None = None,
 ) -> Backend:
     """The backend for the filesystem holding parent; ConfigError if none fits.
-    On v1 the hold ledger is settled here (backends.hold): a previous run's holds
-    are released or taken over before any guard starts."""
-    hold = hold or HoldSettings()
+    Given hold settings (memguard run's composition), on v1 the hold ledger is
+    settled here (backends.hold): a previous run's holds are released or taken
+    over before any guard starts. Without them it only checks (and holds nothing)."""
     absolute = os.path.abspath(parent)
     if not os.path.isdir(os.path.dirname(absolute)):
         raise ConfigError(f"--parent {parent}: {os.path.dirname(absolute)} does not exist")
@@ -101,9 +101,18 @@ def select_backend(
         _check_version(parent, "1", version)
         _require_root()
         _, mounts = read_host()
+        if hold is None:
+            return V1Backend(mounts.v1_memory, mounts.v1_freezer)
         ledger = HoldLedger(hold.ledger_dir, mounts.v1_memory or os.path.dirname(absolute))
         ledger.open(holding=hold.at_limit)
         return V1Backend(mounts.v1_memory, mounts.v1_freezer, ledger if hold.at_limit else None)
+    if hold is not None and hold.at_limit:
+        log.info(
+            "--hold-at-limit is for cgroup v1 (oom_kill_disable): it does nothing here%s",
+            "; the memory.high tripwire (--high-tripwire) slows the allocator instead"
+            if kind is FsKind.CGROUP_V2
+            else "",
+        )
     if kind is FsKind.CGROUP_V2:
         _check_version(parent, "2", version)
         _check_v2_memory(parent, existing)
@@ -185,7 +194,7 @@ async def compose(config: RunConfig, log_handler: NonBlockingHandler | None = No
     """Build it all; ConfigError (exit 2) before anything runs."""
     # Bound first, so a bad --listen is exit 2 and nothing else was started.
     listeners = await bind_listen(config.listen) if config.listen else None
-    backend = select_backend(config.agent.parent, config.cgroup_version, config.v2)
+    backend = select_backend(config.agent.parent, config.cgroup_version, config.v2, config.hold)
     kube = await open_kube_from(config)
     sinks: list[Sink] = [LogSink()]
     services: list[NamedService] = []

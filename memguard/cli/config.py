@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from memguard.backends.hold import HoldSettings
 from memguard.backends.v2 import Tripwire, V2Settings
 from memguard.errors import ConfigError
 from memguard.guarding.agent import AgentConfig
@@ -27,6 +28,7 @@ class RunConfig:
     agent: AgentConfig
     cgroup_version: str = "auto"  # auto | 1 | 2
     v2: V2Settings = field(default_factory=V2Settings)
+    hold: HoldSettings = field(default_factory=HoldSettings)  # --hold-at-limit (v1)
     memory_qos: QosConfig | None = None  # classes / unifiedannotations from --config
     report_queue: int = 1024
     log_queue: int = 4096
@@ -52,6 +54,11 @@ def build_run_config(values: Mapping[str, Any]) -> RunConfig:
         agent=build_agent_config(values),
         cgroup_version=values["cgroup_version"],
         v2=build_v2_settings(values),
+        hold=HoldSettings(
+            # a dry run changes nothing in the containers
+            at_limit=values["hold_at_limit"] and not values["dry_run"],
+            ledger_dir=values["hold_ledger"],
+        ),
         memory_qos=values.get("memory_qos"),
         report_queue=values["report_queue"],
         log_queue=values["log_queue"],

@@ -19,6 +19,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from memguard.backends.hold import DEFAULT_LEDGER_DIR
 from memguard.backends.wake import V2_SIGNALS
 from memguard.cli.logsetup import LOG_FORMATS, LOG_LEVELS
 from memguard.errors import ConfigError
@@ -33,6 +34,7 @@ from memguard.units import (
     shown,
 )
 
+MAX_PATH_CHARS = 4096
 DEFAULT_PARENT = "auto"  # the kubelet's tree on this host (memguard.kernel.mounts)
 PSI_WINDOW_MIN_US, PSI_WINDOW_MAX_US = 500_000, 10_000_000
 
@@ -103,6 +105,15 @@ def _path(text: str) -> str:
 
 def _optional_path(text: str) -> str:
     return text.strip()
+
+
+def _absolute_path(text: str) -> str:
+    path = text.strip()
+    if not path.startswith("/"):
+        raise ValueError(f"{shown(text)} is not an absolute path")
+    if "\0" in path or len(path) > MAX_PATH_CHARS:
+        raise ValueError(f"{shown(text)} is not a usable path")
+    return path
 
 
 def _listen_address(text: str) -> str:
@@ -291,6 +302,22 @@ RUN_OPTIONS = (
         "allocator past it); auto: not where memguard's memory QoS sets memory.high, nor "
         "with --dry-run; on; off; given alone: on",
         bare="on",
+    ),
+    Option(
+        "--hold-at-limit",
+        "false",
+        _bool,
+        "cgroup v1: set oom_kill_disable on guarded containers while guarding them, so "
+        "the kernel parks tasks at the limit for memguard instead of killing one (if "
+        "memguard stops, they wait for it)",
+        is_switch=True,
+    ),
+    Option(
+        "--hold-ledger",
+        DEFAULT_LEDGER_DIR,
+        _absolute_path,
+        "cgroup v1: where --hold-at-limit records the cgroups it holds, so that a restart "
+        "releases or takes them over (keep it across restarts: a hostPath)",
     ),
     Option(
         "--kubernetes",

@@ -395,7 +395,15 @@ def test_any_event_sequence_keeps_the_rules(
                 elif isinstance(effect, Act):
                     assert before.armed_threshold == threshold  # armed before deciding
                     assert threshold is not None
-                    assert snapshot.usage_bytes >= threshold
+                    if snapshot.usage_bytes < threshold:  # only when filling too fast
+                        rate = state.fixed_rate_bytes_s
+                        assert rate is not None
+                        assert rate > 0
+                        assert snapshot.limit_bytes is not None
+                        room = snapshot.limit_bytes - snapshot.usage_bytes
+                        room += snapshot.reclaimable_cache_bytes
+                        assert room / rate < REACTION_BUDGET_S
+                        assert effect.reason.startswith("filling at")
                     in_cooldown = (
                         before.cooldown_until_s is not None and now_s < before.cooldown_until_s
                     )
