@@ -302,7 +302,10 @@ class Guard:
         woke_at = notifier.kernel_woke_at if self._woke_by & NOTIFICATIONS else self._read_at
         prepared, self._prepared = self._prepared, None
         try:
-            outcome = await self._run_policy(effect.policy, prepared)
+            # A kill under way is finished and reported even when memguard is being
+            # stopped (SIGTERM mid-kill): it is bounded (CONTAINER_KILL_BOUND_S).
+            with trio.CancelScope(shield=True):
+                outcome = await self._run_policy(effect.policy, prepared)
         finally:
             if prepared is not None:
                 prepared.close()

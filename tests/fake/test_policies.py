@@ -9,8 +9,9 @@ from memguard.fake import drive, model, tree
 from memguard.fake.model import FakeMemory
 from memguard.policy.model import MIB, Policy
 from memguard.reports.report import ReportKind
-from testing.agentproc import reaped
-from testing.agents import make_config, reported, running_agent
+from testing.agentproc import fake_container, reaped, wait_exit
+from testing.agents import make_config, reported, running_agent, wait_armed
+from testing.waits import WAIT_S
 
 Tree = tuple[str, list[tree.FakeContainer]]
 
@@ -116,3 +117,22 @@ async def test_kernel_oom_kill_is_reported(any_fake_tree: Tree) -> None:
         report = await reported(collect, target.path, ReportKind.KERNEL_OOM)
     assert report.oom_kills == 1
     assert await _killed_by_sigkill(target.pids[1])
+
+
+async def test_a_kill_under_way_when_memguard_stops_is_finished_and_reported(
+    empty_fake_root: str,
+) -> None:
+    """SIGTERM right after the SIGKILL (a DaemonSet rollout): the kill's report is
+    not lost with the guard (the kill is shielded from the stop, and bounded)."""
+    container = fake_container(empty_fake_root, "docker/" + "e" * 64, 256 * MIB)
+    path = container.path
+    try:
+        async with running_agent(make_config(empty_fake_root)) as (agent, collect):
+            await wait_armed(agent, path)
+            drive.step(empty_fake_root, path, drive.Kind.ANON, 250 * MIB)
+            await wait_exit(container.pid, WAIT_S, "memguard killed the container")
+            # the block ends: the agent stops now, the kill may still be in its rounds
+        kinds = [report.kind for report in collect.reports if report.cgroup == path]
+        assert kinds == [ReportKind.KILL_CONTAINER]
+    finally:
+        tree.kill_and_reap([container.pid])
