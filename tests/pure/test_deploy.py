@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
+from memguard.backends.hold import DEFAULT_LEDGER_DIR
 from memguard.cli.configfile import load_config_file
 from memguard.cli.main import build_parser
 from memguard.cli.options import RUN_OPTIONS, resolve
@@ -76,8 +77,12 @@ def test_daemonset_has_what_the_agent_needs() -> None:
     assert security["capabilities"] == {"drop": ["ALL"], "add": ["KILL", "SYS_NICE", "IPC_LOCK"]}
     assert security["privileged"] is False
     volumes = {v["name"]: v for v in pod["volumes"]}
-    assert set(volumes) == {"host-cgroup", "config"}
+    assert set(volumes) == {"host-cgroup", "config", "hold-ledger"}
     assert volumes["host-cgroup"]["hostPath"]["path"] == "/sys/fs/cgroup"
+    # --hold-at-limit's ledger outlives the container: on the node, where it expects it
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    assert volumes["hold-ledger"]["hostPath"]["path"] == mounts["hold-ledger"]
+    assert DEFAULT_LEDGER_DIR.startswith(mounts["hold-ledger"] + "/")
 
 
 def test_every_added_capability_says_why() -> None:
