@@ -53,6 +53,9 @@ class KillOutcome:
     signalled_within_s: float | None = None  # first to last signal of a container kill
     rounds: int = 0  # cgroup.procs reads that found members to signal (container kill)
     froze: bool = False  # the v1 freezer stopped it forking (container kill)
+    # cgroup v2 cgroup.kill: every member signalled at once (the victims listed are
+    # those memguard knew of or still saw dying: exited ones leave cgroup.procs)
+    cgroup_kill: bool = False
 
     def details(self) -> dict[str, str]:
         """A container kill's figures for its report (Report.extra)."""
@@ -63,6 +66,8 @@ class KillOutcome:
             extra["kill_rounds"] = str(self.rounds)
         if self.froze:
             extra["froze"] = "true"
+        if self.cgroup_kill:
+            extra["cgroup_kill"] = "true"
         return extra
 
 
@@ -221,7 +226,9 @@ class Killer:
         if run.first_at is not None and run.last_at is not None:
             spread_s = run.last_at - run.first_at
         survivors = len(left) + len(run.spared)
-        return KillOutcome(victims, survivors, gone, run.first_at, spread_s, run.rounds, run.froze)
+        return KillOutcome(
+            victims, survivors, gone, run.first_at, spread_s, run.rounds, run.froze, run.cgroup_kill
+        )
 
     def _would_kill(self, cgroup_dir: str, prepared: Prepared | None) -> KillOutcome:
         members = self._backend.pids(cgroup_dir)
@@ -269,6 +276,7 @@ class _ContainerKill:
         self.last_at: float | None = None
         self.rounds = 0
         self.froze = False
+        self.cgroup_kill = False
 
     def _mark(self) -> None:
         now = time.perf_counter()
@@ -311,6 +319,7 @@ class _ContainerKill:
             if done is not None:
                 if not done:
                     return False
+                self.cgroup_kill = True
                 for process in self.processes:
                     _release(process)
                 before = self.prepared.members if self.prepared is not None else ()

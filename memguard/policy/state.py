@@ -36,6 +36,7 @@ class GuardState:
     # How long a flush takes per MiB reclaimed here (EWMA of measured flushes).
     flush_s_per_mib: float = FLUSH_S_PER_MIB_START
     warned: bool = False  # usage reached the warning level: victims are prepared
+    measured: bool = False  # the last decision waited for a second reading (once only)
 
     @property
     def armed(self) -> bool:

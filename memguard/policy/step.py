@@ -30,10 +30,13 @@ Rules, in this order, on every event:
    holds decides. The threshold is the floor of the margin: memguard acts there
    at the latest, earlier when the fill rate leaves less than REACTION_BUDGET_S
    to the limit.
+   - MEASURE: a flush could help but the fill rate is unknown: look again in
+     MEASURE_S (1 ms); that reading gives the rate (once: if it came too late
+     to give one, an unknown rate does not forbid the flush).
    - FLUSH only when dropping the reclaimable cache brings usage under the
      threshold AND the flush can finish before the limit at the current rate
      (its expected time: the cache's MiB x this cgroup's measured seconds per
-     MiB, FLUSH_SAFETY x over; an unknown rate does not forbid it). While it
+     MiB, FLUSH_SAFETY x over). While it
      runs the guard listens: usage at the last-chance level acts at once
      (event LastChance). After it (Flushed): back under the threshold ->
      OomGuardFlush; else on down the table with the usage from before.
@@ -190,6 +193,7 @@ def _decided(
     now_s: float,
     effects: list[Effect],
 ) -> Outcome:
+    state = replace(state, measured=decision.step is Step.MEASURE)
     if decision.step is Step.FLUSH and marks is not None:
         request = flush_request_bytes(snapshot, marks.threshold)
         state = replace(state, last_flush_at_s=now_s, before_flush=snapshot)

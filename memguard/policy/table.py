@@ -22,6 +22,7 @@ from memguard.units import format_size
 # granularity and a busy CPU's scheduling delay, with room to spare.
 REACTION_BUDGET_S = 0.005
 FLUSH_SAFETY = 2.0  # a flush must be expected to finish in half the time to the limit
+MEASURE_S = 0.001  # a flush waits for a second reading this soon when the rate is unknown
 
 
 class Step(enum.Enum):
@@ -30,6 +31,7 @@ class Step(enum.Enum):
     FLUSH = "flush"
     SKIP = "skip"
     ACT = "act"
+    MEASURE = "measure"  # look again at once: the fill rate decides whether to flush
 
 
 # -- the decision table ----------------------------------------------------------------
@@ -45,6 +47,8 @@ class Facts:
     flush_allowed: bool
     flush_could_help: bool  # dropping all reclaimable cache gets under the threshold
     flush_in_time: bool  # ... and it would finish before the limit at this rate
+    rate_known: bool  # readings close together gave the rate of what a flush cannot drop
+    # (or a second reading was already waited for)
     urgent: bool  # past the warning level, and an OOM closer than the reaction budget
     cache_ratio: float  # reclaimable cache / usage
     max_cache_ratio: float
@@ -111,6 +115,11 @@ DECISIONS: tuple[Rule, ...] = (
     Rule(Step.COOLDOWN, lambda f: f.cooling_down, lambda f: "cooling down after an action"),
     Rule(Step.ACT, lambda f: f.urgent and _below(f), _urgent_reason),
     Rule(
+        Step.MEASURE,
+        lambda f: f.flush_allowed and f.flush_could_help and not f.rate_known,
+        lambda f: "over threshold, fill rate unknown: a second reading first",
+    ),
+    Rule(
         Step.FLUSH,
         lambda f: f.flush_allowed and f.flush_could_help and f.flush_in_time,
         lambda f: "usage at or over threshold",
@@ -157,6 +166,9 @@ def facts(
         flush_allowed=flush_allowed(state, settings, now_s),
         flush_could_help=could_help,
         flush_in_time=time_to_oom_s is None or time_to_oom_s > FLUSH_SAFETY * flush_expected_s,
+        # One second reading only: if it too came too late to give a rate (a
+        # stalled CPU), an unknown rate does not forbid the flush.
+        rate_known=fixed_rate is not None or state.measured,
         urgent=warned_zone and time_to_oom_s is not None and time_to_oom_s < REACTION_BUDGET_S,
         cache_ratio=reclaimable / max(snapshot.usage_bytes, 1),
         max_cache_ratio=settings.max_cache_ratio,
@@ -185,6 +197,7 @@ def decide(
     retry_at_s = {
         Step.IDLE: None,
         Step.COOLDOWN: state.cooldown_until_s,
+        Step.MEASURE: now_s + MEASURE_S,
     }.get(rule.step, now_s + settings.hot_recheck_interval_s)
     return Decision(rule.step, rule.reason(known), retry_at_s)
 

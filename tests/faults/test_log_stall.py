@@ -60,9 +60,17 @@ async def test_a_stalled_log_reader_never_stalls_guarding(cgroups: CgroupTree) -
                 assert await hog.exited() == -signal.SIGKILL
             assert cgroups.oom_kills(target) == 0
             assert (await agent.get("/healthz", 1.0))[0] == 200
-            text = await agent.metrics()
-            kills = metric(text, "memguard_reports_total", 'reason="OomGuardKillContainer"')
-            assert kills == 1
+
+            async def kills() -> float:
+                text = await agent.metrics()
+                return metric(text, "memguard_reports_total", 'reason="OomGuardKillContainer"')
+
+            async def counted() -> bool:
+                return await kills() >= 1
+
+            # the report follows the kill once the container is empty, not the hog's exit
+            await wait_until(counted, 30, "the kill counted in memguard_reports_total")
+            assert await kills() == 1
             reader = trio.lowlevel.FdStream(read_fd)  # the reader moves again
             read_fd = -1
             with within("memguard stopping and its log ending once the reader moved again"):

@@ -84,7 +84,7 @@ def test_bad_flush_cache_above(bad: str) -> None:
 
 
 def test_a_routine_cache_flush_does_not_hold_back_the_oom_paths_flush() -> None:
-    state = after_cache_flush(GuardState(), 1000.0)
+    state = after_cache_flush(GuardState(fixed_rate_bytes_s=0.0), 1000.0)  # steady
     over = MemorySnapshot(usage_bytes=1020 * MIB, limit_bytes=1024 * MIB, cache_bytes=600 * MIB)
     threshold = 1000 * MIB
     assert decide(over, threshold, state, SETTINGS, now_s=1001.0).step is Step.FLUSH

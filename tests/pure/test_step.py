@@ -42,7 +42,13 @@ from memguard.policy.rates import (
 )
 from memguard.policy.state import GuardState
 from memguard.policy.step import step
-from memguard.policy.table import REACTION_BUDGET_S, Step, decide, last_chance_reason
+from memguard.policy.table import (
+    MEASURE_S,
+    REACTION_BUDGET_S,
+    Step,
+    decide,
+    last_chance_reason,
+)
 
 SETTINGS = GuardSettings(
     max_cache_ratio=0.5, flush_cooldown_s=10.0, cooldown_s=5.0, hot_recheck_interval_s=0.25
@@ -51,8 +57,9 @@ LIMIT = 100 * MIB
 THRESHOLD = 98 * MIB
 NOW = 1000.0
 HOT = NOW + 0.25
-FRESH = GuardState()
-FLUSHED_5S_AGO = GuardState(last_flush_at_s=NOW - 5.0)
+STEADY = 0.0  # readings close together found nothing growing: the fill rate is known
+FRESH = GuardState(fixed_rate_bytes_s=STEADY)
+FLUSHED_5S_AGO = GuardState(last_flush_at_s=NOW - 5.0, fixed_rate_bytes_s=STEADY)
 
 
 def snap(usage_mib: float, cache_mib: float = 0, shmem_mib: float = 0) -> MemorySnapshot:
@@ -66,7 +73,9 @@ def snap(usage_mib: float, cache_mib: float = 0, shmem_mib: float = 0) -> Memory
 
 IN_COOLDOWN = GuardState(cooldown_until_s=NOW + 3)
 COOLDOWN_ENDS_NOW = GuardState(cooldown_until_s=NOW)
-FLUSHED_10S_AGO = GuardState(last_flush_at_s=NOW - 10.0)
+FLUSHED_10S_AGO = GuardState(last_flush_at_s=NOW - 10.0, fixed_rate_bytes_s=STEADY)
+RATE_UNKNOWN = GuardState()
+MEASURED_STILL_UNKNOWN = GuardState(measured=True)
 
 # (id, snapshot, state, step, retry_at_s); the threshold is 98 MiB of a 100 MiB limit.
 DECISIONS = [
@@ -85,6 +94,9 @@ DECISIONS = [
     ("flush-in-cooldown-anon", snap(99, 40), FLUSHED_5S_AGO, Step.ACT, HOT),
     ("cache-ratio-at-max-is-not-skipped", snap(100, 50), FLUSHED_5S_AGO, Step.ACT, HOT),
     ("flush-cooldown-over", snap(99, 60), FLUSHED_10S_AGO, Step.FLUSH, HOT),
+    ("rate-unknown-measures-first", snap(99, 10), RATE_UNKNOWN, Step.MEASURE, NOW + MEASURE_S),
+    ("rate-unknown-hopeless-flush-acts", snap(99, 0.5), RATE_UNKNOWN, Step.ACT, HOT),
+    ("measured-once-still-unknown-flushes", snap(99, 10), MEASURED_STILL_UNKNOWN, Step.FLUSH, HOT),
 ]
 
 
@@ -229,7 +241,7 @@ def test_what_an_action_is_reported_as(
 
 
 def test_a_flush_that_brings_usage_under_is_reported_as_a_flush() -> None:
-    state, effects = effects_of(armed(), snap(99, 10), Woke())
+    state, effects = effects_of(armed(fixed_rate_bytes_s=STEADY), snap(99, 10), Woke())
     assert effects == (Flush(flush_request(snap(99, 10)), MARKS.last_chance),)
     state, effects = effects_of(state, snap(80, 0), Flushed(0.1), NOW + 0.1)
     unprepare, report, look = effects  # far under the warning level again: pidfds go
@@ -245,7 +257,7 @@ def test_a_flush_that_brings_usage_under_is_reported_as_a_flush() -> None:
 
 
 def test_a_flush_that_does_not_help_goes_on_to_act_with_the_usage_from_before() -> None:
-    state, _ = effects_of(armed(), snap(99, 10), Woke())
+    state, _ = effects_of(armed(fixed_rate_bytes_s=STEADY), snap(99, 10), Woke())
     state, effects = effects_of(state, snap(99, 0.5), Flushed(0.2), NOW + 0.2)
     assert isinstance(effects[0], Act)
     _, effects = effects_of(state, snap(3), Acted(1, gone=False, duration_s=0.01), NOW + 0.3)
@@ -440,7 +452,7 @@ def rated(fixed_rate_mib_s: float | None, rate_mib_s: float | None = None) -> Gu
 @pytest.mark.parametrize(
     ("fixed_rate_mib_s", "expected"),
     [
-        (None, Step.FLUSH),  # no rate known yet: the last-chance level covers a flush
+        (None, Step.MEASURE),  # no rate known yet: a second reading first, 1 ms later
         (0.0, Step.FLUSH),  # only page cache grows: the kernel reclaims it at the limit
         (10.0, Step.FLUSH),  # 21 MiB of room at 10 MiB/s: 2 s for a ~40 ms flush
         (1800.0, Step.ACT),  # 21 MiB at 1.8 GiB/s: 12 ms, a flush of 20 MiB takes longer
@@ -559,6 +571,18 @@ def test_past_the_warning_level_an_unknown_rate_is_measured_at_once() -> None:
     assert looks
     assert looks[0].at_s is not None
     assert looks[0].at_s > later_s + 0.1
+
+
+def test_a_second_reading_too_late_for_a_rate_does_not_measure_forever() -> None:
+    state = armed()
+    first = step(state, snap(99, 10), Woke(), SETTINGS, NOW)
+    assert first.state.measured
+    assert [e.at_s for e in first.effects if isinstance(e, LookAgain)] == [NOW + MEASURE_S]
+    # a stalled CPU: the second reading comes after MAX_SAMPLE_GAP_S, the rate unknown
+    late = step(first.state, snap(99, 10), Woke(), SETTINGS, NOW + 2 * MAX_SAMPLE_GAP_S)
+    assert late.state.fixed_rate_bytes_s is None
+    assert any(isinstance(e, Flush) for e in late.effects)
+    assert not late.state.measured
 
 
 def test_a_light_readings_rate_sample_survives_the_full_reading_after_it() -> None:
