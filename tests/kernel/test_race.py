@@ -56,8 +56,17 @@ async def test_a_fast_hog_with_page_cache_is_killed_without_a_flush_first(
         hog.go()
         kill = await reported(collect, cgroup, ReportKind.KILL_CONTAINER)
         assert await hog.exited() == KILLED
-    kinds = [report.kind for report in collect.reports if report.cgroup == cgroup]
-    assert ReportKind.FLUSH not in kinds[: kinds.index(ReportKind.KILL_CONTAINER)]
+    ours = [report for report in collect.reports if report.cgroup == cgroup]
+    before_kill = ours[: [report.kind for report in ours].index(ReportKind.KILL_CONTAINER)]
+    flushes = [report for report in before_kill if report.kind is ReportKind.FLUSH]
+    if cgroups.version == 1:
+        assert flushes == []
+    else:  # the v2 tier's emulated CPU (QEMU TCG) fills many times slower: a flush
+        # can be in time there, and then it brought usage back under the threshold
+        for flush in flushes:
+            assert flush.usage_after_bytes is not None
+            assert flush.threshold_bytes is not None
+            assert flush.usage_after_bytes < flush.threshold_bytes, flush
     assert [victim.pid for victim in kill.victims] == [hog.pid]
     assert cgroups.oom_kills(cgroup) == 0
 
@@ -139,9 +148,7 @@ def _oom_control(cgroup: str) -> dict[str, int]:
     return control
 
 
-@pytest.mark.skipif(
-    os.environ.get("MEMGUARD_TEST_CGROUP_VERSION", "1") != "1", reason="v1's oom_kill_disable"
-)
+@pytest.mark.cgroup_v1_only  # oom_kill_disable
 async def test_hold_at_limit_wins_while_memguard_is_stopped(
     cgroups: CgroupTree, tmp_path: pathlib.Path
 ) -> None:
@@ -177,9 +184,7 @@ async def test_hold_at_limit_wins_while_memguard_is_stopped(
     assert "OomGuardKill" in (tmp_path / "memguard.log").read_text()
 
 
-@pytest.mark.skipif(
-    os.environ.get("MEMGUARD_TEST_CGROUP_VERSION", "1") != "1", reason="v1's oom_kill_disable"
-)
+@pytest.mark.cgroup_v1_only  # oom_kill_disable
 async def test_a_restart_takes_over_a_hold_left_by_a_killed_memguard(
     cgroups: CgroupTree, tmp_path: pathlib.Path
 ) -> None:
@@ -215,9 +220,7 @@ async def test_a_restart_takes_over_a_hold_left_by_a_killed_memguard(
     assert os.listdir(ledger) == []
 
 
-@pytest.mark.skipif(
-    os.environ.get("MEMGUARD_TEST_CGROUP_VERSION", "1") != "1", reason="v1's oom_kill_disable"
-)
+@pytest.mark.cgroup_v1_only  # oom_kill_disable
 async def test_a_holding_restart_kills_what_a_killed_memguard_left_parked(
     cgroups: CgroupTree, tmp_path: pathlib.Path
 ) -> None:
