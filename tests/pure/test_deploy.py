@@ -44,7 +44,7 @@ def test_rbac_is_least_privilege() -> None:
     rules = {(tuple(r["apiGroups"]), tuple(r["resources"])): set(r["verbs"]) for r in role["rules"]}
     assert rules == {
         (("events.k8s.io",), ("events",)): {"create", "patch"},
-        (("",), ("pods",)): {"get", "list", "watch"},
+        (("",), ("pods",)): {"list", "watch"},  # the pod cache; no single-pod get
     }
     assert binding["subjects"] == [
         {"kind": "ServiceAccount", "name": "oomguard", "namespace": "kube-system"}
@@ -62,6 +62,8 @@ def test_daemonset_has_what_the_agent_needs() -> None:
     assert pod["serviceAccountName"] == "oomguard"
     assert pod["priorityClassName"] == "system-node-critical"
     assert pod["tolerations"] == [{"operator": "Exists"}]
+    # every taint tolerated, but only Linux nodes: cgroupfs, eventfd, pidfd
+    assert pod["nodeSelector"] == {"kubernetes.io/os": "linux"}
     assert daemonset["spec"]["updateStrategy"]["type"] == "RollingUpdate"
     [container] = pod["containers"]
     # Guaranteed QoS: requests = limits for both cpu and memory (oom_score_adj -997)
@@ -76,6 +78,10 @@ def test_daemonset_has_what_the_agent_needs() -> None:
     # KILL: other users' processes; SYS_NICE, IPC_LOCK: --priority auto (nice, mlockall)
     assert security["capabilities"] == {"drop": ["ALL"], "add": ["KILL", "SYS_NICE", "IPC_LOCK"]}
     assert security["privileged"] is False
+    assert security["allowPrivilegeEscalation"] is False
+    assert security["readOnlyRootFilesystem"] is True
+    # pidfd refused by an older runtime's profile: kill(2) after a membership check
+    assert security["seccompProfile"] == {"type": "RuntimeDefault"}
     volumes = {v["name"]: v for v in pod["volumes"]}
     assert set(volumes) == {"host-cgroup", "config", "hold-ledger"}
     assert volumes["host-cgroup"]["hostPath"]["path"] == "/sys/fs/cgroup"
@@ -94,6 +100,30 @@ def test_every_added_capability_says_why() -> None:
         comment = list(itertools.takewhile(lambda line: line.startswith("#"), above[::-1]))
         assert comment, f"no comment above {capability}"
         assert comment[-1].startswith(f"# {capability}: "), comment
+
+
+def comment_above(text: str, line: str) -> list[str]:
+    """The comment lines right above the one line that is exactly `line`."""
+    assert text.count(line + "\n") == 1, line
+    above = [row.strip() for row in text[: text.index(line + "\n")].splitlines()]
+    return list(itertools.takewhile(lambda row: row.startswith("#"), above[::-1]))[::-1]
+
+
+@pytest.mark.parametrize(
+    ("line", "why"),
+    [
+        ("      nodeSelector:", "Linux nodes only"),
+        ("            seccompProfile:", "kill(2)"),
+        ("            privileged: false", "capabilities"),
+        ("            allowPrivilegeEscalation: false", "no_new_privs"),
+        ("            readOnlyRootFilesystem: true", "writes nothing"),
+        ("          resources:", "Guaranteed"),
+        ("      terminationGracePeriodSeconds: 15", "SIGTERM"),
+    ],
+)
+def test_every_hardening_setting_says_why(line: str, why: str) -> None:
+    comment = " ".join(comment_above((DEPLOY / "daemonset.yaml").read_text(), line))
+    assert why in comment, comment
 
 
 def test_daemonset_arguments_are_valid_memguard_flags() -> None:
