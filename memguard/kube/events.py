@@ -2,9 +2,10 @@
 
 events.k8s.io/v1, as client-go's new recorder writes them: regarding the Pod
 (fieldPath spec.containers{name} when the container is known) or the Node
-when no pod is known; reportingController memguard.io/memguard,
-reportingInstance the node name; the note is Report.message() (one line,
-at most 1024 bytes: the API server's limit). eventTime and
+when no pod is known (uid: the node's name, as the kubelet's Node events
+have it); reportingController memguard.io/memguard, reportingInstance the
+node name; the note is Report.message() (one line, at most 1024 bytes: the
+API server's limit). eventTime and
 series.lastObservedTime are MicroTime: exactly six fractional digits, which
 datetime.isoformat() drops when the microseconds are 0 - so strings are
 formatted here.
@@ -57,7 +58,8 @@ class Regarding:
 
 def regarding_for(report: Report, pod: PodInfo | None, node_name: str) -> Regarding:
     if pod is None:
-        return Regarding("Node", node_name)
+        # As the kubelet's own Node events: a Node's uid there is its name.
+        return Regarding("Node", node_name, uid=node_name)
     container = pod.container(report.ref.container_id)
     field_path = container.field_path if container else None
     return Regarding("Pod", pod.name, pod.namespace, pod.uid, field_path)

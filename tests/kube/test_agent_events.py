@@ -178,7 +178,12 @@ async def test_an_unknown_pod_is_reported_against_the_node(kube: KubeEmulator) -
         with within("the Event sink taking a report about an unknown pod"):
             await features.sink.deliver(report_for(str(uuid.uuid4())))
     [event] = kube.events()
-    assert event["regarding"] == {"apiVersion": "v1", "kind": "Node", "name": NODE}
+    assert event["regarding"] == {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "name": NODE,
+        "uid": NODE,  # as the kubelet's own Node events
+    }
     assert event["metadata"]["namespace"] == "default"
     assert kube.rejections == []
 

@@ -137,7 +137,12 @@ def test_every_event_body_passes_the_strict_schema_and_server_rules(
     if about_pod:
         assert body["regarding"]["fieldPath"] == "spec.containers{app}"
     else:
-        assert body["regarding"] == {"apiVersion": "v1", "kind": "Node", "name": "node-a"}
+        assert body["regarding"] == {
+            "apiVersion": "v1",
+            "kind": "Node",
+            "name": "node-a",
+            "uid": "node-a",  # as the kubelet's own Node events
+        }
         assert body["metadata"]["namespace"] == "default"
     killing = kind in (ReportKind.KILL_PROCESS, ReportKind.KILL_CONTAINER)
     assert body["action"].startswith("Would") == (dry_run and killing)
