@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck pytest bench clean vm-deps probe-zipapp
+.PHONY: run test lint typecheck pytest bench clean vm-deps probe-zipapp image image-deps
 
 $(STAMP): pyproject.toml setup.py native/build_native.py
 	$(PYTHON) -m venv $(VENV)
@@ -32,7 +32,23 @@ vm-deps:
 	    --no-install-recommends qemu-system-x86 linux-image-amd64 busybox-static >/dev/null; \
 	fi
 
-pytest: $(STAMP) vm-deps
+# The image (`make image`, tests/image): podman with runc (crun refuses this host's
+# hybrid cgroup layout) and debootstrap for its base, installed as root when missing.
+image-deps:
+	@if ! command -v podman >/dev/null || ! command -v runc >/dev/null \
+	    || ! command -v debootstrap >/dev/null; then \
+	  echo "installing the image's build tools: podman runc debootstrap"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	    --no-install-recommends podman runc debootstrap >/dev/null; \
+	fi
+
+# memguard's image with no registry: a debootstrap base (made once, cached), wheels
+# built here, deploy/Dockerfile (README "Image"). IMAGE=registry/name:tag to name it.
+IMAGE ?=
+image: $(STAMP) image-deps
+	$(BIN)/python packaging/build_image.py $(if $(IMAGE),--tag $(IMAGE))
+
+pytest: $(STAMP) vm-deps image-deps
 	$(BIN)/pytest
 
 test: lint typecheck pytest
