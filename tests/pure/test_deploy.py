@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import os
 import pathlib
+import tomllib
 from typing import Any
 
 import pytest
@@ -36,6 +37,50 @@ def test_kustomization_lists_every_manifest() -> None:
     [kustomization] = documents("kustomization.yaml")
     assert kustomization["namespace"] == "kube-system"
     assert sorted(kustomization["resources"]) == sorted(MANIFESTS)
+
+
+def image_name(reference: str) -> str:
+    """An image reference without its tag and digest: what a kustomize images entry
+    matches (registry.example.com:5000/ops/memguard:0.1.0 -> ...:5000/ops/memguard)."""
+    name = reference.split("@", 1)[0]
+    path, _, last = name.rpartition("/")
+    return (path + "/" if path else "") + last.split(":", 1)[0]
+
+
+def test_image_name_drops_the_tag_and_digest_only() -> None:
+    assert image_name("memguard:0.1.0") == "memguard"
+    assert image_name("registry.example.com:5000/ops/memguard:0.1.0") == (
+        "registry.example.com:5000/ops/memguard"
+    )
+    assert image_name("ghcr.io/memguard/memguard@sha256:" + "0" * 64) == "ghcr.io/memguard/memguard"
+
+
+def test_the_image_is_a_registry_path_that_kustomize_rewrites() -> None:
+    [kustomization] = documents("kustomization.yaml")
+    [daemonset] = documents("daemonset.yaml")
+    [container] = daemonset["spec"]["template"]["spec"]["containers"]
+    assert container["imagePullPolicy"] == "IfNotPresent"
+    [entry] = kustomization["images"]
+    # `kustomize edit set image NAME=...` rewrites the entry that matches the manifest's
+    # image by name: a bare "memguard" entry would leave a registry path untouched
+    assert image_name(container["image"]) == entry["name"]
+    assert container["image"] == f"{entry['newName']}:{entry['newTag']}"
+    registry = entry["newName"].split("/", 1)[0]
+    assert "." in registry, "a registry host first; a bare name means Docker Hub's library/"
+    with (DEPLOY.parent / "pyproject.toml").open("rb") as file:
+        assert entry["newTag"] == tomllib.load(file)["project"]["version"]
+
+
+def test_the_dockerfile_base_is_a_build_argument_with_a_registry_default() -> None:
+    lines = (DEPLOY / "Dockerfile").read_text().splitlines()
+    [default] = [line.split("=", 1)[1] for line in lines if line.startswith("ARG BASE_IMAGE=")]
+    assert default.startswith("docker.io/library/python:3.11-")
+    stages = [line.split() for line in lines if line.startswith("FROM ")]
+    assert stages[0][1] == "${BASE_IMAGE}"
+    assert stages[-1] == ["FROM", "${BASE_IMAGE}"]
+    assert ["FROM", "${WHEELS}", "AS", "wheels"] in stages  # compiled, or prebuilt by make image
+    assert 'ENTRYPOINT ["memguard"]' in lines
+    assert "USER 0" in lines  # root owns the cgroup control files it writes
 
 
 def test_rbac_is_least_privilege() -> None:
