@@ -31,6 +31,9 @@ from memguard.backends.v2 import V2Backend, V2Settings
 from memguard.cli.config import RunConfig
 from memguard.cli.logsetup import NonBlockingHandler
 from memguard.cli.observe import routes, state_metrics
+from memguard.cli.statuspage import StatusPage, no_names, pod_namer
+from memguard.cli.statussocket import RESERVED_FDS as STATUS_RESERVED_FDS
+from memguard.cli.statussocket import StatusEndpoint, open_status_socket
 from memguard.errors import ConfigError
 from memguard.fake import model as fake_model
 from memguard.fake.backend import FakeBackend
@@ -144,10 +147,13 @@ def http_connection_cap(fd_limit: int) -> int:
 
 
 def with_http_reserve(config: RunConfig, fd_limit: int) -> RunConfig:
-    """The agent keeps the HTTP endpoint's connections out of its fd budget."""
-    if not config.listen:
+    """The agent keeps the HTTP endpoint's (and the status socket's) connections
+    out of its fd budget."""
+    reserved = http_connection_cap(fd_limit) if config.listen else 0
+    reserved += STATUS_RESERVED_FDS if config.status_socket != "off" else 0
+    if not reserved:
         return config
-    agent = dataclasses.replace(config.agent, reserved_fds=http_connection_cap(fd_limit))
+    agent = dataclasses.replace(config.agent, reserved_fds=reserved)
     return dataclasses.replace(config, agent=agent)
 
 
@@ -188,6 +194,7 @@ class Composed:
 
     agent: Agent
     server: HealthServer | None
+    status: StatusEndpoint | None = None  # the status socket (memguard.cli.statussocket)
 
 
 async def compose(config: RunConfig, log_handler: NonBlockingHandler | None = None) -> Composed:
@@ -216,6 +223,7 @@ async def compose(config: RunConfig, log_handler: NonBlockingHandler | None = No
             "without pod annotations nothing is applied"
         )
     agent, _ = build_agent(config, backend, sinks, services, pods)
+    page = StatusPage(agent, pod_namer(pods.lookup) if pods is not None else no_names)
     server = None
     if listeners is not None and registry is not None:
         from memguard.reports.metrics import StateCollector
@@ -223,10 +231,12 @@ async def compose(config: RunConfig, log_handler: NonBlockingHandler | None = No
         counters = HttpCounters()
         registry.register(StateCollector(lambda: state_metrics(agent, kube, log_handler, counters)))
         server = HealthServer(
-            listeners, routes(agent, registry), config.agent.reserved_fds, counters
+            listeners, routes(agent, registry, page.answer), config.agent.reserved_fds, counters
         )
         log.info("health and metrics on http://%s", config.listen)
-    return Composed(agent, server)
+    status_routes = {"/status": page.answer, "/healthz": lambda: (200, "text/plain", b"ok\n")}
+    status = await open_status_socket(config.status_socket, status_routes, os.environ)
+    return Composed(agent, server, status)
 
 
 def build_agent(

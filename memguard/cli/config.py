@@ -35,6 +35,7 @@ class RunConfig:
     log_format: str = "text"
     log_level: str = "info"
     listen: str = ""
+    status_socket: str = "auto"  # auto | off | a path (memguard.cli.statussocket)
     kubernetes: str = "auto"
     kubeconfig: str = ""
     node_name: str = ""
@@ -65,6 +66,7 @@ def build_run_config(values: Mapping[str, Any]) -> RunConfig:
         log_format=values["log_format"],
         log_level=values["log_level"],
         listen=values["listen"],
+        status_socket=values["status_socket"],
         kubernetes=values["kubernetes"],
         kubeconfig=values["kubeconfig"],
         node_name=values["node_name"],

@@ -1,4 +1,4 @@
-"""Command line: `memguard run | demo | probe | fake init | fake drive | fake clean`.
+"""Command line: `memguard run | demo | probe | status | fake init | fake drive | fake clean`.
 
 Kept light at import (argparse only): each command imports what it needs, so
 quick commands do not pay for trio. Errors are one line on stderr and a
@@ -98,6 +98,26 @@ def _add_fake(commands: argparse._SubParsersAction[_Parser]) -> None:
     clean.add_argument("dir", help="the fake tree's root")
 
 
+def _add_status(commands: argparse._SubParsersAction[_Parser]) -> None:
+    status = commands.add_parser(
+        "status",
+        help="a live view of a running agent: its containers, nearest the threshold first",
+        description="Show what a running memguard's guards know, refreshed in place. Without "
+        "--socket or --url: $MEMGUARD_STATUS_SOCKET, /run/memguard/status.sock, "
+        "$XDG_RUNTIME_DIR/memguard/status.sock, then http://127.0.0.1:9637.",
+    )
+    where = status.add_mutually_exclusive_group()
+    where.add_argument("--socket", metavar="PATH", help="the agent's --status-socket")
+    where.add_argument(
+        "--url", metavar="URL", help="the agent's --listen, e.g. http://127.0.0.1:9637"
+    )
+    status.add_argument("--once", action="store_true", help="print one table and exit")
+    status.add_argument("--json", action="store_true", help="print the agent's JSON and exit")
+    status.add_argument(
+        "--interval", default="1s", help="time between refreshes (default 1s; 100ms .. 1h)"
+    )
+
+
 def build_parser() -> _Parser:
     parser = _Parser(prog="memguard", description="Act before the cgroup OOM killer does.")
     commands = parser.add_subparsers(
@@ -118,6 +138,7 @@ def build_parser() -> _Parser:
         "probe", help="exec liveness probe: the container's memory against its limit (see --help)"
     )
     _add_fake(commands)
+    _add_status(commands)
     return parser
 
 
@@ -143,6 +164,18 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return main(args.cgroup_version)
 
 
+def _cmd_status(args: argparse.Namespace) -> int:
+    from memguard.cli import status
+    from memguard.errors import ConfigError
+    from memguard.units import parse_duration
+
+    try:
+        args.interval = parse_duration(args.interval, 0.1, 3600.0)
+    except ValueError as error:
+        raise ConfigError(f"--interval: {error}") from None
+    return status.run(args)
+
+
 def _cmd_fake(args: argparse.Namespace) -> int:
     from memguard.cli import fake as fake_cli
 
@@ -160,7 +193,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from memguard.errors import ConfigError, MemguardError
 
     args = build_parser().parse_args(arguments)
-    handlers = {"run": _cmd_run, "demo": _cmd_demo, "fake": _cmd_fake}  # probe: above
+    # probe: above
+    handlers = {"run": _cmd_run, "demo": _cmd_demo, "fake": _cmd_fake, "status": _cmd_status}
     handler = handlers[args.command]
     try:
         return handler(args)

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from memguard.cli.logsetup import NonBlockingHandler
 from memguard.guarding.agent import Agent
-from memguard.reports.http import HttpCounters
+from memguard.reports.http import Handler, HttpCounters
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
@@ -121,7 +121,10 @@ def state_metrics(
         )
 
 
-def routes(agent: Agent, registry: CollectorRegistry) -> dict[str, Any]:
+def routes(
+    agent: Agent, registry: CollectorRegistry, status: Handler | None = None
+) -> dict[str, Any]:
+    """status: the /status page (memguard.cli.statuspage), served beside the others."""
     from memguard.reports.metrics import render
 
     def ready() -> tuple[int, str, bytes]:
@@ -130,8 +133,11 @@ def routes(agent: Agent, registry: CollectorRegistry) -> dict[str, Any]:
             return 200, "text/plain", b"ready\n"
         return 503, "text/plain", ("not ready: " + "; ".join(reasons) + "\n").encode()
 
-    return {
+    table = {
         "/healthz": lambda: (200, "text/plain", b"ok\n"),
         "/readyz": ready,
         "/metrics": lambda: (200, "text/plain; version=0.0.4", render(registry)),
     }
+    if status is not None:
+        table["/status"] = status
+    return table

@@ -15,6 +15,7 @@ cgroup can hold, the report queue at most a million.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -35,6 +36,7 @@ from memguard.units import (
 )
 
 MAX_PATH_CHARS = 4096
+SUN_PATH_MAX_BYTES = 107  # sockaddr_un.sun_path (108) less its NUL
 DEFAULT_PARENT = "auto"  # the kubelet's tree on this host (memguard.kernel.mounts)
 PSI_WINDOW_MIN_US, PSI_WINDOW_MAX_US = 500_000, 10_000_000
 
@@ -113,6 +115,19 @@ def _absolute_path(text: str) -> str:
         raise ValueError(f"{shown(text)} is not an absolute path")
     if "\0" in path or len(path) > MAX_PATH_CHARS:
         raise ValueError(f"{shown(text)} is not a usable path")
+    return path
+
+
+def _status_socket(text: str) -> str:
+    """auto, off or a unix socket path (memguard.cli.statussocket), made absolute."""
+    stripped = text.strip()
+    if stripped in ("auto", "off"):
+        return stripped
+    if not stripped or "\0" in stripped:
+        raise ValueError(f"{shown(text)} is not auto, off or a path")
+    path = os.path.abspath(stripped)
+    if len(os.fsencode(path)) > SUN_PATH_MAX_BYTES:
+        raise ValueError(f"{shown(text)} is longer than a unix socket path may be (107 bytes)")
     return path
 
 
@@ -351,6 +366,13 @@ RUN_OPTIONS = (
         _listen_address,
         "serve /healthz, /readyz and /metrics on HOST:PORT (e.g. :9637; port 0: any free "
         "port); off when empty",
+    ),
+    Option(
+        "--status-socket",
+        "auto",
+        _status_socket,
+        "unix socket for `memguard status`: auto (/run/memguard/status.sock, else "
+        "$XDG_RUNTIME_DIR/memguard/status.sock, else none), off, or a path",
     ),
     Option(
         "--priority",

@@ -48,6 +48,10 @@ async def _main(
     async with trio.open_nursery() as endpoint:
         if composed.server is not None:
             await endpoint.start(supervise, "http", composed.server.run, composed.agent.status)
+        if composed.status is not None:
+            await endpoint.start(
+                supervise, "status-socket", composed.status.run, composed.agent.status
+            )
         await serve_async(composed.agent)
         endpoint.cancel_scope.cancel()
 

@@ -106,6 +106,10 @@ class Guard:
         self._preparing = False
         self._background: trio.Nursery | None = None
         self._read_at: float | None = None  # perf_counter() of the last reading of usage
+        # For `memguard status` (memguard.guarding.view): the last full reading and the
+        # last report; kept as they come, never read for them.
+        self.last_snapshot: MemorySnapshot | None = None
+        self.last_report: Report | None = None
 
     @property
     def armed(self) -> bool:
@@ -116,6 +120,11 @@ class Guard:
     def prepared_victims(self) -> int:
         """Victims with an open pidfd, ready for the kill (0: not in the danger zone)."""
         return len(self._prepared.victims) if self._prepared is not None else 0
+
+    @property
+    def state(self) -> GuardState:
+        """What the guard remembers now (fill rate, latest usage sample, ...)."""
+        return self._state
 
     @property
     def armed_threshold_bytes(self) -> int | None:
@@ -158,6 +167,7 @@ class Guard:
         snapshot = self._ctx.backend.snapshot(self.cgroup_dir)
         if snapshot is None:
             raise _Gone
+        self.last_snapshot = snapshot
         return snapshot
 
     async def _loop(self, notifier: Notifier) -> None:
@@ -204,6 +214,7 @@ class Guard:
                 raise _Gone
             vanished = fresh is None
             snapshot = fresh or snapshot
+            self.last_snapshot = snapshot
 
     async def _sleep(self, notifier: Notifier, look_at_s: float | None) -> None:
         now_s = trio.current_time()
@@ -398,6 +409,7 @@ class Guard:
             oom_kills=effect.oom_kills,
             **details,  # type: ignore[arg-type]
         )
+        self.last_report = report
         self._ctx.publish(report)
 
 

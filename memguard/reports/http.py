@@ -1,4 +1,7 @@
-"""A small HTTP endpoint on trio: /healthz, /readyz, /metrics (h11 parses HTTP).
+"""A small HTTP endpoint on trio: /healthz, /readyz, /metrics, /status (h11 parses HTTP).
+
+The same server answers on TCP (--listen) and on a unix socket (the status
+socket): the listeners are the caller's, and so is binding them again.
 
 It runs on the same trio loop as the guards, so a loop that is stuck cannot
 answer /healthz: the kubelet's liveness probe then restarts the agent.
@@ -18,7 +21,7 @@ from __future__ import annotations
 import errno
 import logging
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import h11
@@ -59,12 +62,16 @@ class HealthServer:
         routes: dict[str, Handler],
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
         counters: HttpCounters | None = None,
+        rebind: Callable[[], Awaitable[list[trio.SocketListener]]] | None = None,
     ) -> None:
         """listeners: bound by the caller (so a bad address fails before anything
-        starts); they are closed when run() ends, and bound again to the same
-        address if run() is started again (a restart after a failure)."""
+        starts); they are closed when run() ends, and bound again if run() is
+        started again (a restart after a failure): by rebind() when given (a unix
+        socket), else to the same TCP address."""
         self._listeners = listeners
-        self._address = listeners[0].socket.getsockname()[:2]
+        name = listeners[0].socket.getsockname()
+        self._address: tuple[str, int] = name[:2] if isinstance(name, tuple) else (name, 0)
+        self._rebind = rebind or (lambda: bind(self._address[0], self._address[1]))
         self._routes = routes
         self._max_connections = max(1, max_connections)
         self.counters = counters or HttpCounters()
@@ -73,6 +80,7 @@ class HealthServer:
 
     @property
     def bound_port(self) -> int:
+        """The TCP port (0 on a unix socket)."""
         port: int = self._address[1]
         return port
 
@@ -82,7 +90,7 @@ class HealthServer:
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         if not self._listeners:
-            self._listeners = await bind(self._address[0], self._address[1])
+            self._listeners = await self._rebind()
         try:
             async with trio.open_nursery() as nursery:
                 for listener in self._listeners:
