@@ -54,7 +54,9 @@ def compose_agent(
     """The agent (and its memory QoS, if configured) as memguard.cli.compose builds it;
     the backend is chosen from the parent's filesystem unless given."""
     if backend is None:
-        backend = select_backend(config.agent.parent, config.cgroup_version, config.v2, config.hold)
+        backend = select_backend(
+            config.agent.parent, config.cgroup_version, config.v2, config.hold, config.layout
+        )
     return build_agent(config, backend, sinks, services, pods)
 
 

@@ -39,6 +39,7 @@ from memguard.fake import model as fake_model
 from memguard.fake.backend import FakeBackend
 from memguard.guarding.agent import Agent
 from memguard.kernel.fstype import FsKind, existing_ancestor, fs_kind
+from memguard.kernel.hierarchy import CgroupLayout
 from memguard.kernel.mounts import read_host
 from memguard.kernel.names import CONTROLLERS_FILE
 from memguard.kube.connection import find_connection, node_name_from
@@ -83,16 +84,28 @@ def _check_v2_memory(parent: str, existing: str) -> None:
         )
 
 
+def v1_roots(parent: str, layout: CgroupLayout | None) -> tuple[str | None, str | None]:
+    """The v1 memory and freezer hierarchies a parent is in: --cgroup-root's when the
+    parent is under its memory hierarchy (in the DaemonSet, the host's, not this
+    container's), else the ones this process sees mounted (/proc/self/mountinfo)."""
+    if layout is not None and not layout.fake and layout.holds(parent):
+        return layout.memory_root, layout.freezer_root
+    _, mounts = read_host()
+    return mounts.v1_memory, mounts.v1_freezer
+
+
 def select_backend(
     parent: str,
     version: str = "auto",
     v2: V2Settings | None = None,
     hold: HoldSettings | None = None,
+    layout: CgroupLayout | None = None,
 ) -> Backend:
     """The backend for the filesystem holding parent; ConfigError if none fits.
     Given hold settings (memguard run's composition), on v1 the hold ledger is
     settled here (backends.hold): a previous run's holds are released or taken
-    over before any guard starts. Without them it only checks (and holds nothing)."""
+    over before any guard starts. Without them it only checks (and holds nothing).
+    layout: --cgroup-root's, which places the v1 hierarchies (v1_roots)."""
     absolute = os.path.abspath(parent)
     if not os.path.isdir(os.path.dirname(absolute)):
         raise ConfigError(f"--parent {parent}: {os.path.dirname(absolute)} does not exist")
@@ -103,12 +116,12 @@ def select_backend(
     if kind is FsKind.CGROUP_V1:
         _check_version(parent, "1", version)
         _require_root()
-        _, mounts = read_host()
+        memory_root, freezer_root = v1_roots(absolute, layout)
         if hold is None:
-            return V1Backend(mounts.v1_memory, mounts.v1_freezer)
-        ledger = HoldLedger(hold.ledger_dir, mounts.v1_memory or os.path.dirname(absolute))
+            return V1Backend(memory_root, freezer_root)
+        ledger = HoldLedger(hold.ledger_dir, memory_root or os.path.dirname(absolute))
         ledger.open(holding=hold.at_limit)
-        return V1Backend(mounts.v1_memory, mounts.v1_freezer, ledger if hold.at_limit else None)
+        return V1Backend(memory_root, freezer_root, ledger if hold.at_limit else None)
     if hold is not None and hold.at_limit:
         log.info(
             "--hold-at-limit is for cgroup v1 (oom_kill_disable): it does nothing here%s",
@@ -201,7 +214,11 @@ async def compose(config: RunConfig, log_handler: NonBlockingHandler | None = No
     """Build it all; ConfigError (exit 2) before anything runs."""
     # Bound first, so a bad --listen is exit 2 and nothing else was started.
     listeners = await bind_listen(config.listen) if config.listen else None
-    backend = select_backend(config.agent.parent, config.cgroup_version, config.v2, config.hold)
+    backend = select_backend(
+        config.agent.parent, config.cgroup_version, config.v2, config.hold, config.layout
+    )
+    if config.layout is not None and config.layout.holds(config.agent.parent):
+        log.info("--cgroup-root %s: %s", config.cgroup_root, config.layout.describe())
     kube = await open_kube_from(config)
     sinks: list[Sink] = [LogSink()]
     services: list[NamedService] = []

@@ -7,6 +7,7 @@ RunConfig is the whole configuration of `memguard run`; the composition root
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -14,10 +15,13 @@ from typing import Any
 
 from memguard.backends.hold import HoldSettings
 from memguard.backends.v2 import Tripwire, V2Settings
-from memguard.errors import ConfigError
+from memguard.cli.options import DEFAULT_CGROUP_ROOT
+from memguard.errors import ConfigError, KernelError
+from memguard.fake import model as fake_model
 from memguard.guarding.agent import AgentConfig
 from memguard.guarding.discovery import MatchMode
-from memguard.kernel.mounts import default_parent, read_host
+from memguard.kernel.fstype import FsKind, existing_ancestor, fs_kind
+from memguard.kernel.hierarchy import CgroupLayout, choose_layout, missing_parent_hint, probe
 from memguard.policy.model import GuardSettings, Policy, check_granularity_bytes
 from memguard.policy.poll import PollSettings
 from memguard.policy.qos import QosConfig
@@ -40,19 +44,79 @@ class RunConfig:
     kubeconfig: str = ""
     node_name: str = ""
     priority: str = "auto"  # auto | off (memguard.cli.priority)
+    cgroup_root: str = DEFAULT_CGROUP_ROOT
+    # What --cgroup-root holds; None when it was not needed (an explicit --parent)
+    # and is no cgroupfs root (memguard.kernel.hierarchy).
+    layout: CgroupLayout | None = None
 
 
-def resolve_parent(parent: str, version: str) -> str:
-    """--parent auto: the kubelet's tree under this host's memory controller."""
+def read_layout(root: str) -> CgroupLayout:
+    """The layout under --cgroup-root: statfs (memguard.kernel.hierarchy), a fake
+    tree known by its marker; ConfigError (one line) when there is none."""
+    absolute = os.path.abspath(root)
+    try:
+        seen = probe(absolute)
+        marker = fake_model.find_marker(absolute) if seen.root is FsKind.OTHER else None
+        if marker is not None and seen.directory:
+            seen = dataclasses.replace(seen, fake_version=fake_model.tree_cgroup_version(marker))
+    except (KernelError, OSError, ValueError) as error:
+        raise ConfigError(f"--cgroup-root {root}: {error}") from None
+    return choose_layout(absolute, seen)
+
+
+def layout_for(values: Mapping[str, Any]) -> CgroupLayout | None:
+    """--cgroup-root's layout. Needed by --parent auto, and an explicit --cgroup-root
+    must be usable (else ConfigError); the default root beside an explicit --parent
+    (a fake tree, a test cgroup) only serves when it is a cgroupfs root."""
+    root = values["cgroup_root"]
+    needed = values["parent"] == "auto" or os.path.abspath(root) != DEFAULT_CGROUP_ROOT
+    try:
+        return read_layout(root)
+    except ConfigError:
+        if needed:
+            raise
+        return None
+
+
+def resolve_parent(
+    parent: str, version: str, layout: CgroupLayout | None
+) -> tuple[str, tuple[str, ...]]:
+    """The tree to guard and the alternatives discovery also waits for. --parent
+    auto: the kubelet's tree under --cgroup-root, kubepods or kubepods.slice -
+    the one that exists, else the usual driver's (the other one the alternative)."""
     if parent != "auto":
-        return parent
-    mode, mounts = read_host()
-    return default_parent(mode, mounts, version)
+        return parent, ()
+    if layout is None:
+        raise ConfigError("--parent auto needs a usable --cgroup-root")
+    if version not in ("auto", layout.version):
+        raise ConfigError(
+            f"--cgroup-version {version}, but under --cgroup-root {layout.root} the memory "
+            f"controller is {layout.describe()}"
+        )
+    candidates = layout.kubepods_candidates()
+    chosen = next((path for path in candidates if os.path.isdir(path)), candidates[0])
+    return chosen, tuple(path for path in candidates if path != chosen)
+
+
+def parent_hint(parent: str, auto: bool, layout: CgroupLayout | None) -> str:
+    """What /readyz and the Node Event say of a parent that stays missing, worked out
+    at start as if it were (memguard.kernel.hierarchy.missing_parent_hint)."""
+    absolute = os.path.abspath(parent)
+    ancestor = existing_ancestor(os.path.dirname(absolute))
+    try:
+        kind = fs_kind(ancestor)
+    except KernelError:
+        kind = None
+    fake = fake_model.find_marker(ancestor) is not None
+    return missing_parent_hint(absolute, auto, layout, ancestor, kind, fake)
 
 
 def build_run_config(values: Mapping[str, Any]) -> RunConfig:
+    layout = layout_for(values)
     return RunConfig(
-        agent=build_agent_config(values),
+        agent=build_agent_config(values, layout),
+        cgroup_root=values["cgroup_root"],
+        layout=layout,
         cgroup_version=values["cgroup_version"],
         v2=build_v2_settings(values),
         hold=HoldSettings(
@@ -74,7 +138,11 @@ def build_run_config(values: Mapping[str, Any]) -> RunConfig:
     )
 
 
-def build_agent_config(values: Mapping[str, Any]) -> AgentConfig:
+def build_agent_config(
+    values: Mapping[str, Any], layout: CgroupLayout | None = None
+) -> AgentConfig:
+    """The agent's share; layout: --cgroup-root's (read here when --parent is auto
+    and it was not given)."""
     if values["min_margin"] > values["max_margin"]:
         raise ConfigError(
             f"--min-margin ({values['min_margin']} bytes) is larger than "
@@ -99,8 +167,14 @@ def build_agent_config(values: Mapping[str, Any]) -> AgentConfig:
         cache_flush_above=values["flush_cache_above"],
         cache_flush_interval_s=values["flush_interval"],
     )
+    if layout is None and values["parent"] == "auto":
+        layout = read_layout(values["cgroup_root"])
+    parent, alternatives = resolve_parent(values["parent"], values["cgroup_version"], layout)
     return AgentConfig(
-        parent=resolve_parent(values["parent"], values["cgroup_version"]),
+        parent=parent,
+        parent_alternatives=alternatives,
+        parent_wait_s=values["parent_wait"],
+        parent_hint=parent_hint(parent, values["parent"] == "auto", layout),
         settings=settings,
         match=MatchMode(values["match"]),
         rescan_interval_s=values["rescan_interval"],

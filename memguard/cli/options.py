@@ -37,7 +37,8 @@ from memguard.units import (
 
 MAX_PATH_CHARS = 4096
 SUN_PATH_MAX_BYTES = 107  # sockaddr_un.sun_path (108) less its NUL
-DEFAULT_PARENT = "auto"  # the kubelet's tree on this host (memguard.kernel.mounts)
+DEFAULT_PARENT = "auto"  # the kubelet's tree under --cgroup-root (memguard.kernel.hierarchy)
+DEFAULT_CGROUP_ROOT = "/sys/fs/cgroup"  # the DaemonSet: /host/sys/fs/cgroup
 PSI_WINDOW_MIN_US, PSI_WINDOW_MAX_US = 500_000, 10_000_000
 
 
@@ -113,6 +114,15 @@ def _absolute_path(text: str) -> str:
     path = text.strip()
     if not path.startswith("/"):
         raise ValueError(f"{shown(text)} is not an absolute path")
+    if "\0" in path or len(path) > MAX_PATH_CHARS:
+        raise ValueError(f"{shown(text)} is not a usable path")
+    return path
+
+
+def _directory(text: str) -> str:
+    path = text.strip()
+    if not path:
+        raise ValueError("an empty path")
     if "\0" in path or len(path) > MAX_PATH_CHARS:
         raise ValueError(f"{shown(text)} is not a usable path")
     return path
@@ -199,17 +209,33 @@ class Option:
 
 RUN_OPTIONS = (
     Option(
+        "--cgroup-root",
+        DEFAULT_CGROUP_ROOT,
+        _directory,
+        "where the host's cgroup filesystems are mounted (in the DaemonSet: "
+        "/host/sys/fs/cgroup); --parent auto and --cgroup-version auto look there: "
+        "cgroup2 at the root, or a v1 memory hierarchy at memory/ (v1, hybrid)",
+    ),
+    Option(
         "--parent",
         DEFAULT_PARENT,
         _path,
-        "cgroup tree to guard; auto: kubepods or kubepods.slice of this host's memory "
-        "controller (a fake tree works too)",
+        "cgroup tree to guard; auto: kubepods or kubepods.slice of the memory hierarchy "
+        "under --cgroup-root (a fake tree works too); waited for while it does not exist",
+    ),
+    Option(
+        "--parent-wait",
+        "60s",
+        _duration("0s", "24h"),
+        "--parent may be missing this long (not ready meanwhile); then /readyz says why, "
+        "and so do a Warning Event on the Node and a log line, once (0s .. 24h)",
     ),
     Option(
         "--cgroup-version",
         "auto",
         _choice("auto", "1", "2"),
-        "auto: from the filesystem of --parent; 1 or 2 to insist",
+        "auto: from what is mounted under --cgroup-root (an explicit --parent: from its "
+        "filesystem); 1 or 2 to insist",
     ),
     Option(
         "--match",

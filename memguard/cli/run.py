@@ -57,7 +57,8 @@ async def _main(
 
 
 def serve(config: RunConfig) -> int:
-    select_backend(config.agent.parent, config.cgroup_version, config.v2)  # exit 2 early
+    agent = config.agent  # exit 2 early:
+    select_backend(agent.parent, config.cgroup_version, config.v2, layout=config.layout)
     # Before the first thread (the log writer): nice is per thread, inherited at creation.
     steps = raise_priority(config.priority)
     log_handler = configure(config.log_format, config.log_level, queue_lines=config.log_queue)

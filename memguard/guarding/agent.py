@@ -20,6 +20,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -35,8 +36,10 @@ from memguard.guarding.killer import Killer
 from memguard.guarding.supervisor import ContainerListener, FdBudget, GuardSupervisor
 from memguard.policy.margin import granularity_raised_margin
 from memguard.policy.model import GuardSettings
+from memguard.policy.paths import ContainerRef
 from memguard.reports.bus import ReportBus
-from memguard.units import format_size
+from memguard.reports.report import Report, ReportKind
+from memguard.units import format_duration, format_size
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +56,9 @@ class AgentConfig:
     max_parallel_flushes: int = 2
     shutdown_drain_s: float = 5.0
     reserved_fds: int = 0  # kept free beyond the agent's own (the HTTP endpoint's connections)
+    parent_alternatives: tuple[str, ...] = ()  # --parent auto: the other kubelet driver's tree
+    parent_wait_s: float = 60.0  # --parent-wait: then a missing parent is reported, once
+    parent_hint: str = ""  # the likely cause of a missing parent (memguard.cli.config)
 
 
 @dataclass(frozen=True)
@@ -70,11 +76,17 @@ class AgentStatus:
     guard_failures: int
     discovery_degraded: dict[str, int]
     discovery_errors: dict[str, int]
+    parent: str = ""
+    parent_missing_s: float | None = None  # None: the parent exists (or not looked at yet)
+    parent_wait_s: float = 60.0
+    parent_hint: str = ""
 
     def not_ready_reasons(self) -> list[str]:
         reasons = []
         if not self.discovered:
             reasons.append("discovery has not run yet")
+        if self.parent_missing_s is not None:
+            reasons.append(self.missing_parent_reason())
         if "discovery" in self.components_down:
             reasons.append(f"discovery failed ({self.components_down['discovery']}), restarting")
         if self.armed < self.guarded:
@@ -82,6 +94,19 @@ class AgentStatus:
         if self.waiting_for_fds:
             reasons.append(f"{self.waiting_for_fds} containers unguarded: out of file descriptors")
         return reasons
+
+    def missing_parent_reason(self) -> str:
+        missing_s = self.parent_missing_s or 0.0
+        waited = format_duration(float(int(missing_s)))
+        wait = format_duration(self.parent_wait_s)
+        if missing_s < self.parent_wait_s:
+            return (
+                f"parent {self.parent} does not exist yet (waiting {waited}, --parent-wait {wait})"
+            )
+        return (
+            f"parent {self.parent} missing for {waited} (--parent-wait {wait}), nothing "
+            f"guarded; likely cause: {self.parent_hint or 'is --parent right?'}"
+        )
 
 
 def open_fd_count() -> int:
@@ -128,6 +153,9 @@ class Agent:
             self.supervisor.start,
             self.supervisor.stop,
             backend.mounted,
+            config.parent_alternatives,
+            config.parent_wait_s,
+            self._parent_missing,
         )
         self._inner: trio.Nursery | None = None
         self._stop_requested = False
@@ -138,8 +166,29 @@ class Agent:
         if self._inner is not None:
             self._inner.cancel_scope.cancel()
 
+    def _parent_missing(self, parent: str, missing_s: float) -> None:
+        """Once per absence (memguard.guarding.parentwait): a log warning and a Warning
+        Event on the Node (no pod is known: the report's sinks say it)."""
+        status = self.current_status()
+        self.bus.publish(
+            Report(
+                kind=ReportKind.PARENT_MISSING,
+                cgroup=parent,
+                ref=ContainerRef(None, None, None, None, "parent"),
+                usage_bytes=0,
+                limit_bytes=None,
+                threshold_bytes=None,
+                policy=self.config.settings.policy.value,
+                action="not guarding",
+                reason=status.missing_parent_reason(),
+                dry_run=self.config.settings.dry_run,
+                wall_time_s=time.time(),
+            )
+        )
+
     def current_status(self) -> AgentStatus:
         supervisor, discovery = self.supervisor, self.discovery
+        since_s = discovery.parent_wait.missing_since_s
         return AgentStatus(
             discovered=self.discovered,
             guarded=len(supervisor.guarded),
@@ -152,6 +201,10 @@ class Agent:
             guard_failures=supervisor.failures,
             discovery_degraded=dict(discovery.degraded_by_cause()),
             discovery_errors=dict(discovery.errors),
+            parent=discovery.root,
+            parent_missing_s=None if since_s is None else trio.current_time() - since_s,
+            parent_wait_s=self.config.parent_wait_s,
+            parent_hint=self.config.parent_hint,
         )
 
     def ready(self) -> bool:

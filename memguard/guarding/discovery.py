@@ -17,7 +17,8 @@ and while any directory is degraded the rescan runs every DEGRADED_RESCAN_S,
 so containers there are still found (and guarded: their notifications do not
 need inotify). The walk yields to trio every CHECKPOINT_EVERY_DIRS directories.
 If the parent's filesystem itself is gone (cgroupfs unmounted), nothing can be
-guarded: FatalError.
+guarded: FatalError. A parent that does not exist (yet) is waited for
+(memguard.guarding.parentwait), with a rescan every DEGRADED_RESCAN_S.
 """
 
 from __future__ import annotations
@@ -27,12 +28,13 @@ import errno
 import logging
 import os
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 
 import trio
 
 from memguard.backends.inotify_hub import InotifyHub, Subscription
 from memguard.errors import FatalError, WatchError
+from memguard.guarding.parentwait import ParentWait
 from memguard.kernel.inotify import (
     IN_CREATE,
     IN_DELETE,
@@ -111,7 +113,13 @@ class Discovery:
         on_found: Callable[[str, ContainerRef], None],
         on_lost: Callable[[str], None],
         mounted: Callable[[str], bool] = lambda path: True,
+        alternatives: Sequence[str] = (),
+        parent_wait_s: float = 60.0,
+        on_parent_missing: Callable[[str, float], None] = lambda path, missing_s: None,
     ) -> None:
+        """alternatives: other trees to guard should root not exist (--parent auto:
+        the other kubelet driver's); on_parent_missing(root, seconds): called once
+        when the parent was missing for parent_wait_s."""
         self.root = os.path.abspath(root)
         self._root_depth = self.root.rstrip("/").count("/")
         self._match = match
@@ -127,14 +135,20 @@ class Discovery:
         self._warner = _Warner()
         self._seen: set[str] | None = None  # during a rescan: every path it saw
         self._rescan_wanted = trio.Event()
-        self._root_missing_logged = False
+        candidates = (self.root, *(os.path.abspath(path) for path in alternatives))
+        self.parent_wait = ParentWait(
+            candidates, hub, parent_wait_s, on_parent_missing, self.request_rescan
+        )
         hub.on_overflow(self.request_rescan)
 
     def request_rescan(self) -> None:
         self._rescan_wanted.set()
 
     def next_rescan_s(self, rescan_interval_s: float) -> float:
-        return min(rescan_interval_s, DEGRADED_RESCAN_S) if self.degraded else rescan_interval_s
+        if self.degraded or self.parent_wait.missing_since_s is not None:
+            rescan_interval_s = min(rescan_interval_s, DEGRADED_RESCAN_S)
+        due_s = self.parent_wait.due_in_s()  # a missing parent's report
+        return rescan_interval_s if due_s is None else min(rescan_interval_s, due_s)
 
     async def run(
         self,
@@ -157,15 +171,15 @@ class Discovery:
                 f"the cgroup filesystem of --parent {self.root} is gone (unmounted?): "
                 "nothing can be guarded"
             )
-        if not self._root_present():
-            if not self._root_missing_logged:
-                log.warning("parent %s does not exist (yet): waiting for it", self.root)
-                self._root_missing_logged = True
+        present = self.parent_wait.present(self.root)
+        if present != self.root:
             self._forget_under(self.root, include_self=True)
+        if present is None:
+            self.parent_wait.missing(self.root)
             return
-        if self._root_missing_logged:
-            log.info("parent %s appeared", self.root)
-            self._root_missing_logged = False
+        if present != self.root:
+            self.root, self._root_depth = present, present.rstrip("/").count("/")
+        self.parent_wait.found(self.root)
         seen: set[str] = set()
         self._seen = seen  # event handlers add what they find while the walk yields
         try:
@@ -176,9 +190,6 @@ class Discovery:
         finally:
             self._seen = None
         self._reconcile(seen)
-
-    def _root_present(self) -> bool:
-        return os.path.isdir(self.root)  # one stat of cgroupfs: cheap, never blocks long
 
     def _reconcile(self, seen: set[str]) -> None:
         for path in [p for p in self._watched if p not in seen]:

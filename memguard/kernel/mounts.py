@@ -5,6 +5,10 @@ controller ("cgroup" with "memory" in its super options), and/or a "cgroup2"
 mount. Hybrid hosts mount cgroup2 at /sys/fs/cgroup/unified without
 controllers: memory is then v1. On a v2-only host memory is listed in the
 root's cgroup.controllers.
+
+This is what this process sees mounted, which in a container is its own cgroup
+namespace: the host's layout comes from --cgroup-root (memguard.kernel.hierarchy);
+mountinfo only places the v1 hierarchies of an explicit --parent outside it.
 """
 
 from __future__ import annotations
@@ -68,15 +72,3 @@ def read_host() -> tuple[HostMode, CgroupMounts]:
         except OSError:
             controllers = None
     return host_mode(mounts, controllers), mounts
-
-
-def default_parent(mode: HostMode, mounts: CgroupMounts, version: str) -> str:
-    """The kubelet's tree on this host: kubepods (cgroupfs driver) or kubepods.slice."""
-    use_v2 = version == "2" or (version == "auto" and mode is HostMode.V2)
-    root = (
-        (mounts.v2 or "/sys/fs/cgroup") if use_v2 else (mounts.v1_memory or "/sys/fs/cgroup/memory")
-    )
-    candidates = [os.path.join(root, "kubepods"), os.path.join(root, "kubepods.slice")]
-    if use_v2:
-        candidates.reverse()  # the systemd driver is the norm on v2 hosts
-    return next((c for c in candidates if os.path.isdir(c)), candidates[0])

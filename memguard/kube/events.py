@@ -33,6 +33,7 @@ _ACTIONS = {
     ReportKind.QOS_APPLIED: "SetMemoryQoS",
     ReportKind.QOS_INVALID: "SetMemoryQoS",
     ReportKind.QOS_UNSUPPORTED: "SetMemoryQoS",
+    ReportKind.PARENT_MISSING: "Guard",
 }
 
 

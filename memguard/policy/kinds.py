@@ -18,3 +18,4 @@ class ReportKind(enum.Enum):
     QOS_APPLIED = "OomGuardMemoryQoS"  # memory QoS settings written
     QOS_INVALID = "OomGuardMemoryQoSInvalid"  # bad annotation or refused value: nothing written
     QOS_UNSUPPORTED = "OomGuardMemoryQoSUnsupported"  # cgroup v1: no equivalent settings
+    PARENT_MISSING = "OomGuardParentMissing"  # --parent missing for --parent-wait: nothing guarded

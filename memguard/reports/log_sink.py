@@ -17,6 +17,7 @@ _LEVELS = {
     ReportKind.QOS_APPLIED: logging.INFO,
     ReportKind.QOS_INVALID: logging.WARNING,
     ReportKind.QOS_UNSUPPORTED: logging.WARNING,
+    ReportKind.PARENT_MISSING: logging.WARNING,
 }
 
 

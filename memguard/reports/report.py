@@ -21,6 +21,8 @@ _UNPRINTABLE = frozenset({"Cc", "Cs", "Zl", "Zp"})
 
 
 QOS_KINDS = frozenset({ReportKind.QOS_APPLIED, ReportKind.QOS_INVALID, ReportKind.QOS_UNSUPPORTED})
+# Reports about something else than a memory emergency: no usage figures in the message.
+_WITHOUT_FIGURES = QOS_KINDS | {ReportKind.PARENT_MISSING}
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,7 +74,7 @@ class Report:
         what gets shortened (from its start: the container id at its end stays).
         Control characters (a process may name itself "a\nb") become '?'.
         """
-        if self.kind in QOS_KINDS:  # settings, not a memory emergency: no usage figures
+        if self.kind in _WITHOUT_FIGURES:  # settings, a missing parent: no usage figures
             head = _truncate(_printable(f"{self.action}; {self.reason}"), MESSAGE_MAX_BYTES - 64)
             room = MESSAGE_MAX_BYTES - len(head.encode()) - len("; cgroup ")
             return f"{head}; cgroup {_keep_tail(_printable(self.cgroup), room)}"

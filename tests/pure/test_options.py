@@ -243,6 +243,7 @@ def test_v2_options_reach_the_config() -> None:
 
 BOUNDED = [option for option in RUN_OPTIONS if isinstance(option.parse, Bounded)]
 RANGES = {
+    "--parent-wait": ("0s", "24h"),
     "--min-margin": ("0", "1Ti"),
     "--max-margin": ("0", "1Ti"),
     "--flush-cooldown": ("0s", "1h"),
