@@ -142,6 +142,7 @@ async def throughput(kubeconfig: str, pod_uids: list[str]) -> dict[str, Any]:
         "reports": len(reports),
         "events_per_s": round(len(reports) / elapsed_s, 1),
         "outcomes": dict(features.poster.counts),
+        "retries": features.poster.retries,
         "dropped": sum(bus.dropped.values()),
     }
 

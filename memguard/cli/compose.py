@@ -30,7 +30,7 @@ from memguard.backends.v1 import V1Backend
 from memguard.backends.v2 import V2Backend, V2Settings
 from memguard.cli.config import RunConfig
 from memguard.cli.logsetup import NonBlockingHandler
-from memguard.cli.observe import routes, state_metrics
+from memguard.cli.observe import metrics_scraper, routes
 from memguard.cli.statuspage import StatusPage, no_names, pod_namer
 from memguard.cli.statussocket import RESERVED_FDS as STATUS_RESERVED_FDS
 from memguard.cli.statussocket import StatusEndpoint, open_status_socket
@@ -225,14 +225,12 @@ async def compose(config: RunConfig, log_handler: NonBlockingHandler | None = No
     if kube is not None:
         sinks.append(kube.sink)
         services.append(("pod-cache", kube.run))
-    registry = None
+    metrics = None
     if listeners is not None:
-        from prometheus_client import CollectorRegistry
-
         from memguard.reports.metrics import MetricsSink
 
-        registry = CollectorRegistry()
-        sinks.append(MetricsSink(registry))
+        metrics = MetricsSink()
+        sinks.append(metrics)
     pods = kube.cache if kube is not None else None
     if pods is None and config.memory_qos is not None and config.memory_qos.enabled:
         log.warning(
@@ -242,13 +240,11 @@ async def compose(config: RunConfig, log_handler: NonBlockingHandler | None = No
     agent, _ = build_agent(config, backend, sinks, services, pods)
     page = StatusPage(agent, pod_namer(pods.lookup) if pods is not None else no_names)
     server = None
-    if listeners is not None and registry is not None:
-        from memguard.reports.metrics import StateCollector
-
+    if listeners is not None and metrics is not None:
         counters = HttpCounters()
-        registry.register(StateCollector(lambda: state_metrics(agent, kube, log_handler, counters)))
+        scraper = metrics_scraper(agent, kube, metrics, log_handler, counters)
         server = HealthServer(
-            listeners, routes(agent, registry, page.answer), config.agent.reserved_fds, counters
+            listeners, routes(agent, scraper, page.answer), config.agent.reserved_fds, counters
         )
         log.info("health and metrics on http://%s", config.listen)
     status_routes = {"/status": page.answer, "/healthz": lambda: (200, "text/plain", b"ok\n")}

@@ -59,6 +59,8 @@ DELIVER_GRACE_S = 5.0
 DELIVER_TIMEOUT_S = SYNC_WAIT_S + DELIVERY_DEADLINE_S + DELIVER_GRACE_S
 MAX_LOGGED_REJECTIONS = 32  # distinct (status, reason) pairs logged; then counted only
 MERGE_PATCH = "application/merge-patch+json"
+# How a delivery ends (EventPoster.post; memguard_kube_events_total{outcome}).
+OUTCOMES = ("created", "bumped", "rejected", "failed", "timed_out")
 
 
 class DeliveryTimeout(Exception):
@@ -91,8 +93,8 @@ class EventPoster:
         self._retry_backoff_s = tuple(retry_backoff_s)
         self.deadline_s = deadline_s
         self._aggregator = Aggregator()
-        # created, bumped, rejected (4xx), failed (gave up), timed_out (deadline), retries
-        self.counts: Counter[str] = Counter()
+        self.counts: Counter[str] = Counter()  # deliveries by outcome (OUTCOMES)
+        self.retries = 0  # requests sent again (5xx, 429, timeouts, refused connections)
         self._logged_rejections: set[tuple[int, str]] = set()
 
     @property
@@ -211,7 +213,7 @@ class EventPoster:
             except ApiError as error:
                 if not error.retryable or attempt == len(backoff_s):
                     raise
-                self.counts["retries"] += 1
+                self.retries += 1
                 await asyncio.sleep(backoff_s[attempt])
 
 

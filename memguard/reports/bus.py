@@ -48,6 +48,10 @@ class ReportBus:
         self.changes = Changes()  # moves after every delivery (the observation API)
         self._logged_failures: set[tuple[str, str]] = set()
 
+    @property
+    def sink_names(self) -> tuple[str, ...]:
+        return tuple(sink.name for sink, _, _ in self._queues)
+
     def publish(self, report: Report) -> None:
         """Queue report for every sink; never blocks (drops and counts when full)."""
         self.published += 1

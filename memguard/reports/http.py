@@ -19,9 +19,10 @@ come back (every ACCEPT_RETRY_S) instead of failing.
 from __future__ import annotations
 
 import errno
+import inspect
 import logging
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 
 import h11
@@ -37,7 +38,9 @@ ACCEPT_RETRY_S = 0.05
 _ACCEPT_OUT_OF_RESOURCES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 OUTCOMES = ("answered", "bad_request", "reset", "timeout", "evicted", "error")
 
-Handler = Callable[[], tuple[int, str, bytes]]
+Answer = tuple[int, str, bytes]  # status, content type, body
+Handler = Callable[[], Answer]
+AsyncHandler = Callable[[], Awaitable[Answer]]  # a route that waits (/metrics reads in a thread)
 
 
 @dataclass(eq=False)
@@ -59,7 +62,7 @@ class HealthServer:
     def __init__(
         self,
         listeners: list[trio.SocketListener],
-        routes: dict[str, Handler],
+        routes: Mapping[str, Handler | AsyncHandler],
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
         counters: HttpCounters | None = None,
         rebind: Callable[[], Awaitable[list[trio.SocketListener]]] | None = None,
@@ -159,18 +162,19 @@ class HealthServer:
         if request is None:
             return "reset"  # closed before sending a request
         connection.request_seen = True
-        status, content_type, body = self._answer(request)
+        status, content_type, body = await self._answer(request)
         await _respond(stream, http, status, content_type, body, request.method.decode())
         return "answered"
 
-    def _answer(self, request: h11.Request) -> tuple[int, str, bytes]:
+    async def _answer(self, request: h11.Request) -> Answer:
         if request.method not in (b"GET", b"HEAD"):
             return 405, "text/plain", b"only GET\n"
         path = request.target.split(b"?", 1)[0].decode("ascii", "replace")
         handler = self._routes.get(path)
         if handler is None:
             return 404, "text/plain", b"not found\n"
-        return handler()
+        answer = handler()
+        return await answer if inspect.isawaitable(answer) else answer
 
 
 async def _read_request(stream: trio.SocketStream, http: h11.Connection) -> h11.Request | None:

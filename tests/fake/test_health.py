@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import trio
 import trio.testing
-from prometheus_client import CollectorRegistry
 
-from memguard.cli.observe import routes, state_metrics
+from memguard.cli.observe import metrics_scraper, routes
 from memguard.fake import drive, tree
 from memguard.policy.model import MIB, Policy
 from memguard.reports.http import HealthServer, bind
-from memguard.reports.metrics import MetricsSink, StateCollector
+from memguard.reports.metrics import MetricsSink
 from memguard.reports.report import ReportKind
 from testing.agents import compose_agent, make_config, reported, running_agent, until
 from testing.waits import within
@@ -41,11 +40,11 @@ async def test_health_readiness_and_metrics(
 ) -> None:
     root, containers = fake_tree
     target = next(c for c in containers if c.name == "cache")
-    registry = CollectorRegistry()
+    sink = MetricsSink()
     config = make_config(root, policy=Policy.NOOP)
-    async with running_agent(config, sinks=[MetricsSink(registry)]) as (agent, collect):
-        registry.register(StateCollector(lambda: state_metrics(agent, None)))
-        server = HealthServer(await bind("127.0.0.1", 0), routes(agent, registry))
+    async with running_agent(config, sinks=[sink]) as (agent, collect):
+        scraper = metrics_scraper(agent, None, sink)
+        server = HealthServer(await bind("127.0.0.1", 0), routes(agent, scraper))
         async with trio.open_nursery() as nursery:
             port = await serve(nursery, server)
             assert await http_get(port, "/healthz") == (200, "ok\n")
@@ -70,8 +69,7 @@ async def test_health_readiness_and_metrics(
 
 async def test_not_ready_before_discovery(empty_fake_root: str) -> None:
     agent, _ = compose_agent(make_config(empty_fake_root), [])
-    registry = CollectorRegistry()
-    server = HealthServer(await bind("127.0.0.1", 0), routes(agent, registry))
+    server = HealthServer(await bind("127.0.0.1", 0), routes(agent))
     async with trio.open_nursery() as nursery:
         status, body = await http_get(await serve(nursery, server), "/readyz")
         nursery.cancel_scope.cancel()
