@@ -178,6 +178,10 @@ def test_daemonset_arguments_are_valid_memguard_flags() -> None:
     values = resolve(RUN_OPTIONS, vars(args), {})
     mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
     assert mounts[os.path.dirname(args.config)] == "config"
+    # The node's /sys/fs/cgroup, whatever its layout: --parent auto looks there
+    assert mounts[values["cgroup_root"]] == "host-cgroup"
+    assert values["parent"] == "auto"
+    assert values["cgroup_version"] == "auto"
     assert values["listen"] == ":9637"
     assert values["high_tripwire"] == "auto"  # the default: no flag needed on v2 nodes
     port = container["ports"][0]["containerPort"]
