@@ -135,14 +135,8 @@ class Agent:
         self.discovered = False  # the first full scan has run
         settings = config.settings
         self.flusher = Flusher(backend, config.flush_timeout_s, config.max_parallel_flushes)
-        context = GuardContext(
-            backend,
-            self.hub,
-            settings,
-            self.flusher,
-            Killer(backend, frozenset({os.getpid()}), settings.dry_run),
-            bus.publish,
-        )
+        self.killer = Killer(backend, frozenset({os.getpid()}), settings.dry_run)
+        context = GuardContext(backend, self.hub, settings, self.flusher, self.killer, bus.publish)
         reserved = open_fd_count() + TRANSIENT_FDS + config.reserved_fds
         budget = FdBudget(backend.fds_per_guard, reserved)
         self.supervisor = GuardSupervisor(context, self.status, budget, listeners)
@@ -248,6 +242,7 @@ class Agent:
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         self._log_start()
+        self.killer.pidfds.probe()  # a refused pidfd syscall is said now, not at a kill
         with self.hub:
             async with trio.open_nursery() as services:
                 for name, service in self._services:

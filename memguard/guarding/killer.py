@@ -16,11 +16,17 @@ Unknown pids are spared only when the last scan found a protected member
 (children inherit oom_score_adj; lowering it to -1000 needs CAP_SYS_RESOURCE).
 Without a pidfd (refused, or a pid read a moment ago) kill(2) is used: the pid
 was a member microseconds before; under the freezer it cannot be reused at all.
+A prepared victim without a pidfd (pidfd_open refused: memguard.kernel.pidfd)
+is signalled only if it is in cgroup.procs read at the kill (once per kill, when
+the first such victim is signalled): a prepared pid that left the cgroup may
+name another process by now. Refusals are decided once, said once (WARNING).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import logging
 import os
 import signal
 import time
@@ -30,11 +36,19 @@ import trio
 
 from memguard.backends.base import Backend
 from memguard.kernel import freezer
-from memguard.kernel.pidfd import Process, open_process
+from memguard.kernel.pidfd import (
+    PIDFD_OPEN,
+    PIDFD_SEND_SIGNAL,
+    PROCESS_MRELEASE,
+    PidfdSupport,
+    Process,
+)
 from memguard.kernel.procfs import read_oom_score_adj, read_procs_info
 from memguard.policy.model import ProcInfo
 from memguard.policy.victim import OOM_SCORE_ADJ_MIN, is_protected, ranked
 from memguard.reports.report import Victim
+
+log = logging.getLogger(__name__)
 
 VICTIM_EXIT_WAIT_S = 0.5
 MAX_PREPARED_PIDFDS = 512  # per guard: a bigger container is signalled by pid
@@ -78,7 +92,7 @@ class Prepared:
     members: tuple[int, ...]
     protected: frozenset[int]  # never to be killed
     info: dict[int, ProcInfo] = field(default_factory=dict)  # ranked policy data
-    victims: dict[int, Process] = field(default_factory=dict)  # open pidfds, best first
+    victims: dict[int, Process] = field(default_factory=dict)  # pidfds (or pids), best first
     at_s: float = 0.0
 
     @property
@@ -121,6 +135,42 @@ def _release(process: Process) -> None:
         process.mrelease()
 
 
+# What memguard does instead when a pidfd syscall is refused (logged once).
+INSTEAD = {
+    PIDFD_OPEN: "kills go by pid with kill(2), each only if the pid is still in the "
+    "cgroup's cgroup.procs read at the kill (a pid that left may name another process "
+    "by now); process_mrelease is not used (it needs a pidfd)",
+    PIDFD_SEND_SIGNAL: "kills go by pid with kill(2), each only while the process's "
+    "pidfd shows it alive (so the pid still names it)",
+    PROCESS_MRELEASE: "a killed process's memory is freed by its own exit, not reaped at once",
+}
+
+
+def _say_refused(syscall: str, code: int) -> None:
+    log.warning(
+        "kill path: %s is refused (%s: a seccomp profile without it, as older container "
+        "runtimes' defaults are, or an older kernel): %s",
+        syscall,
+        errno.errorcode.get(code, str(code)),
+        INSTEAD[syscall],
+    )
+
+
+class _Members:
+    """A cgroup's members, read once, when a victim without a pidfd is about to be
+    signalled (at the kill, not at the preparation)."""
+
+    def __init__(self, backend: Backend, cgroup_dir: str) -> None:
+        self._backend = backend
+        self._cgroup_dir = cgroup_dir
+        self._pids: frozenset[int] | None = None
+
+    def contain(self, pid: int) -> bool:
+        if self._pids is None:
+            self._pids = frozenset(self._backend.pids(self._cgroup_dir) or ())
+        return pid in self._pids
+
+
 def _kill_pid(pid: int) -> bool:
     try:
         os.kill(pid, signal.SIGKILL)
@@ -134,6 +184,7 @@ class Killer:
         self._backend = backend
         self._protected = protected_pids
         self._dry_run = dry_run
+        self.pidfds = PidfdSupport(on_refused=_say_refused)
 
     # -- preparing ---------------------------------------------------------------------
 
@@ -164,8 +215,9 @@ class Killer:
         ) | (self._protected & set(pids))
         prepared = Prepared(tuple(pids), protected, infos, {}, time.perf_counter())
         order = [info.pid for info in ranked(infos.values(), self._protected)]
+        members = _Members(self._backend, cgroup_dir)
         for pid in order[:MAX_PREPARED_PIDFDS]:
-            process = open_process(pid)
+            process = self.pidfds.open(pid, members.contain)
             if process is not None:
                 prepared.victims[pid] = process
         return prepared
@@ -194,7 +246,7 @@ class Killer:
         return KillOutcome(survivors=len(infos))
 
     async def _kill_checked(self, cgroup_dir: str, candidate: ProcInfo) -> KillOutcome | None:
-        process = open_process(candidate.pid)
+        process = self.pidfds.open(candidate.pid)
         if process is None:
             return None
         with process:
