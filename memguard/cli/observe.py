@@ -55,6 +55,14 @@ def state_metrics(
         status.waiting_for_fds,
     )
     yield gauge("memguard_ready", "1 once every discovered cgroup is armed.", agent.ready())
+    yield labelled_gauge(
+        "memguard_pidfd_syscall_refused",
+        "1 when the kernel or a seccomp profile refuses this syscall: pidfd_open or "
+        "pidfd_send_signal, kills go by kill(2) after a membership check; "
+        "process_mrelease, killed processes free their memory as they exit.",
+        {name: float(refused) for name, refused in agent.killer.pidfds.refusals().items()},
+        "syscall",
+    )
     yield plain_counter(
         "memguard_guard_failures", "Guards that failed and were restarted.", status.guard_failures
     )

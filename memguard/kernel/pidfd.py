@@ -72,6 +72,10 @@ class PidfdSupport:
         finally:
             os.close(fd)
 
+    def refusals(self) -> dict[str, bool]:
+        """Every pidfd syscall: refused or not (so far)."""
+        return {syscall: syscall in self.refused for syscall in SYSCALLS}
+
     def note(self, syscall: str, code: int) -> bool:
         """Whether errno `code` from syscall is a refusal; the first one is kept and told."""
         if code not in _REFUSED:

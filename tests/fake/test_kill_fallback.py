@@ -21,6 +21,7 @@ from collections.abc import Iterator
 import pytest
 import trio
 
+from memguard.cli.observe import state_metrics
 from memguard.fake import drive, model, tree
 from memguard.fake.backend import FakeBackend
 from memguard.guarding.killer import Killer
@@ -30,6 +31,7 @@ from memguard.kernel.pidfd import (
     PIDFD_OPEN,
     PIDFD_SEND_SIGNAL,
     PROCESS_MRELEASE,
+    SYSCALLS,
     PlainPid,
 )
 from memguard.policy.margin import levels
@@ -39,6 +41,7 @@ from testing.agentproc import wait_exit
 from testing.agents import make_config, make_settings, reported, running_agent, until
 from testing.pidfd_refusal import MRELEASE, OPEN, SEND_SIGNAL, pidfds_refused
 
+REFUSED_METRIC = "memguard_pidfd_syscall_refused"
 SYSCALL_OF = {OPEN: PIDFD_OPEN, SEND_SIGNAL: PIDFD_SEND_SIGNAL, MRELEASE: PROCESS_MRELEASE}
 
 
@@ -107,14 +110,18 @@ async def test_kills_fall_back_to_kill_when_pidfds_are_refused(
             kind = ReportKind.KILL_PROCESS if policy is kill else ReportKind.KILL_CONTAINER
             report = await reported(collect, target.path, kind)
             refused = dict(agent.killer.pidfds.refused)
+            [metric] = [m for m in state_metrics(agent, None) if m.name == REFUSED_METRIC]
     killed = [victim.pid for victim in report.victims if victim.killed]
     assert killed
+    shown = {sample.labels["syscall"]: sample.value for sample in metric.samples}
     if code == errno.EMFILE:  # no fds: this process by pid, the next one tries again
         assert refused == {}
+        assert shown == dict.fromkeys(SYSCALLS, 0.0)
         assert refusing.calls[call] > 1
         assert refusal_warnings(caplog) == []
     else:  # refused: decided by the probe at start, said once, never tried again
         assert refused == {SYSCALL_OF[call]: code}
+        assert shown == {**dict.fromkeys(SYSCALLS, 0.0), SYSCALL_OF[call]: 1.0}
         assert refusing.calls == {call: 1}
         [warning] = refusal_warnings(caplog)
         assert warning.startswith(f"kill path: {SYSCALL_OF[call]} is refused")
