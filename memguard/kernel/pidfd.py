@@ -29,6 +29,7 @@ from __future__ import annotations
 import errno
 import os
 import select
+import threading
 from collections.abc import Callable
 
 import trio
@@ -58,6 +59,7 @@ class PidfdSupport:
     def __init__(self, on_refused: Callable[[str, int], None] | None = None) -> None:
         self.refused: dict[str, int] = {}
         self._on_refused = on_refused
+        self._lock = threading.Lock()  # victims are prepared in worker threads
 
     def probe(self) -> None:
         fd = lib.memguard_pidfd_open(os.getpid(), 0)
@@ -80,10 +82,12 @@ class PidfdSupport:
         """Whether errno `code` from syscall is a refusal; the first one is kept and told."""
         if code not in _REFUSED:
             return False
-        if syscall not in self.refused:
-            self.refused[syscall] = code
-            if self._on_refused is not None:
-                self._on_refused(syscall, code)
+        with self._lock:
+            first = syscall not in self.refused
+            if first:
+                self.refused[syscall] = code
+        if first and self._on_refused is not None:
+            self._on_refused(syscall, code)
         return True
 
     def signal_refused(self, code: int) -> bool:
