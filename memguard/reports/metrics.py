@@ -19,6 +19,12 @@ agent's counters, one entry per guarded container); the containers' memory files
 one scrape at a time, at most once per READ_MIN_INTERVAL_S (a second scraper
 within it gets the same readings) and for at most READ_BUDGET_S per scrape
 (containers not reached keep their previous reading, oldest read first next time).
+That thread lets go of the GIL after every container and every RENDER_CHUNK
+samples: rendering is pure Python, and a thread holding the GIL keeps the trio
+thread (the kill path) waiting up to the interpreter's 5 ms switch interval.
+Measured with 1,000 containers on this 2-CPU host under load: a 0.5 ms trio
+sleep's lateness during scrapes, p99 5.8 ms rendering in one go, 1.1 ms in
+chunks, 0.8 ms without a scrape.
 """
 
 from __future__ import annotations
@@ -51,6 +57,8 @@ _KILL_KINDS = frozenset({ReportKind.KILL_PROCESS, ReportKind.KILL_CONTAINER, Rep
 CONTAINER_LABELS = ("namespace", "pod", "container", "cgroup")
 READ_MIN_INTERVAL_S = 1.0
 READ_BUDGET_S = 2.0
+RENDER_CHUNK = 64  # samples rendered between two pauses (about 1 ms of pure Python)
+YIELD_S = 0.00005  # the pause: the GIL goes to the trio thread if it waits for it
 
 
 def kill_outcome(report: Report) -> str | None:
@@ -234,6 +242,7 @@ class ContainerReader:
                 self._last.pop(target.cgroup_dir, None)
             else:
                 self._last[target.cgroup_dir] = _Reading(snapshot, started_s)
+            time.sleep(YIELD_S)  # parsing memory.stat holds the GIL: let the trio thread in
             if time.monotonic() - started_s >= self._budget_s:
                 break  # the rest keep their previous reading and are read first next time
         self.last_pass_s = time.monotonic() - started_s
@@ -289,11 +298,28 @@ class Scraper:
                 self.reader.last_pass_s,
             )
         )
-        registry = CollectorRegistry()
-        registry.register(_Families(families))
         for collector in self._collectors:
-            registry.register(collector)
-        return generate_latest(registry)
+            families += collector.collect()
+        return render_yielding(families)
+
+
+def render_yielding(families: Iterable[Metric], chunk: int | None = None) -> bytes:
+    """The text exposition of families, rendered chunk samples at a time with the GIL
+    let go in between: rendering is pure Python (~15 us a series), and a thread that
+    holds the GIL makes the trio thread - the kill path - wait up to the interpreter's
+    switch interval (5 ms) for it. A pause of YIELD_S lets a waiting thread take it."""
+    chunk = chunk or RENDER_CHUNK
+    parts = []
+    for family in families:
+        for start in range(0, max(1, len(family.samples)), chunk):
+            part = Metric(family.name, family.documentation, family.type, family.unit)
+            part.samples = family.samples[start : start + chunk]
+            registry = CollectorRegistry()
+            registry.register(_Families([part]))
+            text = generate_latest(registry)
+            parts.append(text if start == 0 else text.split(b"\n", 2)[2])  # HELP, TYPE once
+            time.sleep(YIELD_S)
+    return b"".join(parts)
 
 
 # -- family helpers -------------------------------------------------------------------------

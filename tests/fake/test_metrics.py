@@ -241,3 +241,27 @@ async def test_scrapes_run_one_at_a_time() -> None:
 
 async def _append(results: list[bytes], scraper: Scraper) -> None:
     results.append(await scraper.scrape())
+
+
+def test_rendering_in_chunks_gives_prometheus_clients_text() -> None:
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from memguard.reports.metrics import container_families, render_yielding
+
+    snapshot = MemorySnapshot(usage_bytes=5 * MIB, limit_bytes=8 * MIB, cache_bytes=MIB)
+    readings = [
+        (ContainerTarget(f"/t/{i}", ("ns", f"p{i}", "c", str(i)), MIB), snapshot) for i in range(10)
+    ]
+    sink = MetricsSink()
+    families = [*sink.families(), *container_families(readings)]
+
+    class Families:
+        def collect(self) -> Iterator[Metric]:
+            return iter(families)
+
+    registry = CollectorRegistry()
+    registry.register(Families())
+    whole = generate_latest(registry)
+    assert render_yielding(families, chunk=3) == whole
+    assert render_yielding(families, chunk=1) == whole
+    assert whole.count(b"# TYPE memguard_container_usage_bytes gauge") == 1
