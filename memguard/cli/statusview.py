@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 BAR_CELLS = 20
 NARROW_BAR_CELLS = 12
 NAME_CELLS = 48  # a longer name is cut from the left in the terminal view
-RATE_SHOWN_FOR_S = 5.0  # an older reading's rate says nothing about now: shown as "-"
+RATE_SHOWN_FOR_S = 1.0  # an older reading's rate says nothing about now: shown as "-"
 WARN_CLOSENESS = 0.9  # usage / threshold from which a row is yellow
 _LONG_HEX = re.compile(r"[0-9a-f]{32,}")
 _UID = re.compile(r"([0-9a-f]{8})[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{12}")
@@ -145,7 +145,7 @@ def _rate(entry: dict[str, Any]) -> str:
     if age > RATE_SHOWN_FOR_S:
         return "-"
     sign = "-" if rate < 0 else "+"
-    return f"{sign}{format_size(int(abs(rate)))}/s"
+    return f"{sign}{short_size(int(abs(rate)))}/s"
 
 
 def _action(last: object) -> str:

@@ -60,7 +60,7 @@ def test_cells_of_a_container_halfway() -> None:
     assert (c.used_cells, c.cache_cells, c.threshold_cell) == (10, 2, 19)
     assert c.level == "ok"
     assert (c.used, c.threshold, c.limit, c.cache) == ("128.0Mi", "250.0Mi", "256.0Mi", "25%")
-    assert c.rate == "+2.0MiB/s"
+    assert c.rate == "+2.0Mi/s"
     assert bar_text(c) == "[########::.........|]"
 
 
@@ -81,7 +81,7 @@ def test_unlimited_and_unread_containers() -> None:
 
 def test_a_stale_rate_is_not_shown_and_last_actions_have_words() -> None:
     assert cells(entry(read_age_s=30.0), PARENT).rate == "-"
-    assert cells(entry(fill_rate_bytes_s=-1.5 * MIB), PARENT).rate == "-1.5MiB/s"
+    assert cells(entry(fill_rate_bytes_s=-1.5 * MIB), PARENT).rate == "-1.5Mi/s"
     kill = {"kind": "OomGuardKillProcess", "dry_run": True, "ago_s": 125.0}
     c = cells(entry(last_action=kill), PARENT)
     assert (c.last, c.last_ago) == ("kill process (dry run)", "2m")
