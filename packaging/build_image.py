@@ -12,9 +12,9 @@ Root, podman, runc and debootstrap (Debian's packages: `make image-deps`).
 2. The wheels, on the host with this interpreter: memguard's (its cffi module
    compiled here, so this Python's X.Y must be the base's: checked) and its
    dependencies'; and the memguard-probe zipapp. Into a fresh build context.
-3. `podman build -f deploy/Dockerfile --build-arg BASE_IMAGE=<base>
-   --build-arg WHEELS=prebuilt`: the Dockerfile of a registry build, with the
-   wheels taken from the context and installed with no index and no network.
+3. `podman build -f deploy/Dockerfile --build-arg BASE_IMAGE=<base>` of that
+   context: the Dockerfile of a registry build, which takes the wheels from the
+   context and installs them with no index (and here no network).
    The image this tag named before, if nothing else names it now, is removed.
 
 podman runs here only with the runc runtime and explicit ulimits (crun refuses
@@ -232,8 +232,8 @@ def make_base(tag: str, suite: str, mirror: str) -> None:
 
 
 def build_wheels(context: pathlib.Path) -> None:
-    """build/image/{wheels/,memguard-probe} in the context, as deploy/Dockerfile's
-    prebuilt stage expects them."""
+    """build/image/{wheels/,memguard-probe} in the context: deploy/Dockerfile's
+    wheels stage takes them as they are instead of compiling."""
     image_dir = context / "build" / "image"
     with step("wheels (memguard and its dependencies) and memguard-probe"):
         subprocess.run(
@@ -256,7 +256,7 @@ def build_image(tag: str, base: str, version: str) -> None:
             podman(
                 "build", "--quiet", "--layers=false", "--force-rm", "--network=none", *ULIMITS,
                 "--file", str(DOCKERFILE),
-                "--build-arg", f"BASE_IMAGE={base}", "--build-arg", "WHEELS=prebuilt",
+                "--build-arg", f"BASE_IMAGE={base}",
                 "--label", f"org.opencontainers.image.version={version}",
                 "--tag", tag, context,
             )  # fmt: skip
