@@ -23,13 +23,14 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 # The cgroup v2 real-kernel tier boots a VM (virtme-ng, QEMU TCG, Debian's kernel):
-# its host tools come from Debian's packages, installed as root when missing.
+# its host tools come from Debian's packages, installed as root when missing; so
+# does tmux, the real terminal of the `memguard status` test.
 vm-deps:
 	@if ! command -v qemu-system-x86_64 >/dev/null || ! command -v busybox >/dev/null \
-	    || ! ls /boot/vmlinuz-* >/dev/null 2>&1; then \
-	  echo "installing the cgroup v2 test VM's tools: qemu-system-x86 linux-image-amd64 busybox-static"; \
+	    || ! ls /boot/vmlinuz-* >/dev/null 2>&1 || ! test -x /usr/bin/tmux; then \
+	  echo "installing the test tools: qemu-system-x86 linux-image-amd64 busybox-static tmux"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-	    --no-install-recommends qemu-system-x86 linux-image-amd64 busybox-static >/dev/null; \
+	    --no-install-recommends qemu-system-x86 linux-image-amd64 busybox-static tmux >/dev/null; \
 	fi
 
 # The image (`make image`, tests/image): podman with runc (crun refuses this host's
