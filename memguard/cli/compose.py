@@ -247,8 +247,7 @@ async def compose(config: RunConfig, log_handler: NonBlockingHandler | None = No
             listeners, routes(agent, scraper, page.answer), config.agent.reserved_fds, counters
         )
         log.info("health and metrics on http://%s", config.listen)
-    status_routes = {"/status": page.answer, "/healthz": lambda: (200, "text/plain", b"ok\n")}
-    status = await open_status_socket(config.status_socket, status_routes, os.environ)
+    status = await open_status_socket(config.status_socket, page.answer, os.environ)
     return Composed(agent, server, status)
 
 

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from memguard.cli.logsetup import NonBlockingHandler
 from memguard.guarding.agent import Agent
 from memguard.guarding.discovery import TOO_DEEP, cause_name
-from memguard.reports.http import Handler, HttpCounters
+from memguard.reports.http import AsyncHandler, HttpCounters
 
 if TYPE_CHECKING:
     from prometheus_client.core import Metric
@@ -235,7 +235,7 @@ def metrics_scraper(
 
 
 def routes(
-    agent: Agent, metrics: Scraper | None = None, status: Handler | None = None
+    agent: Agent, metrics: Scraper | None = None, status: AsyncHandler | None = None
 ) -> dict[str, Any]:
     """metrics: /metrics (none without); status: the /status page
     (memguard.cli.statuspage), served beside the others."""

@@ -4,7 +4,8 @@ Served on --listen and on the status socket (memguard.cli.statussocket), both
 from one StatusPage. Its cost is bounded for the agent whoever asks: a page is
 built at most once per MIN_INTERVAL_S (viewers in between get the same bytes),
 from what the guards already hold (memguard.guarding.view: no cgroupfs read),
-with at most MAX_CONTAINERS rows, nearest the threshold first. Names come from
+with at most MAX_CONTAINERS rows, nearest the threshold first, CHUNK_ROWS at a
+time with a trio checkpoint between (guards woken meanwhile run first). Names come from
 the pod cache when Kubernetes is on and the pod is known (a dict lookup).
 
 Schema (version 1; sizes in bytes, times in seconds, wall times since the epoch):
@@ -30,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from memguard.guarding.agent import Agent
-from memguard.guarding.view import ContainerView, container_views
+from memguard.guarding.view import ContainerView, closest_first, view_of
 from memguard.policy.paths import ContainerRef
 
 if TYPE_CHECKING:
@@ -39,6 +40,8 @@ if TYPE_CHECKING:
 SCHEMA_VERSION = 1
 MIN_INTERVAL_S = 0.5  # at most two pages built per second, however many viewers
 MAX_CONTAINERS = 5000  # rows in one page (the nearest the threshold)
+CHUNK_ROWS = 64  # rows made between two checkpoints of the trio thread
+_ROWS = "@rows@"  # where the encoded rows go in the page's skeleton
 
 # (namespace, pod, container) of a container, or None while the pod cache does not know it.
 Namer = Callable[[ContainerRef], tuple[str, str, str | None] | None]
@@ -105,22 +108,54 @@ class StatusPage:
         self._started_at = time.time()
         self._built_at_s = -float("inf")
         self._body = b""
+        self._building: trio.Event | None = None
         self.builds = 0  # pages built (the rest were served from the last one)
 
-    def answer(self) -> tuple[int, str, bytes]:
-        """The HTTP route: (200, JSON, body)."""
-        now_s = trio.current_time()
-        if now_s - self._built_at_s >= MIN_INTERVAL_S:
-            self._body = json.dumps(self.build(now_s), separators=(",", ":")).encode() + b"\n"
-            self._built_at_s = now_s
-            self.builds += 1
+    async def answer(self) -> tuple[int, str, bytes]:
+        """The HTTP route: (200, JSON, body); one build at a time, at most every
+        MIN_INTERVAL_S (a request meanwhile gets the page being built or the last)."""
+        if self._building is not None:
+            await self._building.wait()
+        elif trio.current_time() - self._built_at_s >= MIN_INTERVAL_S:
+            self._building = building = trio.Event()
+            try:
+                self._body = await self.build()
+                self._built_at_s = trio.current_time()
+                self.builds += 1
+            finally:
+                self._building = None
+                building.set()
         return 200, "application/json", self._body
 
-    def build(self, now_s: float) -> dict[str, Any]:
-        agent, now_wall_s = self._agent, time.time()
-        status = agent.current_status()
-        views = container_views(list(agent.supervisor.guards.values()), now_s)
+    async def build(self) -> bytes:
+        """The page, CHUNK_ROWS rows at a time: the trio thread runs the guards
+        between chunks (1,000 rows in one go held it for 8.5 ms here)."""
+        agent, now_s, now_wall_s = self._agent, trio.current_time(), time.time()
+        guards = list(agent.supervisor.guards.values())
+        views: list[ContainerView] = []
+        for start in range(0, len(guards), CHUNK_ROWS):
+            views.extend(view_of(guard, now_s) for guard in guards[start : start + CHUNK_ROWS])
+            await trio.lowlevel.checkpoint()
+        views = closest_first(views)
         shown = views[:MAX_CONTAINERS]
+        encoded: list[str] = []
+        for start in range(0, len(shown), CHUNK_ROWS):
+            rows = [
+                row(v, self._names(v.ref), now_wall_s) for v in shown[start : start + CHUNK_ROWS]
+            ]
+            encoded.extend(json.dumps(r, separators=(",", ":")) for r in rows)
+            await trio.lowlevel.checkpoint()
+        page = {**self._head(now_wall_s), "containers": _ROWS, "omitted": len(views) - len(shown)}
+        skeleton = json.dumps(page, separators=(",", ":"))
+        # Only structure has bare quotes (inside JSON strings they are escaped).
+        text = skeleton.replace(
+            f'"containers":"{_ROWS}"', '"containers":[' + ",".join(encoded) + "]"
+        )
+        return text.encode() + b"\n"
+
+    def _head(self, now_wall_s: float) -> dict[str, Any]:
+        agent = self._agent
+        status = agent.current_status()
         settings = agent.config.settings
         return {
             "version": SCHEMA_VERSION,
@@ -138,6 +173,4 @@ class StatusPage:
                 "ready": not status.not_ready_reasons(),
                 "not_ready": status.not_ready_reasons(),
             },
-            "containers": [row(v, self._names(v.ref), now_wall_s) for v in shown],
-            "omitted": len(views) - len(shown),
         }

@@ -32,7 +32,7 @@ import trio
 
 from memguard.cli.status import socket_candidates
 from memguard.errors import ConfigError
-from memguard.reports.http import Handler, HealthServer, HttpCounters
+from memguard.reports.http import AsyncHandler, Handler, HealthServer, HttpCounters
 
 log = logging.getLogger(__name__)
 
@@ -138,10 +138,15 @@ class StatusEndpoint:
 
 
 async def open_status_socket(
-    setting: str, routes: dict[str, Handler], environ: Mapping[str, str]
+    setting: str, status: AsyncHandler, environ: Mapping[str, str]
 ) -> StatusEndpoint | None:
-    """The status socket per --status-socket (module docstring); None when off.
-    ConfigError (exit 2) when an explicit path cannot be used."""
+    """The status socket per --status-socket (module docstring), serving status
+    on /status (and /healthz); None when off. ConfigError (exit 2) when an
+    explicit path cannot be used."""
+    routes: dict[str, Handler | AsyncHandler] = {
+        "/status": status,
+        "/healthz": lambda: (200, "text/plain", b"ok\n"),
+    }
     if setting == "off":
         return None
     explicit = setting != "auto"

@@ -77,8 +77,3 @@ def view_of(guard: Guard, now_s: float) -> ContainerView:
 def closest_first(views: Iterable[ContainerView]) -> list[ContainerView]:
     """Nearest the threshold first; those without one after, biggest usage first."""
     return sorted(views, key=lambda v: (-v.closeness, -(v.usage_bytes or 0), v.cgroup))
-
-
-def container_views(guards: Iterable[Guard], now_s: float) -> list[ContainerView]:
-    """Every guard's row, nearest the threshold first."""
-    return closest_first(view_of(guard, now_s) for guard in guards)

@@ -18,13 +18,13 @@ from typing import Any
 
 import trio
 
-from memguard.cli.statuspage import MIN_INTERVAL_S, StatusPage
+from memguard.cli.statuspage import CHUNK_ROWS, MIN_INTERVAL_S, StatusPage
 from memguard.cli.statusview import label
 from memguard.fake import drive, model, tree
 from memguard.policy.model import MIB, Policy
 from memguard.policy.paths import ContainerRef
 from memguard.units import format_size
-from testing.agentproc import agent_process, wait_until
+from testing.agentproc import agent_process, fake_container, wait_until
 from testing.agents import make_config, running_agent, until
 from testing.waits import within
 
@@ -234,8 +234,17 @@ async def test_the_page_names_pods_and_is_built_at_most_every_interval(fake_tree
     async with running_agent(make_config(root, policy=Policy.NOOP)) as (agent, _):
         await until(agent.supervisor.changes, agent.ready, "every container armed")
         page = StatusPage(agent, names)
-        first = page.answer()
-        assert page.answer() == first  # within MIN_INTERVAL_S: the same bytes, not rebuilt
+        answers = []
+
+        async def ask() -> None:
+            answers.append(await page.answer())
+
+        async with trio.open_nursery() as nursery:  # asked twice at once: built once
+            nursery.start_soon(ask)
+            nursery.start_soon(ask)
+        first = answers[0]
+        assert answers == [first, first]
+        assert await page.answer() == first  # within MIN_INTERVAL_S: the same bytes, not rebuilt
         assert page.builds == 1
         rows = by_cgroup(json.loads(first[2]))
         assert first[:2] == (200, "application/json")
@@ -246,7 +255,7 @@ async def test_the_page_names_pods_and_is_built_at_most_every_interval(fake_tree
         assert other.ref.container_id is not None
         assert label(rows[other.path], root).endswith(other.ref.container_id[:12])
         await trio.sleep(MIN_INTERVAL_S)  # the interval itself: the next answer is built anew
-        page.answer()
+        await page.answer()
         assert page.builds == 2
 
 
@@ -257,3 +266,26 @@ def test_rich_is_loaded_by_the_terminal_view_only() -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=60)
     assert result.stdout.decode().strip() == "False", result.stderr.decode()
+
+
+async def test_a_page_of_many_rows_is_whole_and_in_order(empty_fake_root: str) -> None:
+    count = 3 * CHUNK_ROWS + 5  # built in chunks
+    made = [
+        fake_container(empty_fake_root, f"docker/{index:064x}", (64 + index) * MIB)
+        for index in range(count)
+    ]
+    try:
+        async with running_agent(make_config(empty_fake_root, policy=Policy.NOOP)) as (agent, _):
+            await until(
+                agent.supervisor.changes,
+                lambda: agent.supervisor.armed == count,
+                f"{count} guards armed",
+            )
+            page = json.loads((await StatusPage(agent).answer())[2])
+        rows = page["containers"]
+        assert {row["cgroup"] for row in rows} == {c.path for c in made}
+        assert (page["agent"]["guarded"], page["omitted"]) == (count, 0)
+        # 1 MiB each, under limits that grow: the smallest limit is the nearest.
+        assert [row["limit_bytes"] for row in rows] == sorted(r["limit_bytes"] for r in rows)
+    finally:
+        tree.kill_and_reap(c.pid for c in made)

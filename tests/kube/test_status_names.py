@@ -40,7 +40,8 @@ async def test_rows_carry_namespace_pod_and_container(
             await bounded(features.bridge.run(cached), what)
             await wait_armed(agent, known.path)
             await wait_armed(agent, stranger.path)
-            page = json.loads(StatusPage(agent, pod_namer(features.cache.lookup)).answer()[2])
+            answer = await StatusPage(agent, pod_namer(features.cache.lookup)).answer()
+            page = json.loads(answer[2])
         rows = {row["cgroup"]: row for row in page["containers"]}
         row = rows[known.path]
         assert (row["namespace"], row["pod"], row["container"]) == ("shop", "web-0", "app")
