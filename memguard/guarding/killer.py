@@ -44,6 +44,7 @@ from memguard.kernel.pidfd import (
     Process,
 )
 from memguard.kernel.procfs import read_oom_score_adj, read_procs_info
+from memguard.kernel.sched import RealtimeBurst
 from memguard.policy.model import ProcInfo
 from memguard.policy.victim import OOM_SCORE_ADJ_MIN, is_protected, ranked
 from memguard.reports.report import Victim
@@ -70,6 +71,7 @@ class KillOutcome:
     # cgroup v2 cgroup.kill: every member signalled at once (the victims listed are
     # those memguard knew of or still saw dying: exited ones leave cgroup.procs)
     cgroup_kill: bool = False
+    realtime: bool = False  # signalled in SCHED_FIFO (the dying could not preempt it)
 
     def details(self) -> dict[str, str]:
         """A container kill's figures for its report (Report.extra)."""
@@ -82,6 +84,8 @@ class KillOutcome:
             extra["froze"] = "true"
         if self.cgroup_kill:
             extra["cgroup_kill"] = "true"
+        if self.realtime:
+            extra["realtime"] = "true"
         return extra
 
 
@@ -171,6 +175,16 @@ class _Members:
         return pid in self._pids
 
 
+def _say_no_realtime(error: OSError) -> None:
+    log.warning(
+        "kill path: SCHED_FIFO is refused (%s: needs CAP_SYS_NICE or RLIMIT_RTPRIO, and RT "
+        "runtime in memguard's CPU cgroup where RT group scheduling is on): a container "
+        "kill's signals compete for the CPU with the members already dying, so a big "
+        "container takes longer to signal",
+        errno.errorcode.get(error.errno or 0, str(error.errno)),
+    )
+
+
 def _kill_pid(pid: int) -> bool:
     try:
         os.kill(pid, signal.SIGKILL)
@@ -185,6 +199,7 @@ class Killer:
         self._protected = protected_pids
         self._dry_run = dry_run
         self.pidfds = PidfdSupport(on_refused=_say_refused)
+        self.burst = RealtimeBurst(on_refused=_say_no_realtime)
 
     # -- preparing ---------------------------------------------------------------------
 
@@ -279,7 +294,15 @@ class Killer:
             spread_s = run.last_at - run.first_at
         survivors = len(left) + len(run.spared)
         return KillOutcome(
-            victims, survivors, gone, run.first_at, spread_s, run.rounds, run.froze, run.cgroup_kill
+            victims,
+            survivors,
+            gone,
+            run.first_at,
+            spread_s,
+            run.rounds,
+            run.froze,
+            run.cgroup_kill,
+            run.realtime,
         )
 
     def _would_kill(self, cgroup_dir: str, prepared: Prepared | None) -> KillOutcome:
@@ -329,6 +352,7 @@ class _ContainerKill:
         self.rounds = 0
         self.froze = False
         self.cgroup_kill = False
+        self.realtime = False
 
     def _mark(self) -> None:
         now = time.perf_counter()
@@ -363,24 +387,27 @@ class _ContainerKill:
 
     async def execute(self, deadline_s: float) -> bool:
         """Kill until no member may be left alive; False when the cgroup is gone."""
-        self._signal_prepared()
         backend = self.killer.backend
-        if not self.spared and (self.prepared is None or not self.prepared.protected):
-            self._mark()
-            done = backend.kill_all(self.cgroup_dir)  # v2 cgroup.kill: all at once
-            if done is not None:
-                if not done:
-                    return False
-                self.cgroup_kill = True
-                for process in self.processes:
-                    _release(process)
-                before = self.prepared.members if self.prepared is not None else ()
-                members = backend.pids(self.cgroup_dir) or []  # those not gone already
-                self.signalled += [
-                    p for p in dict.fromkeys([*before, *members]) if p not in self.signalled
-                ]
-                # on to the rounds: they wait for the dying to leave (and would
-                # signal any newcomer, though cgroup.kill leaves none)
+        done: bool | None = None
+        with self.killer.burst as realtime:  # the dying wait until all are signalled
+            self.realtime = realtime
+            self._signal_prepared()
+            if not self.spared and (self.prepared is None or not self.prepared.protected):
+                self._mark()
+                done = backend.kill_all(self.cgroup_dir)  # v2 cgroup.kill: all at once
+        if done is not None:
+            if not done:
+                return False
+            self.cgroup_kill = True
+            for process in self.processes:
+                _release(process)
+            before = self.prepared.members if self.prepared is not None else ()
+            members = backend.pids(self.cgroup_dir) or []  # those not gone already
+            self.signalled += [
+                p for p in dict.fromkeys([*before, *members]) if p not in self.signalled
+            ]
+            # on to the rounds: they wait for the dying to leave (and would
+            # signal any newcomer, though cgroup.kill leaves none)
         known = set(self.prepared.members) if self.prepared is not None else None
         released = False
         with trio.move_on_at(deadline_s):
@@ -392,7 +419,8 @@ class _ContainerKill:
                     return True
                 # members the preparation did not know: it forks, so freeze it too
                 forking = known is not None and not known.issuperset(pids)
-                fresh = self._signal_round(pids)
+                with self.killer.burst:
+                    fresh = self._signal_round(pids)
                 self.rounds += 1 if fresh else 0
                 if not released:  # every member signalled once: now free their memory
                     released = True
@@ -417,7 +445,8 @@ class _ContainerKill:
                     await trio.sleep(0.001)
             members = freezer.members(frozen) or []
             if set(members) == set(self.killer.backend.pids(self.cgroup_dir) or ()):
-                self._signal_round(members)  # the same container: safe by pid, frozen
+                with self.killer.burst:
+                    self._signal_round(members)  # the same container: safe by pid, frozen
                 self.froze = True
         finally:
             await trio.to_thread.run_sync(freezer.thaw, frozen)

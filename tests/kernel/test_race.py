@@ -86,6 +86,7 @@ async def test_a_container_of_300_processes_is_killed_whole(cgroups: CgroupTree)
         assert kill.extra.get("cgroup_kill") == "true", kill.extra
     assert kill.survivors == 0
     assert "signalled_within_ms" in kill.extra
+    assert kill.extra.get("realtime") == "true", kill.extra  # root: SCHED_FIFO permitted
     assert cgroups.pids_in(cgroup) == []
     assert cgroups.oom_kills(cgroup) == 0
 
