@@ -37,7 +37,7 @@ BUILD_IMAGE = ROOT / "packaging" / "build_image.py"
 PODMAN = ["podman", "--runtime", "runc"]
 ULIMITS = ["--ulimit", "nofile=20000:20000", "--ulimit", "nproc=4000:4000"]
 HOST_CGROUPFS = "/sys/fs/cgroup"
-BUILD_TIMEOUT_S = 600.0  # a cold build (debootstrap) took 63 s here
+BUILD_TIMEOUT_S = 540.0  # a cold build (debootstrap) took 63-129 s here
 
 
 def missing_prerequisite() -> str | None:

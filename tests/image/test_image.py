@@ -22,7 +22,9 @@ import pytest
 from testing import podman
 from testing.cgroups import CgroupTree
 
-pytestmark = pytest.mark.image
+# The first test's setup builds the image: cold (debootstrap) 1-2 min here, more on a
+# slow mirror; the build itself gives up after podman.BUILD_TIMEOUT_S.
+pytestmark = [pytest.mark.image, pytest.mark.timeout(podman.BUILD_TIMEOUT_S + 60)]
 
 
 @pytest.fixture(scope="module")
