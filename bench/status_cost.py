@@ -20,6 +20,7 @@ import argparse
 import json
 import os
 import pty
+import shutil
 import signal
 import subprocess
 import sys
@@ -170,6 +171,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             agent.wait()
         log.close()
         tree.clean(root)
+        shutil.rmtree(workdir)
     return results
 
 

@@ -6,6 +6,7 @@ MEMGUARD_STATUS_CAPTURE=FILE the last screen is written there too."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pathlib
 import shlex
@@ -33,11 +34,16 @@ def tmux_server() -> Iterator[list[str]]:
     """The command prefix of a private tmux server, killed (it alone) on exit."""
     if not os.access(TMUX, os.X_OK):
         pytest.fail(f"the real-terminal test needs tmux at {TMUX} (apt-get install tmux)")
-    prefix = [TMUX, "-L", f"memguard-test-{os.getpid()}-{uuid.uuid4().hex[:8]}", "-f", "/dev/null"]
+    name = f"memguard-test-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    prefix = [TMUX, "-L", name, "-f", "/dev/null"]
     try:
         yield prefix
     finally:
         subprocess.run([*prefix, "kill-server"], capture_output=True, timeout=30)
+        # The killed server leaves its socket file behind: remove it (ours, by name).
+        socket_dir = os.environ.get("TMUX_TMPDIR", "/tmp")
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(os.path.join(socket_dir, f"tmux-{os.getuid()}", name))
 
 
 async def screen(prefix: list[str]) -> str:
