@@ -23,7 +23,7 @@ from typing import Any
 
 import trio
 
-from memguard.backends.v2 import V2Settings
+from memguard.backends.v2 import Tripwire, V2Settings
 from memguard.policy.margin import threshold_bytes
 from memguard.policy.model import MIB, Policy
 from memguard.reports.report import ReportKind
@@ -32,12 +32,14 @@ from testing.cgroups import CgroupTree, new_tree
 
 LIMIT_MIB = 128
 RATE_MIB_S = 100.0
+# One signal at a time, the tripwire off (its default, auto, would set memory.high
+# and make every row measure the tripwire); then the tripwire alone, then defaults.
 CONFIGS = {
-    "poll": V2Settings(signals=frozenset({"poll"})),
-    "psi": V2Settings(signals=frozenset({"psi"})),
-    "events": V2Settings(signals=frozenset({"events"})),
-    "events+tripwire": V2Settings(signals=frozenset({"events"}), high_tripwire=True),
-    "default (events,psi,poll)": V2Settings(),
+    "poll": V2Settings(signals=frozenset({"poll"}), high_tripwire=Tripwire.OFF),
+    "psi": V2Settings(signals=frozenset({"psi"}), high_tripwire=Tripwire.OFF),
+    "events": V2Settings(signals=frozenset({"events"}), high_tripwire=Tripwire.OFF),
+    "events+tripwire": V2Settings(signals=frozenset({"events"}), high_tripwire=Tripwire.ON),
+    "default (events,psi,poll; tripwire auto)": V2Settings(),
 }
 
 
