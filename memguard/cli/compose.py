@@ -38,6 +38,7 @@ from memguard.errors import ConfigError
 from memguard.fake import model as fake_model
 from memguard.fake.backend import FakeBackend
 from memguard.guarding.agent import Agent
+from memguard.guarding.pods import NoOverrides, NoPodActions, OverridesSource, PodActions
 from memguard.kernel.fstype import FsKind, existing_ancestor, fs_kind
 from memguard.kernel.hierarchy import CgroupLayout
 from memguard.kernel.mounts import read_host
@@ -237,7 +238,11 @@ async def compose(config: RunConfig, log_handler: NonBlockingHandler | None = No
             "memory QoS classes/annotations are configured, but Kubernetes is off: "
             "without pod annotations nothing is applied"
         )
-    agent, _ = build_agent(config, backend, sinks, services, pods)
+    # The pods' side of the guards (issue 13): per-container overrides/protection and
+    # eviction/delete. memguard.kube wires its own here when Kubernetes is on.
+    overrides: OverridesSource = NoOverrides()
+    pod_actions: PodActions = NoPodActions()
+    agent, _ = build_agent(config, backend, sinks, services, pods, overrides, pod_actions)
     page = StatusPage(agent, pod_namer(pods.lookup) if pods is not None else no_names)
     server = None
     if listeners is not None and metrics is not None:
@@ -257,6 +262,8 @@ def build_agent(
     sinks: Sequence[Sink],
     services: Sequence[NamedService] = (),
     pods: PodSource | None = None,
+    overrides: OverridesSource | None = None,
+    pod_actions: PodActions | None = None,
 ) -> tuple[Agent, MemoryQos | None]:
     """The agent with its report bus and, when configured, memory QoS (which it
     also returns: it is a service and a container listener of the agent)."""
@@ -267,4 +274,13 @@ def build_agent(
         dry_run = config.agent.settings.dry_run
         qos = MemoryQos(config.memory_qos, backend, bus.publish, page_bytes, dry_run, pods)
     named = [*services, (qos.component, qos.run)] if qos else list(services)
-    return Agent(config.agent, backend, bus, named, [qos] if qos else []), qos
+    agent = Agent(
+        config.agent,
+        backend,
+        bus,
+        named,
+        [qos] if qos else [],
+        overrides=overrides,
+        pod_actions=pod_actions,
+    )
+    return agent, qos

@@ -33,6 +33,7 @@ from memguard.guarding.actions import Flusher
 from memguard.guarding.discovery import Discovery, MatchMode
 from memguard.guarding.guard import GuardContext
 from memguard.guarding.killer import Killer
+from memguard.guarding.pods import NoOverrides, NoPodActions, OverridesSource, PodActions
 from memguard.guarding.supervisor import ContainerListener, FdBudget, GuardSupervisor
 from memguard.policy.margin import granularity_raised_margin
 from memguard.policy.model import GuardSettings
@@ -125,6 +126,8 @@ class Agent:
         services: Sequence[NamedService] = (),
         listeners: Sequence[ContainerListener] = (),
         status: ComponentStatus | None = None,
+        overrides: OverridesSource | None = None,
+        pod_actions: PodActions | None = None,
     ) -> None:
         self.config = config
         self.backend = backend
@@ -136,7 +139,16 @@ class Agent:
         settings = config.settings
         self.flusher = Flusher(backend, config.flush_timeout_s, config.max_parallel_flushes)
         self.killer = Killer(backend, frozenset({os.getpid()}), settings.dry_run)
-        context = GuardContext(backend, self.hub, settings, self.flusher, self.killer, bus.publish)
+        context = GuardContext(
+            backend,
+            self.hub,
+            settings,
+            self.flusher,
+            self.killer,
+            bus.publish,
+            overrides or NoOverrides(),
+            pod_actions or NoPodActions(),
+        )
         reserved = open_fd_count() + TRANSIENT_FDS + config.reserved_fds
         budget = FdBudget(backend.fds_per_guard, reserved)
         self.supervisor = GuardSupervisor(context, self.status, budget, listeners)

@@ -26,7 +26,7 @@ import math
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import trio
@@ -36,6 +36,7 @@ from memguard.backends.inotify_hub import InotifyHub
 from memguard.backends.wake import NOTIFICATIONS, Wake
 from memguard.guarding.actions import Flusher
 from memguard.guarding.killer import Killer, KillOutcome, Prepared
+from memguard.guarding.pods import NoOverrides, NoPodActions, OverridesSource, PodActions
 from memguard.policy import effects as fx
 from memguard.policy.model import GuardSettings, MemorySnapshot, Policy
 from memguard.policy.paths import ContainerRef
@@ -67,6 +68,10 @@ class GuardContext:
     flusher: Flusher
     killer: Killer
     publish: Callable[[Report], None]
+    # The pods' side (issue 13): per-container overrides and protection, and the
+    # API server's eviction/delete; memguard.kube provides the real ones.
+    overrides: OverridesSource = field(default_factory=NoOverrides)
+    pod_actions: PodActions = field(default_factory=NoPodActions)
 
 
 class GuardEvents(Protocol):
