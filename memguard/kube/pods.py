@@ -11,8 +11,11 @@ Rules (the API server's objects are input like any other: bounded, validated):
   for a name, a megabyte-long uid) makes the whole pod ignored: PodError
   says why, parse_pod() returns None. Nothing here raises anything else.
 - Only the annotations memguard acts on are kept (the memory-QoS plugin's
-  `*.memory-qos.nri.io` keys): a pod may carry 256 KiB of others
+  `*.memory-qos.nri.io` keys and memguard's own `memguard.io/*` and
+  `*.memguard.io/<container>`): a pod may carry 256 KiB of others
   (last-applied-configuration, ...), and the cache holds up to 10,000 pods.
+- Also read for memguard.policy.annotations: spec.terminationGracePeriodSeconds
+  and metadata.deletionTimestamp (the pod is terminating).
 """
 
 from __future__ import annotations
@@ -31,7 +34,8 @@ MAX_ANNOTATIONS = 4096  # entries in one annotation map (the server caps their t
 MAX_KEPT_ANNOTATIONS = 64  # memguard's own annotations on one pod
 MAX_ANNOTATION_VALUE_CHARS = 4096  # one kept value (memory QoS takes at most 64)
 MAX_SHORT_CHARS = 1024  # qosClass, resourceVersion, nodeName
-KEPT_ANNOTATION_DOMAINS = ("memory-qos.nri.io",)
+KEPT_ANNOTATION_DOMAINS = ("memory-qos.nri.io", "memguard.io")
+MAX_GRACE_PERIOD_S = 2**63 - 1  # terminationGracePeriodSeconds is an int64
 
 _STATUS_LISTS = (
     ("containerStatuses", "containers"),
@@ -61,6 +65,8 @@ class PodInfo:
     annotations: Mapping[str, str] = field(default_factory=dict)
     containers_by_id: Mapping[str, ContainerInfo] = field(default_factory=dict)
     resource_version: str | None = None
+    termination_grace_period_s: int | None = None  # spec.terminationGracePeriodSeconds
+    terminating: bool = False  # metadata.deletionTimestamp is set
 
     def container(self, container_id: str | None) -> ContainerInfo | None:
         if container_id is None:
@@ -161,6 +167,12 @@ def read_pod(pod: object) -> PodInfo:
     priority = spec.get("priority")
     if priority is not None and (type(priority) is not int or abs(priority) > 2**31):
         raise PodError("spec.priority: not a 32-bit integer")
+    grace_s = spec.get("terminationGracePeriodSeconds")
+    if grace_s is not None and (type(grace_s) is not int or not 0 <= grace_s <= MAX_GRACE_PERIOD_S):
+        raise PodError("spec.terminationGracePeriodSeconds: not a non-negative int64")
+    deleting = _text(
+        metadata.get("deletionTimestamp"), "metadata.deletionTimestamp", MAX_SHORT_CHARS
+    )
     return PodInfo(
         namespace=namespace,
         name=name,
@@ -173,6 +185,8 @@ def read_pod(pod: object) -> PodInfo:
         resource_version=_text(
             metadata.get("resourceVersion"), "metadata.resourceVersion", MAX_SHORT_CHARS
         ),
+        termination_grace_period_s=grace_s,
+        terminating=bool(deleting),
     )
 
 
