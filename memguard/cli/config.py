@@ -22,7 +22,7 @@ from memguard.guarding.agent import AgentConfig
 from memguard.guarding.discovery import MatchMode
 from memguard.kernel.fstype import FsKind, existing_ancestor, fs_kind
 from memguard.kernel.hierarchy import CgroupLayout, choose_layout, missing_parent_hint, probe
-from memguard.policy.model import GuardSettings, Policy, check_granularity_bytes
+from memguard.policy.model import GracefulVia, GuardSettings, Policy, check_granularity_bytes
 from memguard.policy.poll import PollSettings
 from memguard.policy.qos import QosConfig
 
@@ -150,6 +150,13 @@ def build_agent_config(
         )
     if not 0 < values["margin_ratio"] < 0.5:
         raise ConfigError("--margin-ratio must be above 0 and below 0.5 (50%)")
+    if values["min_soft_margin"] > values["max_soft_margin"]:
+        raise ConfigError(
+            f"--min-soft-margin ({values['min_soft_margin']} bytes) is larger than "
+            f"--max-soft-margin ({values['max_soft_margin']} bytes)"
+        )
+    if not 0 < values["soft_margin_ratio"] < 0.5:
+        raise ConfigError("--soft-margin-ratio must be above 0 and below 0.5 (50%)")
     settings = GuardSettings(
         policy=Policy(values["policy"]),
         dry_run=values["dry_run"],
@@ -166,6 +173,11 @@ def build_agent_config(
         hot_recheck_interval_s=values["hot_recheck_interval"],
         cache_flush_above=values["flush_cache_above"],
         cache_flush_interval_s=values["flush_interval"],
+        soft_margin_ratio=values["soft_margin_ratio"],
+        min_soft_margin_bytes=values["min_soft_margin"],
+        max_soft_margin_bytes=values["max_soft_margin"],
+        grace_period_s=values["grace_period"],
+        graceful_via=GracefulVia(values["graceful_via"]),
     )
     if layout is None and values["parent"] == "auto":
         layout = read_layout(values["cgroup_root"])

@@ -77,6 +77,16 @@ def _size(low: str, high: str) -> Bounded:
     return Bounded(lambda text: parse_size(text, low_bytes, high_bytes), low, high)
 
 
+def _optional_duration(low: str, high: str) -> Bounded:
+    """A duration in range, or '' (None: the default decided elsewhere)."""
+    low_s, high_s = parse_duration(low), parse_duration(high)
+
+    def parse(text: str) -> float | None:
+        return parse_duration(text, low_s, high_s) if text.strip() else None
+
+    return Bounded(parse, low, high)
+
+
 def _whole_number(low: int, high: int) -> Bounded:
     return Bounded(lambda text: parse_whole_number(text, low, high), str(low), str(high))
 
@@ -246,8 +256,31 @@ RUN_OPTIONS = (
     Option(
         "--policy",
         "container",
-        _choice("process", "container", "noop"),
-        "process: kill the highest oom_score; container: kill all; noop: report",
+        _choice("process", "container", "graceful", "evict", "noop"),
+        "process: kill the highest oom_score; container: kill all; graceful: SIGTERM the "
+        "main process at the soft level, the container kill at the threshold or when the "
+        "grace period is over; evict: evict the pod at the threshold; noop: report",
+    ),
+    Option(
+        "--soft-margin-ratio",
+        "0.10",
+        parse_ratio,
+        "graceful: the soft margin as a share of the limit (soft level = limit - soft margin)",
+    ),
+    Option("--min-soft-margin", "16Mi", _size("0", "1Ti"), "smallest soft margin (0 .. 1Ti)"),
+    Option("--max-soft-margin", "512Mi", _size("0", "1Ti"), "largest soft margin (0 .. 1Ti)"),
+    Option(
+        "--grace-period",
+        "",
+        _optional_duration("0s", "1h"),
+        "graceful/evict: how long a container may take to stop before the container kill "
+        "(0s .. 1h); empty: the pod's terminationGracePeriodSeconds when known, else 30s",
+    ),
+    Option(
+        "--graceful-via",
+        "process",
+        _choice("process", "evict", "delete"),
+        "graceful: SIGTERM the main process, or evict or delete the pod (Kubernetes)",
     ),
     Option("--dry-run", "false", _bool, "report what would be done, kill nothing", is_switch=True),
     Option("--margin-ratio", "0.02", parse_ratio, "margin as a share of the limit"),

@@ -67,14 +67,18 @@ def read_proc(pid: int, proc_root: str = "/proc") -> ProcInfo | None:
     score = _read(f"{base}/oom_score")
     adj = _read(f"{base}/oom_score_adj")
     statm = _read(f"{base}/statm")
-    if comm is None or score is None or adj is None or statm is None:
+    stat = _read(f"{base}/stat")
+    if comm is None or score is None or adj is None or statm is None or stat is None:
         return None
-    if not is_alive(pid, proc_root):
+    # comm is in parentheses and may contain spaces or ')': split on the last ')'.
+    tail = stat.rpartition(")")[2].split()
+    if not tail or tail[0] in _DEAD_STATES:
         return None
+    ppid = int(tail[1]) if len(tail) > 1 and tail[1].isdigit() else 0
     fields = statm.split()
     rss_pages = int(fields[1]) if len(fields) > 1 and fields[1].isdigit() else 0
     try:
-        return ProcInfo(pid, comm.strip(), int(score), int(adj), rss_pages * PAGE_BYTES)
+        return ProcInfo(pid, comm.strip(), int(score), int(adj), rss_pages * PAGE_BYTES, ppid)
     except ValueError:
         return None
 

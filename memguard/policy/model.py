@@ -20,6 +20,22 @@ class Policy(enum.Enum):
     PROCESS = "process"  # SIGKILL the process with the highest oom_score
     CONTAINER = "container"  # SIGKILL every process of the cgroup
     NOOP = "noop"  # report only
+    # SIGTERM the main process at the soft level (or evict/delete the pod:
+    # --graceful-via), then the container kill at the hard threshold or when the
+    # grace period is over
+    GRACEFUL = "graceful"
+    EVICT = "evict"  # evict the pod at the hard threshold; the container kill if refused
+
+
+class GracefulVia(enum.Enum):
+    """--graceful-via: how the graceful policy asks a container to stop."""
+
+    PROCESS = "process"  # SIGTERM the container's main process (pidfd)
+    EVICT = "evict"  # the pod's Eviction (honours PodDisruptionBudgets, its grace period)
+    DELETE = "delete"  # delete the pod
+
+
+DEFAULT_GRACE_PERIOD_S = 30.0  # Kubernetes' default terminationGracePeriodSeconds
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +63,7 @@ class ProcInfo:
     oom_score: int
     oom_score_adj: int
     rss_bytes: int = 0
+    ppid: int = 0  # the parent (the graceful policy's SIGTERM target: the topmost member)
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +98,16 @@ class GuardSettings:
     # The page-cache flusher (policy.cacheflush): off when cache_flush_above is None.
     cache_flush_above: CacheLimit | None = None
     cache_flush_interval_s: float = 30.0
+    # The graceful policy: soft level = limit - clamp(limit x soft_margin_ratio,
+    # min, max), always under the threshold (policy.margin.Levels.soft).
+    soft_margin_ratio: float = 0.10
+    min_soft_margin_bytes: int = 16 * MIB
+    max_soft_margin_bytes: int = 512 * MIB
+    grace_period_s: float | None = None  # None: the pod's, else DEFAULT_GRACE_PERIOD_S
+    graceful_via: GracefulVia = GracefulVia.PROCESS
+    # Per container (policy.effective, from its pod's ContainerOverrides): why
+    # memguard must not act here (report only); None: it may act.
+    protected: str | None = None
 
 
 def check_granularity_bytes(nr_cpus: int, page_bytes: int) -> int:

@@ -13,7 +13,7 @@ from memguard.cli.main import build_parser
 from memguard.cli.options import DEFAULT_PARENT, RUN_OPTIONS, Bounded, Option, resolve
 from memguard.errors import ConfigError
 from memguard.guarding.discovery import MatchMode
-from memguard.policy.model import MIB, Policy, check_granularity_bytes
+from memguard.policy.model import MIB, GracefulVia, Policy, check_granularity_bytes
 
 NO_FLAGS: dict[str, str | None] = {}
 NO_ENV: dict[str, str] = {}
@@ -182,6 +182,8 @@ def test_build_agent_config_from_defaults() -> None:
         ({"margin_ratio": 0.5}, "--margin-ratio must be above 0 and below 0.5"),
         ({"margin_ratio": 0.9}, "--margin-ratio"),
         ({"margin_ratio": 0.0}, "--margin-ratio"),
+        ({"min_soft_margin": 64 * MIB, "max_soft_margin": 32 * MIB}, "--min-soft-margin"),
+        ({"soft_margin_ratio": 0.5}, "--soft-margin-ratio must be above 0"),
     ],
 )
 def test_build_agent_config_rejects_inconsistent_settings(
@@ -246,6 +248,9 @@ RANGES = {
     "--parent-wait": ("0s", "24h"),
     "--min-margin": ("0", "1Ti"),
     "--max-margin": ("0", "1Ti"),
+    "--min-soft-margin": ("0", "1Ti"),
+    "--max-soft-margin": ("0", "1Ti"),
+    "--grace-period": ("0s", "1h"),
     "--flush-cooldown": ("0s", "1h"),
     "--flush-interval": ("100ms", "24h"),
     "--flush-timeout": ("10ms", "10m"),
@@ -274,7 +279,10 @@ def test_a_bounded_option_takes_its_bounds_and_its_help_says_them(option: Option
     low = resolve(RUN_OPTIONS, {option.dest: bounded.low}, NO_ENV)[option.dest]
     high = resolve(RUN_OPTIONS, {option.dest: bounded.high}, NO_ENV)[option.dest]
     default = resolve(RUN_OPTIONS, NO_FLAGS, NO_ENV)[option.dest]
-    assert low <= default <= high
+    if option.default:
+        assert low <= default <= high
+    else:  # empty: decided elsewhere (--grace-period: the pod's)
+        assert default is None
     assert low < high
 
 
@@ -322,3 +330,34 @@ def test_numbers_are_ascii_and_bounded(dest: str, text: str, message: str) -> No
 def test_psi_trigger_keeps_leading_zeros_as_written() -> None:
     values = resolve(RUN_OPTIONS, {"psi_trigger": "some 050000 0500000"}, NO_ENV)
     assert values["psi_trigger"] == "some 050000 0500000"
+
+
+def test_the_graceful_options_defaults_and_their_settings() -> None:
+    defaults = resolve(RUN_OPTIONS, NO_FLAGS, NO_ENV)
+    assert defaults["soft_margin_ratio"] == pytest.approx(0.10)
+    assert (defaults["min_soft_margin"], defaults["max_soft_margin"]) == (16 * MIB, 512 * MIB)
+    assert defaults["grace_period"] is None  # the pod's, else 30 s
+    assert defaults["graceful_via"] == "process"
+    given = {"policy": "graceful", "grace_period": "2s", "graceful_via": "evict"}
+    settings = build_agent_config({**defaults, **resolve(RUN_OPTIONS, given, NO_ENV)}).settings
+    assert settings.policy is Policy.GRACEFUL
+    assert settings.grace_period_s == pytest.approx(2.0)
+    assert settings.graceful_via is GracefulVia.EVICT
+    evict = resolve(RUN_OPTIONS, {}, {"MEMGUARD_POLICY": "evict"})
+    assert Policy(evict["policy"]) is Policy.EVICT
+
+
+@pytest.mark.parametrize(
+    ("flags", "needle"),
+    [
+        ({"policy": "gentle"}, "--policy: 'gentle' is not one of"),
+        ({"graceful_via": "email"}, "--graceful-via: 'email' is not one of process, evict"),
+        ({"grace_period": "2h"}, "--grace-period"),
+        ({"min_soft_margin": "lots"}, "--min-soft-margin: 'lots' is not a size"),
+    ],
+)
+def test_bad_graceful_values_are_one_line_errors(flags: dict[str, str], needle: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        resolve(RUN_OPTIONS, flags, NO_ENV)
+    assert needle in str(caught.value)
+    assert "\n" not in str(caught.value)
