@@ -35,6 +35,7 @@ from memguard.kernel.names import (
     EVENT_CONTROL_FILE,
     FORCE_EMPTY_FILE,
     LIMIT_FILE,
+    MEMSW_USAGE_FILE,
     OOM_CONTROL_FILE,
     STAT_FILE,
     USAGE_FILE,
@@ -123,3 +124,22 @@ def register_oom(eventfd: int, cgroup_dir: str) -> bool:
 def force_empty(cgroup_dir: str) -> bool:
     """Reclaim the cgroup's page cache (blocking); False when it is gone."""
     return write(os.path.join(cgroup_dir, FORCE_EMPTY_FILE), b"0")
+
+
+def read_swap(cgroup_dir: str) -> tuple[int, int] | None:
+    """(memory.usage_in_bytes, swap) in bytes; None when the cgroup is gone.
+
+    usage_in_bytes does not count swap. memory.stat has `swap` (this cgroup's
+    own pages) and `total_swap` (with its descendants, as usage_in_bytes counts
+    them) only with swap accounting (memory.memsw.* present); the hierarchical
+    one is used, like the other counters here. Without accounting: 0 swap."""
+    usage = read_usage(cgroup_dir)
+    stat_text = read_text(os.path.join(cgroup_dir, STAT_FILE))
+    if usage is None or stat_text is None:
+        return None
+    return usage, _stat(parse_flat_keyed(stat_text), "swap")
+
+
+def swap_accounted(cgroup_dir: str) -> bool:
+    """The kernel accounts swap per cgroup here (memory.memsw.usage_in_bytes exists)."""
+    return os.path.exists(os.path.join(cgroup_dir, MEMSW_USAGE_FILE))

@@ -36,6 +36,7 @@ from memguard.kernel.names import (
     MAX_FILE,
     RECLAIM_FILE,
     STAT_FILE,
+    SWAP_CURRENT_FILE,
 )
 from memguard.policy.model import MemorySnapshot
 
@@ -146,3 +147,16 @@ def open_current(cgroup_dir: str) -> int | None:
 def pread_current(fd: int) -> int | None:
     """memory.current through an open fd (one syscall); None when the cgroup is gone."""
     return pread_int(fd, CURRENT_FILE)
+
+
+def read_swap(cgroup_dir: str) -> tuple[int, int] | None:
+    """(memory.current, memory.swap.current) in bytes; None when the cgroup is gone.
+
+    memory.current does not count swap. Without swap accounting (no
+    CONFIG_MEMCG_SWAP, swapaccount=0) memory.swap.current is absent: 0 swap."""
+    usage = read_current(cgroup_dir)
+    if usage is None:
+        return None
+    path = os.path.join(cgroup_dir, SWAP_CURRENT_FILE)
+    text = read_text(path)
+    return usage, 0 if text is None else parse_int(text, path)

@@ -10,6 +10,7 @@ PROCS_FILE = "cgroup.procs"  # v1 and v2: one thread-group id per line
 
 # cgroup v1 memory controller
 USAGE_FILE = "memory.usage_in_bytes"
+MEMSW_USAGE_FILE = "memory.memsw.usage_in_bytes"  # present with swap accounting only
 LIMIT_FILE = "memory.limit_in_bytes"
 STAT_FILE = "memory.stat"  # v1 and v2 (other keys)
 OOM_CONTROL_FILE = "memory.oom_control"
@@ -21,6 +22,7 @@ CURRENT_FILE = "memory.current"
 MAX_FILE = "memory.max"
 HIGH_FILE = "memory.high"
 SWAP_MAX_FILE = "memory.swap.max"
+SWAP_CURRENT_FILE = "memory.swap.current"  # swap bytes (absent without swap accounting)
 EVENTS_FILE = "memory.events"
 PRESSURE_FILE = "memory.pressure"
 RECLAIM_FILE = "memory.reclaim"

@@ -70,3 +70,36 @@ class PsiTrigger(FdHolder):
         self._fd = -1
         self._epoll.close()  # closes the fd FdHolder held
         os.close(self._pressure_fd)  # disarms the trigger
+
+
+def parse_full_avg10(text: str) -> float | None:
+    """The `full avg10` share (percent of the last 10 s in which every task of the
+    cgroup stalled on memory) from memory.pressure; None when the line is missing
+    or malformed. Format: "full avg10=13.37 avg60=2.41 avg300=0.50 total=2098080"."""
+    for line in text.splitlines():
+        kind, _, fields = line.partition(" ")
+        if kind != "full":
+            continue
+        for field in fields.split():
+            name, _, value = field.partition("=")
+            if name == "avg10":
+                try:
+                    share = float(value)
+                except ValueError:
+                    return None
+                return share if 0.0 <= share <= 100.0 else None
+    return None
+
+
+def read_full_avg10(cgroup_dir: str) -> float | None:
+    """A cgroup's memory.pressure `full avg10`; None when the cgroup is gone or has
+    no PSI (cgroup v1, psi=0, cgroup.pressure 0: EOPNOTSUPP on read)."""
+    path = os.path.join(cgroup_dir, PRESSURE_FILE)
+    try:
+        with open(path, "rb") as file:
+            text = file.read(4096).decode("ascii", "replace")
+    except OSError as error:
+        if error.errno in GONE_ERRNOS or error.errno in _UNSUPPORTED:
+            return None
+        raise KernelError(f"read {path}", error.errno or 0, str(error)) from error
+    return parse_full_avg10(text)

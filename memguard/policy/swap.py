@@ -18,7 +18,7 @@ Rules:
 - After acting, nothing fires for `cooldown_s`, and the window starts again
   only after the cooldown ends (the victim's memory takes a while to go).
 - The victim: among guarded containers using swap (swap bytes > 0) that may be
-  acted on (not protected, not terminating, not ignored), the highest PSI
+  acted on (not protected, not terminating, not ignored, not being acted on), the highest PSI
   `full avg10` when every one of them has per-cgroup PSI (cgroup v2), else the
   highest swap share, swap / (usage + swap) (cgroup v1 has no per-cgroup PSI);
   ties go to more swap bytes, then to the cgroup path (deterministic).
@@ -124,6 +124,7 @@ class SwapCandidate:
     usage_bytes: int  # memory in RAM (v1 usage_in_bytes, v2 memory.current): no swap
     psi_full_avg10: float | None = None  # None: no per-cgroup PSI (v1, psi=0)
     overrides: ContainerOverrides = NO_OVERRIDES
+    busy: bool = False  # being acted on already (the act has not returned)
 
     @property
     def swap_share(self) -> float:
@@ -153,6 +154,8 @@ def why_skipped(candidate: SwapCandidate) -> str | None:
         return f"protected ({overrides.protected})"
     if overrides.terminating:
         return "its pod is terminating already"
+    if candidate.busy:
+        return "being acted on already"
     return None
 
 
