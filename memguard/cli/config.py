@@ -25,6 +25,7 @@ from memguard.kernel.hierarchy import CgroupLayout, choose_layout, missing_paren
 from memguard.policy.model import GracefulVia, GuardSettings, Policy, check_granularity_bytes
 from memguard.policy.poll import PollSettings
 from memguard.policy.qos import QosConfig
+from memguard.policy.swap import SwapSettings
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,7 @@ class RunConfig:
     # What --cgroup-root holds; None when it was not needed (an explicit --parent)
     # and is no cgroupfs root (memguard.kernel.hierarchy).
     layout: CgroupLayout | None = None
+    swap: SwapSettings | None = None  # --swap-trigger (None: off)
 
 
 def read_layout(root: str) -> CgroupLayout:
@@ -135,6 +137,7 @@ def build_run_config(values: Mapping[str, Any]) -> RunConfig:
         kubeconfig=values["kubeconfig"],
         node_name=values["node_name"],
         priority=values["priority"],
+        swap=build_swap_settings(values),
     )
 
 
@@ -209,4 +212,18 @@ def build_v2_settings(values: Mapping[str, Any]) -> V2Settings:
             float(values["poll_assumed_rate"]),
         ),
         high_tripwire=tripwire,
+    )
+
+
+def build_swap_settings(values: Mapping[str, Any]) -> SwapSettings | None:
+    """--swap-trigger's settings; None when it is off."""
+    if not values["swap_trigger"]:
+        return None
+    if values["sustained_duration"] < values["swap_poll_interval"]:
+        raise ConfigError("--sustained-duration is shorter than --swap-poll-interval")
+    return SwapSettings(
+        io_threshold_pages_s=float(values["swap_io_threshold"]),
+        sustained_s=values["sustained_duration"],
+        poll_interval_s=values["swap_poll_interval"],
+        cooldown_s=values["swap_cooldown"],
     )

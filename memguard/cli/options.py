@@ -394,6 +394,39 @@ RUN_OPTIONS = (
         "releases or takes them over (keep it across restarts: a hostPath)",
     ),
     Option(
+        "--swap-trigger",
+        "false",
+        _bool,
+        "act gracefully on the container with the highest memory PSI (v2; v1: swap share) "
+        "among those using swap when node swap I/O stays above --swap-io-threshold for "
+        "--sustained-duration",
+        is_switch=True,
+    ),
+    Option(
+        "--swap-io-threshold",
+        "1000",
+        _whole_number(1, 10_000_000),
+        "swap trigger: node swap I/O (pswpin + pswpout) in pages/s (1 .. 10000000)",
+    ),
+    Option(
+        "--sustained-duration",
+        "10s",
+        _duration("1s", "1h"),
+        "swap trigger: how long swap I/O must stay above the threshold (1s .. 1h)",
+    ),
+    Option(
+        "--swap-poll-interval",
+        "1s",
+        _duration("100ms", "1m"),
+        "swap trigger: how often /proc/vmstat is read (100ms .. 1m)",
+    ),
+    Option(
+        "--swap-cooldown",
+        "30s",
+        _duration("0s", "1h"),
+        "swap trigger: after acting, wait this long before it may fire again (0s .. 1h)",
+    ),
+    Option(
         "--kubernetes",
         "auto",
         _choice("auto", "off"),

@@ -261,6 +261,10 @@ RANGES = {
     "--poll-min-interval": ("1ms", "1m"),
     "--poll-max-interval": ("1ms", "1m"),
     "--poll-assumed-rate": ("1", "64Gi"),
+    "--swap-io-threshold": ("1", "10000000"),
+    "--sustained-duration": ("1s", "1h"),
+    "--swap-poll-interval": ("100ms", "1m"),
+    "--swap-cooldown": ("0s", "1h"),
     "--report-queue": ("1", "1000000"),
     "--log-queue": ("16", "1000000"),
 }
