@@ -27,6 +27,10 @@ _ACTIONS = {
     ReportKind.SKIP: "Skip",
     ReportKind.KILL_PROCESS: "KillProcess",
     ReportKind.KILL_CONTAINER: "KillContainer",
+    ReportKind.TERMINATE: "Terminate",
+    ReportKind.EVICT: "Evict",
+    ReportKind.DELETE: "Delete",
+    ReportKind.PROTECTED: "Report",
     ReportKind.NOOP: "Report",
     ReportKind.NO_VICTIM: "Report",
     ReportKind.KERNEL_OOM: "Observe",
@@ -75,7 +79,15 @@ def event_action(report: Report) -> str:
     return f"Would{action}" if report.dry_run and report.kind in _KILLS else action
 
 
-_KILLS = frozenset({ReportKind.KILL_PROCESS, ReportKind.KILL_CONTAINER})
+_KILLS = frozenset(
+    {
+        ReportKind.KILL_PROCESS,
+        ReportKind.KILL_CONTAINER,
+        ReportKind.TERMINATE,
+        ReportKind.EVICT,
+        ReportKind.DELETE,
+    }
+)
 
 
 def micro_time(wall_s: float) -> str:

@@ -7,10 +7,11 @@ outcome (Arm, Flush, CacheFlush, Act) comes back as an event.
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass, field
 
 from memguard.policy.kinds import ReportKind
-from memguard.policy.model import MemorySnapshot, Policy
+from memguard.policy.model import GracefulVia, MemorySnapshot, Policy
 from memguard.policy.state import GuardState
 
 
@@ -58,7 +59,35 @@ class Acted:
     duration_s: float
 
 
-Event = Woke | Armed | Flushed | CacheFlushed | LastChance | Acted
+class Ending(enum.Enum):
+    """How a graceful try (Terminate) ended."""
+
+    EXITED = "exited"  # the container exited (its cgroup empty or gone)
+    POD_GONE = "pod gone"  # the API server says the pod is gone already (404)
+    DRY_RUN = "dry run"  # nothing was done (--dry-run)
+    # escalate to the container kill:
+    LEVEL_REACHED = "level reached"  # usage reached the escalation level first
+    GRACE_OVER = "grace period over"
+    FAILED = "failed"  # the eviction failed (no API server, Kubernetes off, ...)
+    NO_TARGET = "no target"  # no process memguard may SIGTERM
+
+
+ESCALATING = frozenset({Ending.LEVEL_REACHED, Ending.GRACE_OVER, Ending.FAILED, Ending.NO_TARGET})
+
+
+@dataclass(frozen=True, slots=True)
+class Terminated:
+    """A graceful try (Terminate) ended: how, and the words for the report."""
+
+    ending: Ending
+    via: GracefulVia  # how it was asked (evict failed, SIGTERM instead: process)
+    detail: str = ""  # e.g. "eviction refused (429 ...)", "SIGTERM to 1234/python3"
+    duration_s: float = 0.0  # from the SIGTERM (or the API call) to the end
+    level_bytes: int | None = None  # the escalation level (LEVEL_REACHED)
+    grace_s: float = 0.0  # the grace period it had
+
+
+Event = Woke | Armed | Flushed | CacheFlushed | LastChance | Acted | Terminated
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +96,7 @@ class Arm:
     after_action: bool = False  # a fresh registration of the same threshold
     warning_bytes: int | None = None  # also wake here (policy.margin.Levels)
     last_chance_bytes: int | None = None  # and here
+    soft_bytes: int | None = None  # and here (the graceful policy's soft level)
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +128,19 @@ class Act:
 
 
 @dataclass(frozen=True, slots=True)
+class Terminate:
+    """Ask the container to stop (SIGTERM its main process, or evict or delete its
+    pod), then watch: it exits, or usage reaches escalate_bytes, or grace_s runs out
+    (event Terminated). Evict/delete refused (429) are retried while watching."""
+
+    via: GracefulVia
+    reason: str
+    escalate_bytes: int | None  # the container kill when usage gets here first
+    grace_s: float
+    fall_back: bool  # evict/delete failed: SIGTERM the main process instead (graceful)
+
+
+@dataclass(frozen=True, slots=True)
 class Publish:
     """A report: the guard adds who (cgroup, pod), when and, for kills, the victims."""
 
@@ -120,7 +163,18 @@ class NoteUnlimited:
     """--flush-cache-above is a share, and this cgroup has no limit (say so once)."""
 
 
-Effect = Arm | Prepare | Unprepare | Flush | CacheFlush | Act | Publish | LookAgain | NoteUnlimited
+Effect = (
+    Arm
+    | Prepare
+    | Unprepare
+    | Flush
+    | CacheFlush
+    | Act
+    | Terminate
+    | Publish
+    | LookAgain
+    | NoteUnlimited
+)
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,7 +11,11 @@ class ReportKind(enum.Enum):
     FLUSH = "OomGuardFlush"  # a flush brought usage under the threshold
     SKIP = "OomGuardSkip"  # over threshold, but mostly cache: left to the kernel
     KILL_PROCESS = "OomGuardKillProcess"
-    KILL_CONTAINER = "OomGuardKillContainer"
+    KILL_CONTAINER = "OomGuardKillContainer"  # ("escalated": after a graceful try)
+    TERMINATE = "OomGuardTerminate"  # graceful: SIGTERM to the main process, and how it ended
+    EVICT = "OomGuardEvict"  # the pod evicted (graceful --graceful-via evict, policy evict)
+    DELETE = "OomGuardDelete"  # the pod deleted (graceful --graceful-via delete)
+    PROTECTED = "OomGuardProtected"  # would act, but the pod is protected: reported only
     NOOP = "OomGuardNoop"  # over threshold after flush, policy noop: reported only
     NO_VICTIM = "OomGuardNoVictim"  # over threshold, nothing memguard may kill
     KERNEL_OOM = "CgroupOOM"  # the kernel's OOM killer acted in this cgroup

@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass
 from fractions import Fraction
 
-from memguard.policy.model import GuardSettings
+from memguard.policy.model import GuardSettings, Policy
 
 
 def margin_bytes(limit_bytes: int, settings: GuardSettings) -> int:
@@ -50,9 +50,28 @@ class Levels:
     warning: int | None
     threshold: int
     last_chance: int | None
+    # The graceful policy's soft level (limit - soft margin), always under the
+    # threshold by at least SOFT_GAP_BYTES or the check granularity: crossing it
+    # asks the container to stop (SIGTERM); None for the other policies.
+    soft: int | None = None
 
 
 WARNING_MARGINS = 3
+SOFT_GAP_BYTES = 1024 * 1024  # soft is at least this far under the threshold
+
+
+def soft_margin_bytes(limit_bytes: int, settings: GuardSettings) -> int:
+    """clamp(limit x soft_margin_ratio, min, max), never more than half the limit."""
+    proportional = math.floor(Fraction(settings.soft_margin_ratio) * limit_bytes)
+    clamped = min(max(proportional, settings.min_soft_margin_bytes), settings.max_soft_margin_bytes)
+    return min(clamped, limit_bytes // 2)
+
+
+def soft_level(limit_bytes: int, threshold: int, settings: GuardSettings) -> int | None:
+    """The graceful policy's soft level: under the threshold (clamped), None if no room."""
+    gap = max(SOFT_GAP_BYTES, settings.check_granularity_bytes)
+    soft = min(limit_bytes - soft_margin_bytes(limit_bytes, settings), threshold - gap)
+    return soft if soft > 0 else None
 
 
 @functools.lru_cache(maxsize=4096)  # pure; called on every wake-up, limits rarely change
@@ -63,8 +82,15 @@ def levels(limit_bytes: int | None, settings: GuardSettings) -> Levels | None:
     margin = limit_bytes - threshold
     warning = max(threshold - WARNING_MARGINS * margin, limit_bytes // 2)
     last_chance = limit_bytes - max(settings.check_granularity_bytes, margin // 2)
+    soft = (
+        soft_level(limit_bytes, threshold, settings) if settings.policy is Policy.GRACEFUL else None
+    )
+    if soft is not None:
+        # the victims (the SIGTERM target among them) are ready before the soft level
+        warning = min(warning, soft - margin)
     return Levels(
-        warning if warning < threshold else None,
+        warning if 0 < warning < threshold else None,
         threshold,
         last_chance if last_chance > threshold else None,
+        soft,
     )

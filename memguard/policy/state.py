@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from memguard.policy.model import MemorySnapshot
+from memguard.policy.model import MemorySnapshot, Policy
 
 NOT_ARMED: int = -1  # armed_threshold before the first registration
 # How long a flush takes, per MiB reclaimed, before one was measured: slower than
@@ -37,6 +37,11 @@ class GuardState:
     flush_s_per_mib: float = FLUSH_S_PER_MIB_START
     warned: bool = False  # usage reached the warning level: victims are prepared
     measured: bool = False  # the last decision waited for a second reading (once only)
+    # graceful/evict: when this episode's Terminate was issued (once per episode:
+    # over the act level again after it, the container kill; None again once usage
+    # is back a margin under the act level)
+    terminated_at_s: float | None = None
+    acting_policy: Policy | None = None  # while acting: the policy run (escalation: container)
 
     @property
     def armed(self) -> bool:

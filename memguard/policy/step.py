@@ -55,12 +55,14 @@ from dataclasses import replace
 
 from memguard.policy.cacheflush import CacheStep, cache_limit_bytes, decide_cache_flush
 from memguard.policy.effects import (
+    ESCALATING,
     Act,
     Acted,
     Arm,
     CacheFlush,
     CacheFlushed,
     Effect,
+    Ending,
     Event,
     Flush,
     Flushed,
@@ -70,12 +72,20 @@ from memguard.policy.effects import (
     Outcome,
     Prepare,
     Publish,
+    Terminate,
+    Terminated,
     Unprepare,
     Woke,
 )
 from memguard.policy.kinds import ReportKind
 from memguard.policy.margin import Levels, levels
-from memguard.policy.model import GuardSettings, MemorySnapshot, Policy
+from memguard.policy.model import (
+    DEFAULT_GRACE_PERIOD_S,
+    GracefulVia,
+    GuardSettings,
+    MemorySnapshot,
+    Policy,
+)
 from memguard.policy.rates import flush_measured, new_oom_kills, sampled
 from memguard.policy.state import GuardState
 from memguard.policy.table import (
@@ -119,6 +129,8 @@ def step(
     threshold = None if marks is None else marks.threshold
     if isinstance(event, Acted):
         return _acted(state, snapshot, event, settings, now_s, effects, marks)
+    if isinstance(event, Terminated):
+        return _terminated(state, snapshot, event, settings, now_s, effects, marks)
     if threshold != state.armed_threshold:
         state = replace(state, armed_threshold=threshold)
         return Outcome(state, (*effects, _arm(marks)))
@@ -127,9 +139,17 @@ def step(
     if isinstance(event, LastChance):
         reason = last_chance_reason(state, snapshot, settings, now_s) or "last chance"
         before = state.before_flush or snapshot
-        state = replace(state, before_flush=before, act_reason=reason)
-        return Outcome(state, (*effects, Act(settings.policy, reason)))
+        if settings.protected is not None:
+            return _protected(state, snapshot, before, reason, settings, now_s, effects)
+        policy = _kill_policy(settings.policy)  # graceful, evict: no time left for either
+        state = replace(state, before_flush=before, act_reason=reason, acting_policy=policy)
+        return Outcome(state, (*effects, Act(policy, reason)))
     state, effects = _warning(state, snapshot, marks, settings, effects)
+    act_level = None if marks is None else _act_level(marks)
+    if state.terminated_at_s is not None and marks is not None and snapshot.limit_bytes:
+        margin = snapshot.limit_bytes - marks.threshold
+        if snapshot.usage_bytes < _act_level(marks) - margin:
+            state = replace(state, terminated_at_s=None)  # well under again: the episode is over
     before = snapshot
     just_flushed = isinstance(event, Flushed) and state.before_flush is not None
     if isinstance(event, Flushed) and state.before_flush is not None:
@@ -137,7 +157,7 @@ def step(
         reclaimed = before.cache_bytes - snapshot.cache_bytes
         state = flush_measured(state, event.duration_s, reclaimed)
         state = replace(state, before_flush=None, flush_s=event.duration_s)
-    decision = decide(snapshot, threshold, state, settings, now_s, just_flushed)
+    decision = decide(snapshot, act_level, state, settings, now_s, just_flushed)
     if just_flushed and decision.step is Step.IDLE:
         if not fresh:  # a drop the kernel's OOM killer made is not the flush's
             assert isinstance(event, Flushed)
@@ -161,7 +181,17 @@ def step(
 def _arm(marks: Levels | None, after_action: bool = False) -> Arm:
     if marks is None:
         return Arm(None, after_action)
-    return Arm(marks.threshold, after_action, marks.warning, marks.last_chance)
+    return Arm(marks.threshold, after_action, marks.warning, marks.last_chance, marks.soft)
+
+
+def _act_level(marks: Levels) -> int:
+    """Where the decision table acts: the soft level (graceful), else the threshold."""
+    return marks.threshold if marks.soft is None else marks.soft
+
+
+def _kill_policy(policy: Policy) -> Policy:
+    """The kill a policy comes to when there is no time (graceful, evict: container)."""
+    return Policy.CONTAINER if policy in (Policy.GRACEFUL, Policy.EVICT) else policy
 
 
 def _warning(
@@ -195,13 +225,11 @@ def _decided(
 ) -> Outcome:
     state = replace(state, measured=decision.step is Step.MEASURE)
     if decision.step is Step.FLUSH and marks is not None:
-        request = flush_request_bytes(snapshot, marks.threshold)
+        request = flush_request_bytes(snapshot, _act_level(marks))
         state = replace(state, last_flush_at_s=now_s, before_flush=snapshot)
         return Outcome(state, (*effects, Flush(request, marks.last_chance)))
     if decision.step is Step.ACT:
-        # The report says usage before any flush, and why it acted.
-        state = replace(state, before_flush=before, act_reason=decision.reason)
-        return Outcome(state, (*effects, Act(settings.policy, decision.reason)))
+        return _act(state, snapshot, before, decision.reason, marks, settings, now_s, effects)
     if decision.step is Step.SKIP:
         last = state.skip_reported_at_s
         if last is None or now_s - last >= settings.cooldown_s:
@@ -269,7 +297,7 @@ def _acted(
     effects: list[Effect],
     marks: Levels | None,
 ) -> Outcome:
-    kind = kill_kind(settings.policy, event.victims)
+    kind = kill_kind(state.acting_policy or settings.policy, event.victims)
     before = state.before_flush or snapshot
     duration_s = event.duration_s + state.flush_s
     report = Publish(
@@ -280,9 +308,144 @@ def _acted(
         before_flush=None,
         flush_s=0.0,
         act_reason="",
+        acting_policy=None,
         cooldown_until_s=now_s + settings.cooldown_s,
     )
     # Re-arm after every action: a fresh registration, whatever happened.
+    return Outcome(state, (*effects, report, _arm(marks, after_action=True)))
+
+
+def _act(
+    state: GuardState,
+    snapshot: MemorySnapshot,
+    before: MemorySnapshot,
+    reason: str,
+    marks: Levels | None,
+    settings: GuardSettings,
+    now_s: float,
+    effects: list[Effect],
+) -> Outcome:
+    """The decision table said act: the policy (the report says usage before any
+    flush, and why). Protected pods: reported only. graceful and evict: Terminate
+    once per episode, the container kill after it (or at once at the hard threshold)."""
+    if settings.protected is not None:
+        return _protected(state, snapshot, before, reason, settings, now_s, effects)
+    policy = settings.policy
+    state = replace(state, before_flush=before)
+    if policy in (Policy.GRACEFUL, Policy.EVICT) and marks is not None:
+        hard = marks.threshold
+        if state.terminated_at_s is not None:
+            why = f"escalated: still over after the graceful try ({reason})"
+            return _escalate(state, why, effects)
+        if policy is Policy.GRACEFUL and marks.soft is not None and snapshot.usage_bytes >= hard:
+            why = (
+                f"escalated: usage {format_size(snapshot.usage_bytes)} already at the hard "
+                f"threshold {format_size(hard)}, no time to stop gracefully ({reason})"
+            )
+            return _escalate(state, why, effects)
+        graceful = policy is Policy.GRACEFUL
+        via = settings.graceful_via if graceful else GracefulVia.EVICT
+        escalate = hard if graceful else (marks.last_chance or snapshot.limit_bytes)
+        grace_s = settings.grace_period_s
+        terminate = Terminate(
+            via,
+            reason,
+            escalate,
+            DEFAULT_GRACE_PERIOD_S if grace_s is None else grace_s,
+            fall_back=graceful,
+        )
+        state = replace(state, terminated_at_s=now_s, act_reason=reason)
+        return Outcome(state, (*effects, terminate))
+    state = replace(state, act_reason=reason, acting_policy=_kill_policy(policy))
+    return Outcome(state, (*effects, Act(_kill_policy(policy), reason)))
+
+
+def _escalate(state: GuardState, reason: str, effects: list[Effect]) -> Outcome:
+    state = replace(state, act_reason=reason, acting_policy=Policy.CONTAINER)
+    return Outcome(state, (*effects, Act(Policy.CONTAINER, reason)))
+
+
+def _protected(
+    state: GuardState,
+    snapshot: MemorySnapshot,
+    before: MemorySnapshot,
+    reason: str,
+    settings: GuardSettings,
+    now_s: float,
+    effects: list[Effect],
+) -> Outcome:
+    """Would act, but the pod is protected: say so (once per cooldown), never act."""
+    until_s = now_s + settings.cooldown_s
+    report = Publish(
+        ReportKind.PROTECTED,
+        before,
+        f"not acting (policy {settings.policy.value}): {settings.protected}",
+        reason,
+        snapshot,
+    )
+    state = replace(state, before_flush=None, flush_s=0.0, cooldown_until_s=until_s)
+    return Outcome(state, (*effects, report, LookAgain(until_s)))
+
+
+TERMINATE_KINDS = {
+    GracefulVia.PROCESS: ReportKind.TERMINATE,
+    GracefulVia.EVICT: ReportKind.EVICT,
+    GracefulVia.DELETE: ReportKind.DELETE,
+}
+_DONE_WORDS = {
+    GracefulVia.PROCESS: ("terminated", "would terminate"),
+    GracefulVia.EVICT: ("evicted pod", "would evict pod"),
+    GracefulVia.DELETE: ("deleted pod", "would delete pod"),
+}
+
+
+def _terminated(
+    state: GuardState,
+    snapshot: MemorySnapshot,
+    event: Terminated,
+    settings: GuardSettings,
+    now_s: float,
+    effects: list[Effect],
+    marks: Levels | None,
+) -> Outcome:
+    """A graceful try ended: the container exited (report), or escalate."""
+    before = state.before_flush or snapshot
+    detail = f" ({event.detail})" if event.detail else ""
+    if event.ending is Ending.LEVEL_REACHED:
+        level = "hard threshold" if settings.policy is Policy.GRACEFUL else "last-chance level"
+        why = f"usage reached the {level} {format_size(event.level_bytes)}"
+    elif event.ending is Ending.GRACE_OVER:
+        why = f"the grace period of {event.grace_s:g}s is over"
+    elif event.ending is Ending.FAILED:
+        why = "the pod could not be evicted"
+    else:
+        why = "no process memguard may signal"
+    if event.ending in ESCALATING:
+        reason = f"escalated: {why}{detail}; first: {state.act_reason}"
+        state = replace(state, flush_s=state.flush_s + event.duration_s)
+        return _escalate(state, reason, effects)
+    done, would = _DONE_WORDS[event.via]
+    if event.ending is Ending.DRY_RUN:
+        action = f"{would} (dry run)"
+    elif event.ending is Ending.POD_GONE:
+        action = f"{done}: the pod was gone already"
+    else:
+        action = f"{done}: the container exited after {event.duration_s:.3f}s"
+    report = Publish(
+        TERMINATE_KINDS[event.via],
+        before,
+        action,
+        f"{state.act_reason}{detail}",
+        snapshot,
+        event.duration_s + state.flush_s,
+    )
+    state = replace(
+        state,
+        before_flush=None,
+        flush_s=0.0,
+        act_reason="",
+        cooldown_until_s=now_s + settings.cooldown_s,
+    )
     return Outcome(state, (*effects, report, _arm(marks, after_action=True)))
 
 
@@ -315,7 +478,7 @@ def _next_look_s(
     looks: list[float] = []
     if state.warned and marks is not None:
         rate = state.rate_bytes_s
-        headroom = max(0, marks.threshold - snapshot.usage_bytes)
+        headroom = max(0, _act_level(marks) - snapshot.usage_bytes)
         if rate is None:
             wait_s = WARNED_LOOK_S[0]  # at once: a second reading gives the rate
         else:

@@ -144,7 +144,13 @@ def test_every_event_body_passes_the_strict_schema_and_server_rules(
             "uid": "node-a",  # as the kubelet's own Node events
         }
         assert body["metadata"]["namespace"] == "default"
-    killing = kind in (ReportKind.KILL_PROCESS, ReportKind.KILL_CONTAINER)
+    killing = kind in (
+        ReportKind.KILL_PROCESS,
+        ReportKind.KILL_CONTAINER,
+        ReportKind.TERMINATE,
+        ReportKind.EVICT,
+        ReportKind.DELETE,
+    )
     assert body["action"].startswith("Would") == (dry_run and killing)
 
 
