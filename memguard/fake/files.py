@@ -45,6 +45,7 @@ def _v1(memory: FakeMemory) -> dict[str, str]:
         "dirty": memory.dirty_cache_bytes, "writeback": 0,
         "inactive_file": memory.clean_cache_bytes, "active_file": memory.dirty_cache_bytes,
         "inactive_anon": memory.anon_bytes + memory.shmem_bytes, "active_anon": 0,
+        "swap": memory.swap_bytes,
     }  # fmt: skip
     limit = UNLIMITED_V1_TEXT if memory.limit_bytes is None else str(memory.limit_bytes)
     stat = [f"{key} {value}" for key, value in local.items()]
@@ -82,6 +83,7 @@ def _v2(memory: FakeMemory) -> dict[str, str]:
         names.STAT_FILE: "".join(f"{key} {value}\n" for key, value in stat.items()),
         names.EVENTS_FILE: "".join(f"{key} {value}\n" for key, value in events.items()),
         names.CGROUP_EVENTS_FILE: f"populated {populated}\nfrozen 0\n",
+        names.SWAP_CURRENT_FILE: f"{memory.swap_bytes}\n",
         names.PROCS_FILE: "".join(f"{pid}\n" for pid in memory.pids),
         names.CURRENT_FILE: f"{memory.usage_bytes}\n",
     }

@@ -44,6 +44,7 @@ class FakeMemory:
     oom_kills: int = 0
     limit_hits: int = 0  # v2 memory.events "max"
     version: int = 1  # 1: cgroup v1 files, 2: cgroup v2 files
+    swap_bytes: int = 0  # swapped out (v1 memory.stat swap, v2 memory.swap.current)
 
     @property
     def anon_bytes(self) -> int:
@@ -76,6 +77,7 @@ def write(cgroup_dir: str, memory: FakeMemory) -> None:
         "oom_kills": memory.oom_kills,
         "limit_hits": memory.limit_hits,
         "version": memory.version,
+        "swap_bytes": memory.swap_bytes,
     }
     _write_atomic(os.path.join(cgroup_dir, STATE_FILE), json.dumps(state))
     for name, text in files.kernel_files(memory).items():
@@ -129,6 +131,7 @@ def read(cgroup_dir: str) -> FakeMemory | None:
         oom_kills=state["oom_kills"],
         limit_hits=state.get("limit_hits", 0),
         version=version,
+        swap_bytes=state.get("swap_bytes", 0),
     )
 
 
