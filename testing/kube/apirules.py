@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jsonschema
@@ -325,3 +325,86 @@ def _field(obj: Mapping[str, Any], label: str) -> str:
     if value is None:
         return "false" if label in ("spec.hostNetwork", "spec.unschedulable") else ""
     return str(value)
+
+
+# --- eviction and PodDisruptionBudgets (pkg/registry/core/pod/storage/eviction.go) ----------
+
+PDB_VIOLATION = "Cannot evict pod as it would violate the pod's disruption budget."
+
+
+def selector_matches(selector: Mapping[str, Any] | None, labels: Mapping[str, str]) -> bool:
+    """A metav1.LabelSelector as a PDB has it: None selects nothing, {} everything."""
+    if selector is None:
+        return False
+    if any(labels.get(key) != value for key, value in (selector.get("matchLabels") or {}).items()):
+        return False
+    for expression in selector.get("matchExpressions") or []:
+        key, operator = expression["key"], expression["operator"]
+        values = expression.get("values") or []
+        held = {
+            "In": key in labels and labels[key] in values,
+            "NotIn": key not in labels or labels[key] not in values,
+            "Exists": key in labels,
+            "DoesNotExist": key not in labels,
+        }.get(operator)
+        if not held:
+            return False
+    return True
+
+
+def disruption_budgets(
+    pdbs: Sequence[Mapping[str, Any]], pod: Mapping[str, Any]
+) -> list[Mapping[str, Any]]:
+    """The PodDisruptionBudgets of the pod's namespace that select it."""
+    meta = pod.get("metadata") or {}
+    labels = meta.get("labels") or {}
+    return [
+        pdb
+        for pdb in pdbs
+        if (pdb.get("metadata") or {}).get("namespace") == meta.get("namespace")
+        and selector_matches((pdb.get("spec") or {}).get("selector"), labels)
+    ]
+
+
+def pdb_refusal(pdb: Mapping[str, Any]) -> dict[str, Any]:
+    """The 429 Status the server answers while a PDB allows no disruption."""
+    status = pdb.get("status") or {}
+    cause = (
+        f"The disruption budget {pdb['metadata']['name']} needs "
+        f"{status.get('desiredHealthy', 0)} healthy pods and has "
+        f"{status.get('currentHealthy', 0)} currently"
+    )
+    return failure_status(
+        429, "TooManyRequests", PDB_VIOLATION, [{"reason": "DisruptionBudget", "message": cause}]
+    )
+
+
+def failure_status(
+    code: int, reason: str, message: str, causes: list[dict[str, str]] | None = None
+) -> dict[str, Any]:
+    status: dict[str, Any] = {
+        "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+        "message": message, "reason": reason, "code": code,
+    }  # fmt: skip
+    if causes:
+        status["details"] = {"causes": causes}
+    return status
+
+
+def success_status(code: int) -> dict[str, Any]:
+    return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": code}
+
+
+def delete_options_errors(options: object) -> list[str]:
+    """Schema errors of a DeleteOptions (it has no schema file of its own: checked as
+    an Eviction's deleteOptions, which is the same type)."""
+    if options is None:
+        return []
+    if not isinstance(options, dict):
+        return ["DeleteOptions: not a JSON object"]
+    wrapper = {"apiVersion": "policy/v1", "kind": "Eviction", "metadata": {"name": "x"}}
+    try:
+        check_schema({**wrapper, "deleteOptions": options})
+    except SchemaError as exc:
+        return [str(exc)]
+    return []

@@ -7,7 +7,9 @@ a trailing slash (kubernetes-asyncio asks for "/api/v1/") and names the core
 group "/v1"; ignores fieldSelector, labelSelector, resourceVersion and
 timeoutSeconds; sets no uid, resourceVersion or creationTimestamp; answers
 lists without kind/apiVersion and with resourceVersion "..."; stores a created
-object *before* any user reaction runs, so an injected 500 still creates it.
+object *before* any user reaction runs, so an injected 500 still creates it;
+has no Eviction subresource and deletes a pod at once. Pods' eviction and
+graceful deletion (with PodDisruptionBudgets) are added in the last section.
 This subclass adds the missing behaviour (NOTES.md lists what is still
 missing). Everything here runs on the emulator's own asyncio loop; tests talk
 to it through testing/kube/emulator.py.
@@ -37,12 +39,28 @@ RESOURCES = {
     "v1/nodes": ("Node", False),
     "v1/events": ("Event", True),
     "events.k8s.io/v1/events": ("Event", True),
+    "policy/v1/poddisruptionbudgets": ("PodDisruptionBudget", True),
 }
+_PODS = kmock.resource("v1/pods")
+_PDBS = kmock.resource("policy/v1/poddisruptionbudgets")
+DEFAULT_GRACE_PERIOD_S = 30  # a pod's spec.terminationGracePeriodSeconds when absent
 _VERBS = ("create", "delete", "get", "list", "patch", "watch")
 _GO_TRUE = ("1", "t", "T", "TRUE", "true", "True")  # strconv.ParseBool
 _CLOSE_WATCHES: dict[str, Any] = {"type": "memguard-test/close"}  # a bus sentinel, by identity
 _WRITES = (kmock.action.CREATE, kmock.action.UPDATE, kmock.action.DELETE)
 HARNESS_AGENT = "memguard-test-harness"  # User-Agent of the test's own setup requests
+
+
+@dataclasses.dataclass(frozen=True)
+class Removal:
+    """One eviction or delete of a pod over HTTP, as the server answered it."""
+
+    how: str  # "evict" | "delete"
+    namespace: str
+    name: str
+    grace_period_s: int | None  # deleteOptions.gracePeriodSeconds as sent (None: not sent)
+    status: int  # the HTTP status answered
+    uid_precondition: str | None = None  # deleteOptions.preconditions.uid as sent
 
 
 @dataclasses.dataclass
@@ -96,6 +114,7 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
         self.faults: list[Fault] = []
         self.stalled = 0  # requests being held by a delay fault right now
         self.rejections: list[str] = []  # every write our own rules refused
+        self.removals: list[Removal] = []  # pod evictions and deletes over HTTP
         self._rv = 1
         self._compacted_rv = 0
         self._created_rv: dict[tuple[kmock.resource, str | None, str], int] = {}
@@ -157,6 +176,8 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
             if fault.status is not None:
                 error = _error(fault.status, "InternalError", "injected by the test")
                 return await self._render_error(error)
+        if self._removes_pod(request):
+            return await self._remove_pod(request)
         if request.resource is not None and request.action in _WRITES:
             try:
                 self._admit(request, request.resource)
@@ -168,12 +189,11 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
     def _take_fault(self, request: kmock.Request) -> Fault | None:
         if request.headers.get("User-Agent") == HARNESS_AGENT:
             return None  # faults are for the code under test, not for the test's setup
+        action = request.action
+        if action is None and request.method == kmock.method.POST and request.subresource:
+            action = kmock.action.CREATE  # a subresource create (pods/eviction)
         for fault in self.faults:
-            if (
-                fault.action == request.action
-                and fault.resource == request.resource
-                and fault.take()
-            ):
+            if fault.action == action and fault.resource == request.resource and fault.take():
                 return fault
         return None
 
@@ -401,6 +421,165 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
         except ValueError:
             raise _error(400, "BadRequest", f"invalid resourceVersion {value!r}") from None
 
+    # --- pods: eviction and graceful deletion (see the section at the end) -------------------
+
+    def _removes_pod(self, request: kmock.Request) -> bool:
+        if request.resource != _PODS or not request.name:
+            return False
+        if request.headers.get("User-Agent") == HARNESS_AGENT:
+            return False  # the test's own delete(): at once, as before
+        evicting = request.method == kmock.method.POST and request.subresource == "eviction"
+        return evicting or (request.action == kmock.action.DELETE and not request.subresource)
+
+    async def _remove_pod(self, request: kmock.Request) -> aiohttp.web.Response:
+        how = "evict" if request.subresource == "eviction" else "delete"
+        options: dict[str, Any] = {}
+        grace: int | None = None
+        try:
+            options = self._removal_options(request, how)
+            grace = _grace_of(options, request.params)
+            pod = self._live_pod(request.namespace, request.name or "")
+            uid = (options.get("preconditions") or {}).get("uid")
+            if uid is not None and uid != pod["metadata"].get("uid"):
+                message = (
+                    f"Precondition failed: UID in precondition: {uid}, "
+                    f"UID in object meta: {pod['metadata'].get('uid')}"
+                )
+                raise _Refused(apirules.failure_status(409, "Conflict", message))
+            if how == "evict":
+                await self._check_budgets(pod)
+            removed = await self._delete_gracefully(pod, grace)
+        except _Refused as refused:
+            status = refused.status["code"]
+            self._record(how, request, grace, status, options)
+            return _removal_answer(refused.status, status)
+        code = 201 if how == "evict" else 200
+        self._record(how, request, grace, code, options)
+        return _removal_answer(apirules.success_status(201) if how == "evict" else removed, code)
+
+    def _removal_options(self, request: kmock.Request, how: str) -> dict[str, Any]:
+        body = request.data
+        if how == "delete":
+            errors = apirules.delete_options_errors(body or None)
+            if errors:
+                raise _Refused(apirules.failure_status(400, "BadRequest", "; ".join(errors)))
+            return body if isinstance(body, dict) else {}
+        if not isinstance(body, dict):
+            raise _Refused(apirules.failure_status(400, "BadRequest", "not an Eviction"))
+        try:
+            apirules.check_schema(body, self.schema_version)
+        except apirules.SchemaError as exc:
+            raise _Refused(apirules.failure_status(422, "Invalid", str(exc))) from None
+        if (body.get("apiVersion"), body.get("kind")) != ("policy/v1", "Eviction"):
+            message = (
+                f"expected a policy/v1 Eviction, got {body.get('apiVersion')}/{body.get('kind')}"
+            )
+            raise _Refused(apirules.failure_status(400, "BadRequest", message))
+        if (body.get("metadata") or {}).get("name") != request.name:
+            message = "name in URL does not match name in Eviction object"
+            raise _Refused(apirules.failure_status(400, "BadRequest", message))
+        options = body.get("deleteOptions") or {}
+        return options if isinstance(options, dict) else {}
+
+    def _live_pod(self, namespace: str | None, name: str) -> dict[str, Any]:
+        key = (_PODS, namespace, name)
+        if key not in self.objects or self.objects[key].deleted:
+            message = f'pods "{name}" not found'
+            raise _Refused(apirules.failure_status(404, "NotFound", message))
+        raw: dict[str, Any] = self.objects[key].raw
+        return raw
+
+    async def _check_budgets(self, pod: dict[str, Any]) -> None:
+        terminating = bool(pod["metadata"].get("deletionTimestamp"))
+        phase = (pod.get("status") or {}).get("phase")
+        if terminating or phase in ("Pending", "Succeeded", "Failed"):
+            return  # the server evicts these without asking a budget
+        pdbs = [
+            obj.raw for (r, _, _), obj in self.objects.items() if r == _PDBS and not obj.deleted
+        ]
+        budgets = apirules.disruption_budgets(pdbs, pod)
+        if len(budgets) > 1:
+            message = (
+                "This pod has more than one PodDisruptionBudget, which the eviction "
+                "subresource does not support."
+            )
+            raise _Refused(apirules.failure_status(500, "InternalError", message))
+        if not budgets:
+            return
+        [budget] = budgets
+        allowed = (budget.get("status") or {}).get("disruptionsAllowed", 0)
+        if allowed <= 0:
+            raise _Refused(apirules.pdb_refusal(budget))
+        meta = budget["metadata"]
+        await self._internal(
+            "PATCH", _PDBS, meta["namespace"], meta["name"],
+            {"status": {"disruptionsAllowed": allowed - 1}},
+        )  # fmt: skip
+
+    async def _delete_gracefully(self, pod: dict[str, Any], grace: int | None) -> dict[str, Any]:
+        meta = pod["metadata"]
+        if grace is None:
+            grace = (pod.get("spec") or {}).get("terminationGracePeriodSeconds")
+            grace = DEFAULT_GRACE_PERIOD_S if grace is None else grace
+        if grace <= 0:
+            return await self._internal("DELETE", _PODS, meta["namespace"], meta["name"], None)
+        if meta.get("deletionTimestamp"):
+            return pod  # terminating already (a shorter grace period is not emulated)
+        deadline = datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=grace)
+        patch = {
+            "metadata": {
+                "deletionTimestamp": deadline.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                "deletionGracePeriodSeconds": grace,
+            }
+        }
+        # Written here, not by a PATCH through kmock: kmock collects an object with a
+        # deletionTimestamp and no finalizers at once, and a pod stays until its
+        # kubelet is done (not emulated: the test deletes it, if it needs that).
+        patch["metadata"]["resourceVersion"] = self._rv_str()
+        async with self._lock:
+            stored = self.objects[_PODS, meta["namespace"], meta["name"]]
+            stored.patch(patch)
+            raw: dict[str, Any] = stored.raw
+            await self._buses[_PODS].put({"type": "MODIFIED", "object": raw})
+        return raw
+
+    async def _internal(
+        self,
+        method: str,
+        resource: kmock.resource,
+        namespace: str,
+        name: str,
+        data: Any,
+    ) -> dict[str, Any]:
+        """A write the server makes itself: through admission and the watch bus."""
+        action = kmock.action.UPDATE if method == "PATCH" else kmock.action.DELETE
+        url = f"/api{'s' if resource.group else ''}/{group_version(resource)}"
+        url += f"/namespaces/{namespace}/{resource.plural}/{name}"
+        request = kmock.Request(
+            id=len(self._requests), headers={"User-Agent": HARNESS_AGENT}, method=method,
+            url=url, data=data, action=action, resource=resource, namespace=namespace, name=name,
+        )  # fmt: skip
+        self._requests.append(request)
+        response = await self._handle(request)
+        assert isinstance(response, aiohttp.web.Response)
+        assert response.body is not None
+        body: dict[str, Any] = json.loads(bytes(response.body))  # type: ignore[arg-type]
+        if response.status >= 300:
+            raise _Refused(body)
+        return body
+
+    def _record(
+        self,
+        how: str,
+        request: kmock.Request,
+        grace: int | None,
+        status: int,
+        options: dict[str, Any],
+    ) -> None:
+        uid = (options.get("preconditions") or {}).get("uid")
+        removal = Removal(how, request.namespace or "", request.name or "", grace, status, uid)
+        self.removals.append(removal)
+
 
 def _continue_token(rv: int, start: int) -> str:
     return base64.urlsafe_b64encode(f"{rv}:{start}".encode()).decode()
@@ -416,3 +595,41 @@ def _gone_event(message: str) -> dict[str, Any]:
         "type": "ERROR",
         "object": {**status, "message": message, "reason": "Expired", "code": 410},
     }
+
+
+# --- pods: eviction and graceful deletion ---------------------------------------------------
+# (pkg/registry/core/pod/storage/eviction.go and the pod strategy's graceful delete)
+# POST pods/<name>/eviction (policy/v1 Eviction): 429 TooManyRequests while a
+# PodDisruptionBudget selecting the pod allows no disruption (its
+# status.disruptionsAllowed, set by the test: there is no disruption
+# controller), else the budget's count goes down by one and the pod is deleted
+# as by DELETE; more than one budget is a 500, as on the real server; a pod
+# already terminating, pending or finished is evicted without a budget check.
+# DELETE pods/<name>: gracePeriodSeconds (DeleteOptions body or query; default
+# the pod's terminationGracePeriodSeconds, else 30) > 0 sets deletionTimestamp
+# and deletionGracePeriodSeconds (MODIFIED; the kubelet's part - stopping the
+# containers, then the final delete - is not emulated: a test deletes the pod
+# itself if it needs that), 0 removes it (DELETED). preconditions.uid that is
+# not the pod's: 409 Conflict.
+
+
+def _removal_answer(body: dict[str, Any], status: int) -> aiohttp.web.Response:
+    return aiohttp.web.json_response(body, status=status)
+
+
+class _Refused(Exception):
+    def __init__(self, status: dict[str, Any]) -> None:
+        super().__init__(status["message"])
+        self.status = status
+
+
+def _grace_of(options: dict[str, Any], params: Any) -> int | None:
+    grace = options.get("gracePeriodSeconds")
+    if grace is None and params.get("gracePeriodSeconds") is not None:
+        try:
+            grace = int(params["gracePeriodSeconds"])
+        except ValueError:
+            raise _Refused(
+                apirules.failure_status(400, "BadRequest", "gracePeriodSeconds: not an integer")
+            ) from None
+    return grace if isinstance(grace, int) else None

@@ -33,13 +33,14 @@ from memguard.fake.tree import FakeContainer
 from testing.kube import apirules
 from testing.kube.aioloop import AsyncioThread
 from testing.kube.apiserver import HARNESS_AGENT as HARNESS
-from testing.kube.apiserver import ApiServerEmulator, Fault, group_version
+from testing.kube.apiserver import ApiServerEmulator, Fault, Removal, group_version
 from testing.waits import WAIT_S, within
 
 PODS = kmock.resource("v1/pods")
 NODES = kmock.resource("v1/nodes")
 CORE_EVENTS = kmock.resource("v1/events")
 EVENTS_V1 = kmock.resource("events.k8s.io/v1/events")
+PDBS = kmock.resource("policy/v1/poddisruptionbudgets")
 ResourceKey = str | kmock.resource
 
 
@@ -100,6 +101,25 @@ def pod_for(
     status["containerID"] = f"containerd://{container.ref.container_id}"
     pod["metadata"]["annotations"] = annotations
     return pod
+
+
+def make_pdb(
+    namespace: str, name: str, match_labels: dict[str, str], disruptions_allowed: int
+) -> dict[str, Any]:
+    """A PodDisruptionBudget with its status as the disruption controller would set it."""
+    healthy = 1 + disruptions_allowed
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"selector": {"matchLabels": match_labels}, "minAvailable": 1},
+        "status": {
+            "disruptionsAllowed": disruptions_allowed,
+            "currentHealthy": healthy,
+            "desiredHealthy": 1,
+            "expectedPods": healthy,
+        },
+    }
 
 
 def make_node(name: str) -> dict[str, Any]:
@@ -312,6 +332,10 @@ class KubeEmulator:
         core = [apirules.kubectl_view(e, apirules.CORE_V1) for e in self.events(apirules.CORE_V1)]
         new = [apirules.kubectl_view(e, apirules.EVENTS_V1) for e in self.events()]
         return core + new
+
+    def removals(self) -> list[Removal]:
+        """Pod evictions and deletes received over HTTP, with their answers, in order."""
+        return self._thread.call_sync(lambda: list(self.api.removals))
 
     @property
     def rejections(self) -> list[str]:

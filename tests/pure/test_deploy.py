@@ -88,7 +88,9 @@ def test_rbac_is_least_privilege() -> None:
     rules = {(tuple(r["apiGroups"]), tuple(r["resources"])): set(r["verbs"]) for r in role["rules"]}
     assert rules == {
         (("events.k8s.io",), ("events",)): {"create", "patch"},
-        (("",), ("pods",)): {"list", "watch"},  # the pod cache; no single-pod get
+        # the pod cache (no single-pod get); delete: --graceful-via delete
+        (("",), ("pods",)): {"list", "watch", "delete"},
+        (("",), ("pods/eviction",)): {"create"},  # the Eviction API: evict, --graceful-via evict
     }
     assert binding["subjects"] == [
         {"kind": "ServiceAccount", "name": "oomguard", "namespace": "kube-system"}
