@@ -38,6 +38,7 @@ _ACTIONS = {
     ReportKind.QOS_INVALID: "SetMemoryQoS",
     ReportKind.QOS_UNSUPPORTED: "SetMemoryQoS",
     ReportKind.PARENT_MISSING: "Guard",
+    ReportKind.BAD_ANNOTATION: "ReadAnnotations",
 }
 
 

@@ -23,3 +23,4 @@ class ReportKind(enum.Enum):
     QOS_INVALID = "OomGuardMemoryQoSInvalid"  # bad annotation or refused value: nothing written
     QOS_UNSUPPORTED = "OomGuardMemoryQoSUnsupported"  # cgroup v1: no equivalent settings
     PARENT_MISSING = "OomGuardParentMissing"  # --parent missing for --parent-wait: nothing guarded
+    BAD_ANNOTATION = "OomGuardBadAnnotation"  # a memguard.io annotation not used (next level)

@@ -18,6 +18,7 @@ _LEVELS = {
     ReportKind.QOS_INVALID: logging.WARNING,
     ReportKind.QOS_UNSUPPORTED: logging.WARNING,
     ReportKind.PARENT_MISSING: logging.WARNING,
+    ReportKind.BAD_ANNOTATION: logging.WARNING,
 }
 
 

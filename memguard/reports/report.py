@@ -22,7 +22,7 @@ _UNPRINTABLE = frozenset({"Cc", "Cs", "Zl", "Zp"})
 
 QOS_KINDS = frozenset({ReportKind.QOS_APPLIED, ReportKind.QOS_INVALID, ReportKind.QOS_UNSUPPORTED})
 # Reports about something else than a memory emergency: no usage figures in the message.
-_WITHOUT_FIGURES = QOS_KINDS | {ReportKind.PARENT_MISSING}
+_WITHOUT_FIGURES = QOS_KINDS | {ReportKind.PARENT_MISSING, ReportKind.BAD_ANNOTATION}
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +76,8 @@ class Report:
         """
         if self.kind in _WITHOUT_FIGURES:  # settings, a missing parent: no usage figures
             head = _truncate(_printable(f"{self.action}; {self.reason}"), MESSAGE_MAX_BYTES - 64)
+            if not self.cgroup:  # about a pod, not one cgroup (a bad annotation)
+                return head
             room = MESSAGE_MAX_BYTES - len(head.encode()) - len("; cgroup ")
             return f"{head}; cgroup {_keep_tail(_printable(self.cgroup), room)}"
         parts = [self.action]
