@@ -29,6 +29,9 @@ class SeriesKey:
     reason: str
     action: str
     type: str
+    # What tells apart reports of one reason about one object that are not the same
+    # thing happening again (a bad annotation: its key and value); "" for the rest.
+    subject: str = ""
 
 
 @dataclass(frozen=True)

@@ -153,6 +153,10 @@ class PodCache:
     def lookup(self, pod_uid: str | None) -> PodInfo | None:
         return None if pod_uid is None else self._pods.get(pod_uid)
 
+    def uids(self) -> list[str]:
+        """The uids of the pods held now (a snapshot: safe from any thread)."""
+        return list(self._pods)
+
     def __len__(self) -> int:
         return len(self._pods)
 

@@ -59,6 +59,7 @@ DELIVER_GRACE_S = 5.0
 DELIVER_TIMEOUT_S = SYNC_WAIT_S + DELIVERY_DEADLINE_S + DELIVER_GRACE_S
 MAX_LOGGED_REJECTIONS = 32  # distinct (status, reason) pairs logged; then counted only
 MERGE_PATCH = "application/merge-patch+json"
+SUBJECT_EXTRA = "subject"  # Report.extra: the SeriesKey's subject (see aggregate.SeriesKey)
 # How a delivery ends (EventPoster.post; memguard_kube_events_total{outcome}).
 OUTCOMES = ("created", "bumped", "rejected", "failed", "timed_out")
 
@@ -129,7 +130,13 @@ class EventPoster:
 
     async def _post(self, delivery: Delivery) -> str:
         report, regarding = delivery.report, delivery.regarding
-        key = SeriesKey(regarding, report.kind.value, event_action(report), event_type(report.kind))
+        key = SeriesKey(
+            regarding,
+            report.kind.value,
+            event_action(report),
+            event_type(report.kind),
+            report.extra.get(SUBJECT_EXTRA, ""),
+        )
         plan = self._aggregator.plan(key, delivery.monotonic_s)
         if isinstance(plan, Bump):
             try:
