@@ -207,6 +207,25 @@ async def open_kube_from(config: RunConfig) -> KubeFeatures | None:
     return await open_kube(connection, node, explicit=bool(config.kubeconfig))
 
 
+def pods_side(
+    config: RunConfig, kube: KubeFeatures, bus: ReportBus
+) -> tuple[OverridesSource, PodActions]:
+    """Overrides and protection from the pod cache, evict/delete over the API server."""
+    from memguard.kube.overrides import PodOverrides, own_pod_uid
+    from memguard.kube.podactions import ApiPodActions
+
+    own = own_pod_uid(os.environ)
+    protection = config.protection
+    log.info(
+        "protected: namespaces %s, priority >= 2000000000 %s, memguard's own pod %s",
+        ",".join(sorted(protection.namespaces)) or "none (--protected-namespaces '')",
+        "acted on (--act-on-critical)" if protection.act_on_critical else "reported only",
+        own or "not known ($POD_UID unset, no pod in /proc/self/cgroup)",
+    )
+    overrides = PodOverrides(kube.cache, protection, bus.publish, own)
+    return overrides, ApiPodActions(kube.bridge, kube.client, kube.cache.lookup)
+
+
 @dataclass
 class Composed:
     """Everything `memguard run` runs: the agent and, with --listen, its endpoint."""
@@ -244,10 +263,13 @@ async def compose(config: RunConfig, log_handler: NonBlockingHandler | None = No
             "without pod annotations nothing is applied"
         )
     # The pods' side of the guards (issue 13): per-container overrides/protection and
-    # eviction/delete. memguard.kube wires its own here when Kubernetes is on.
+    # eviction/delete, from memguard.kube when Kubernetes is on.
+    bus = ReportBus(sinks, config.report_queue)
     overrides: OverridesSource = NoOverrides()
     pod_actions: PodActions = NoPodActions()
-    agent, _ = build_agent(config, backend, sinks, services, pods, overrides, pod_actions)
+    if kube is not None:
+        overrides, pod_actions = pods_side(config, kube, bus)
+    agent, _ = build_agent(config, backend, sinks, services, pods, overrides, pod_actions, bus)
     page = StatusPage(agent, pod_namer(pods.lookup) if pods is not None else no_names)
     server = None
     if listeners is not None and metrics is not None:
@@ -269,10 +291,12 @@ def build_agent(
     pods: PodSource | None = None,
     overrides: OverridesSource | None = None,
     pod_actions: PodActions | None = None,
+    bus: ReportBus | None = None,
 ) -> tuple[Agent, MemoryQos | None]:
-    """The agent with its report bus and, when configured, memory QoS (which it
-    also returns: it is a service and a container listener of the agent)."""
-    bus = ReportBus(sinks, config.report_queue)
+    """The agent with its report bus (made here unless given: over sinks) and, when
+    configured, memory QoS (which it also returns: it is a service and a container
+    listener of the agent)."""
+    bus = bus if bus is not None else ReportBus(sinks, config.report_queue)
     qos = None
     if config.memory_qos is not None and config.memory_qos.enabled:
         page_bytes = os.sysconf("SC_PAGE_SIZE")

@@ -22,6 +22,7 @@ from memguard.guarding.agent import AgentConfig
 from memguard.guarding.discovery import MatchMode
 from memguard.kernel.fstype import FsKind, existing_ancestor, fs_kind
 from memguard.kernel.hierarchy import CgroupLayout, choose_layout, missing_parent_hint, probe
+from memguard.policy.annotations import Protection
 from memguard.policy.model import GracefulVia, GuardSettings, Policy, check_granularity_bytes
 from memguard.policy.poll import PollSettings
 from memguard.policy.qos import QosConfig
@@ -44,6 +45,8 @@ class RunConfig:
     kubernetes: str = "auto"
     kubeconfig: str = ""
     node_name: str = ""
+    # --protected-namespaces, --act-on-critical (with Kubernetes: memguard.kube.overrides)
+    protection: Protection = field(default_factory=Protection)
     priority: str = "auto"  # auto | off (memguard.cli.priority)
     cgroup_root: str = DEFAULT_CGROUP_ROOT
     # What --cgroup-root holds; None when it was not needed (an explicit --parent)
@@ -136,6 +139,7 @@ def build_run_config(values: Mapping[str, Any]) -> RunConfig:
         kubernetes=values["kubernetes"],
         kubeconfig=values["kubeconfig"],
         node_name=values["node_name"],
+        protection=Protection(values["protected_namespaces"], values["act_on_critical"]),
         priority=values["priority"],
         swap=build_swap_settings(values),
     )

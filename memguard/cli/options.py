@@ -16,6 +16,7 @@ cgroup can hold, the report queue at most a million.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -149,6 +150,18 @@ def _status_socket(text: str) -> str:
     if len(os.fsencode(path)) > SUN_PATH_MAX_BYTES:
         raise ValueError(f"{shown(text)} is longer than a unix socket path may be (107 bytes)")
     return path
+
+
+_NAMESPACE = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?", re.ASCII)
+
+
+def _namespaces(text: str) -> frozenset[str]:
+    """A comma list of namespace names (DNS-1123 labels); empty: none."""
+    names = [part.strip() for part in text.split(",") if part.strip()]
+    for name in names:
+        if not _NAMESPACE.fullmatch(name):
+            raise ValueError(f"{shown(name)} is not a namespace name (a DNS-1123 label)")
+    return frozenset(names)
 
 
 def _listen_address(text: str) -> str:
@@ -439,6 +452,20 @@ RUN_OPTIONS = (
         "kubeconfig for the Events and the pod cache (also $KUBECONFIG)",
     ),
     Option("--node-name", "", str, "this node's name (default $NODE_NAME, else the hostname)"),
+    Option(
+        "--protected-namespaces",
+        "kube-system",
+        _namespaces,
+        "comma list of namespaces memguard never acts in (reports only, saying why); empty: none",
+    ),
+    Option(
+        "--act-on-critical",
+        "false",
+        _bool,
+        "act on pods of priority 2000000000 or more (system-cluster-critical, "
+        "system-node-critical) too; without it they are reported only",
+        is_switch=True,
+    ),
     Option(
         "--report-queue",
         "1024",

@@ -32,6 +32,8 @@ def test_defaults() -> None:
     assert values["hot_recheck_interval"] == pytest.approx(0.1)
     assert values["priority"] == "auto"
     assert values["high_tripwire"] == "auto"
+    assert values["protected_namespaces"] == frozenset({"kube-system"})
+    assert values["act_on_critical"] is False
     assert set(values) == {option.dest for option in RUN_OPTIONS}
 
 
@@ -59,6 +61,14 @@ def test_defaults() -> None:
         ({"high_tripwire": "AUTO"}, {}, "high_tripwire", "auto"),
         ({"priority": "auto"}, {"MEMGUARD_PRIORITY": "off"}, "priority", "auto"),
         ({}, {"memguard_policy": "noop", "POLICY": "noop"}, "policy", "container"),
+        (
+            {},
+            {"MEMGUARD_PROTECTED_NAMESPACES": "kube-system, infra"},
+            "protected_namespaces",
+            frozenset({"kube-system", "infra"}),
+        ),
+        ({"protected_namespaces": ""}, {}, "protected_namespaces", frozenset()),
+        ({}, {"MEMGUARD_ACT_ON_CRITICAL": "true"}, "act_on_critical", True),
     ],
 )
 def test_flag_beats_env_beats_default(
@@ -85,6 +95,11 @@ def test_flag_beats_env_beats_default(
         ({}, {"MEMGUARD_LOG_FORMAT": "xml"}, "$MEMGUARD_LOG_FORMAT: 'xml' is not one of"),
         ({"priority": "high"}, {}, "--priority: 'high' is not one of auto, off"),
         ({"high_tripwire": "maybe"}, {}, "--high-tripwire: 'maybe' is not one of auto, on, off"),
+        (
+            {"protected_namespaces": "kube-system,Kube_Public"},
+            {},
+            "--protected-namespaces: 'Kube_Public' is not a namespace name",
+        ),
     ],
 )
 def test_bad_value_is_a_config_error_naming_its_source(
