@@ -116,8 +116,8 @@ def test_daemonset_has_what_the_agent_needs() -> None:
     resources = container["resources"]
     assert set(resources["limits"]) == {"cpu", "memory"}
     assert resources["requests"] == resources["limits"]
-    [node_env] = container["env"]
-    assert node_env["valueFrom"]["fieldRef"]["fieldPath"] == "spec.nodeName"
+    fields = {env["name"]: env["valueFrom"]["fieldRef"]["fieldPath"] for env in container["env"]}
+    assert fields == {"NODE_NAME": "spec.nodeName", "POD_UID": "metadata.uid"}
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
     assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
     security = container["securityContext"]
