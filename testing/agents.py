@@ -15,6 +15,7 @@ from memguard.cli.compose import build_agent, select_backend
 from memguard.cli.config import RunConfig
 from memguard.components import Changes
 from memguard.guarding.agent import Agent, AgentConfig
+from memguard.guarding.pods import OverridesSource, PodActions
 from memguard.policy.model import GuardSettings, check_granularity_bytes
 from memguard.qos.applier import MemoryQos, PodSource
 from memguard.reports.bus import Sink
@@ -50,6 +51,8 @@ def compose_agent(
     services: Sequence[NamedService] = (),
     pods: PodSource | None = None,
     backend: Backend | None = None,
+    overrides: OverridesSource | None = None,
+    pod_actions: PodActions | None = None,
 ) -> tuple[Agent, MemoryQos | None]:
     """The agent (and its memory QoS, if configured) as memguard.cli.compose builds it;
     the backend is chosen from the parent's filesystem unless given."""
@@ -57,7 +60,7 @@ def compose_agent(
         backend = select_backend(
             config.agent.parent, config.cgroup_version, config.v2, config.hold, config.layout
         )
-    return build_agent(config, backend, sinks, services, pods)
+    return build_agent(config, backend, sinks, services, pods, overrides, pod_actions)
 
 
 @asynccontextmanager
@@ -67,12 +70,16 @@ async def running_agent(
     backend: Backend | None = None,
     services: Sequence[NamedService] = (),
     pods: PodSource | None = None,
+    overrides: OverridesSource | None = None,
+    pod_actions: PodActions | None = None,
 ) -> AsyncIterator[tuple[Agent, CollectSink]]:
     """An agent composed as `memguard run` composes it (memguard.cli.compose), running
     in a nursery; stopped (and drained) on exit. The backend is chosen from the
     parent's filesystem unless given."""
     collect = CollectSink()
-    agent, _ = compose_agent(config, [collect, *sinks], services, pods, backend)
+    agent, _ = compose_agent(
+        config, [collect, *sinks], services, pods, backend, overrides, pod_actions
+    )
     async with agent_running(agent):
         yield agent, collect
 

@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
+from memguard.backends.doorbell import Doorbell
 from memguard.backends.inotify_hub import InotifyHub
 from memguard.backends.wake import Wake
 from memguard.policy.model import MemorySnapshot
@@ -28,9 +29,16 @@ class Notifier(Protocol):
         threshold_bytes: int | None,
         warning_bytes: int | None = None,
         last_chance_bytes: int | None = None,
+        soft_bytes: int | None = None,
     ) -> bool:
         """(Re-)arm at threshold_bytes (None: OOM events only) and, where the
-        backend can, at the warning and last-chance levels too; False if gone."""
+        backend can, at the warning, last-chance and soft (graceful) levels too;
+        False if gone."""
+        ...
+
+    @property
+    def bell(self) -> Doorbell:
+        """Where others ring the guard awake (a limit write, a pod's overrides)."""
         ...
 
     def usage_bytes(self) -> int | None:

@@ -32,7 +32,8 @@ MAX_PARALLEL_REGISTRATIONS = 8
 
 class V1Notifier:
     """One eventfd per cgroup carries the OOM event and every usage level (warning,
-    threshold, last chance): each is one more registration on the same eventfd.
+    threshold, last chance; the graceful policy's soft level): each is one more
+    registration on the same eventfd.
 
     Re-arming registers a new eventfd before closing the old one, so there is
     no window without a registration; closing an eventfd unregisters it. An fd
@@ -89,11 +90,12 @@ class V1Notifier:
         threshold_bytes: int | None,
         warning_bytes: int | None = None,
         last_chance_bytes: int | None = None,
+        soft_bytes: int | None = None,
     ) -> bool:
         if not self._hold_decided:
             await trio.to_thread.run_sync(self._take_hold)
         fresh = EventFd()
-        levels = (threshold_bytes, warning_bytes, last_chance_bytes)
+        levels = (threshold_bytes, warning_bytes, last_chance_bytes, soft_bytes)
         try:
             # Not abandoned on cancel: the thread uses fresh's fd until it returns.
             registered = await trio.to_thread.run_sync(

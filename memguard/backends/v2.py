@@ -138,9 +138,11 @@ class V2Notifier:
         threshold_bytes: int | None,
         warning_bytes: int | None = None,
         last_chance_bytes: int | None = None,
+        soft_bytes: int | None = None,
     ) -> bool:
         if self._poll is not None:
-            self._poll.threshold_bytes = threshold_bytes
+            # the graceful policy acts at its soft level: the poll wakes the guard there
+            self._poll.threshold_bytes = threshold_bytes if soft_bytes is None else soft_bytes
         tripwire = self._settings.tripwire
         if tripwire is Tripwire.ON or (tripwire is Tripwire.AUTO and not self._high_claimed()):
             return self._set_tripwire(threshold_bytes)

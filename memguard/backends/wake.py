@@ -14,6 +14,7 @@ class Wake(enum.StrEnum):
     POLL = "poll"  # the v2 poller found usage at or over the threshold
     FILE = "file"  # a fake tree's file was rewritten
     LIMIT = "limit"  # a new limit was written (inotify)
+    POD = "pod"  # the container's pod changed (its overrides: memguard.guarding.pods)
     TIMEOUT = "timeout"  # nothing: the guard's own (re)check time came
 
 

@@ -57,6 +57,7 @@ class FakeNotifier:
         threshold_bytes: int | None,
         warning_bytes: int | None = None,
         last_chance_bytes: int | None = None,
+        soft_bytes: int | None = None,
     ) -> bool:
         # Every write wakes the guard; there is nothing to register.
         return model.read(self._cgroup_dir) is not None

@@ -26,7 +26,7 @@ import math
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 import trio
@@ -36,15 +36,25 @@ from memguard.backends.inotify_hub import InotifyHub
 from memguard.backends.wake import NOTIFICATIONS, Wake
 from memguard.guarding.actions import Flusher
 from memguard.guarding.killer import Killer, KillOutcome, Prepared
-from memguard.guarding.pods import NoOverrides, NoPodActions, OverridesSource, PodActions
+from memguard.guarding.pods import (
+    NoOverrides,
+    NoPodActions,
+    OverridesSource,
+    PodActions,
+    PodOutcome,
+    PodResult,
+)
+from memguard.kernel.pidfd import Process
 from memguard.policy import effects as fx
-from memguard.policy.model import GuardSettings, MemorySnapshot, Policy
+from memguard.policy.effective import effective_settings
+from memguard.policy.model import GracefulVia, GuardSettings, MemorySnapshot, Policy
+from memguard.policy.overrides import ContainerOverrides
 from memguard.policy.paths import ContainerRef
 from memguard.policy.rates import light_snapshot, samples_of
-from memguard.policy.state import GuardState
+from memguard.policy.state import NOT_ARMED, GuardState
 from memguard.policy.step import step
 from memguard.policy.table import last_chance_reason
-from memguard.reports.report import Report, ReportKind
+from memguard.reports.report import Report, ReportKind, Victim
 from memguard.units import format_size
 
 log = logging.getLogger(__name__)
@@ -56,6 +66,10 @@ LIGHT_WAKES = frozenset({Wake.KERNEL, Wake.POLL, Wake.EVENTS, Wake.PSI})
 NOT_READY_RETRY_S = 0.5
 UNWATCHED_RECHECK_S = 1.0  # no inotify watch on the cgroup (watch limit): re-read this often
 RECHECK_JITTER = 0.1  # +-10 %, so 1,000 guards do not re-check in lockstep
+# After a graceful SIGTERM (or eviction) the guard also re-reads this often: the
+# kernel tells of crossings, not of a cgroup emptying with its page cache charged.
+WATCH_POLL_S = 0.02
+POD_RETRY_S = 1.0  # an eviction refused (429: a PodDisruptionBudget) is asked again
 
 
 @dataclass(frozen=True)
@@ -88,6 +102,19 @@ class _Gone(Exception):
     """The cgroup vanished mid-step: the guard ends quietly."""
 
 
+class _Ignored(Exception):
+    """The pod says memguard.io/ignore: the guard lets go until the pod changes."""
+
+
+@dataclass
+class _PodCall:
+    """An eviction or delete under way (a task of the graceful try): its last answer."""
+
+    result: PodResult | None = None
+    tries: int = 0
+    final: bool = False  # no more tries (anything but a refusal)
+
+
 class Guard:
     def __init__(
         self,
@@ -100,7 +127,10 @@ class Guard:
         self._events = events
         self.ref = ref
         self._ctx = context
-        self._settings = context.settings
+        self._settings = context.settings  # this container's (its pod's overrides applied)
+        self._overrides: ContainerOverrides | None = None
+        self._pod_changed = trio.Event()
+        self.ignored = False  # memguard.io/ignore: not guarded (said once)
         self._state = GuardState()
         self._woke_by: frozenset[Wake] = frozenset({Wake.TIMEOUT})
         self._kill: KillOutcome | None = None  # the last action's outcome, for its report
@@ -110,6 +140,8 @@ class Guard:
         self._prepared: Prepared | None = None  # victims ready for the kill (killer.py)
         self._preparing = False
         self._background: trio.Nursery | None = None
+        self._notifier: Notifier | None = None
+        self._token: trio.lowlevel.TrioToken | None = None
         self._read_at: float | None = None  # perf_counter() of the last reading of usage
         # For `memguard status` (memguard.guarding.view): the last full reading and the
         # last report; kept as they come, never read for them.
@@ -118,8 +150,48 @@ class Guard:
 
     @property
     def armed(self) -> bool:
-        """The kernel (or the fake tree) notifies this guard: the first arm is done."""
-        return self._registered
+        """The kernel (or the fake tree) notifies this guard: the first arm is done
+        (an ignored container has nothing to arm)."""
+        return self._registered or self.ignored
+
+    def _read_overrides(self) -> bool:
+        """This container's settings from its pod's overrides; True when they changed."""
+        overrides = self._ctx.overrides.overrides(self.ref)
+        if overrides == self._overrides:
+            return False
+        self._overrides = overrides
+        self._settings = effective_settings(self._ctx.settings, overrides)
+        return True
+
+    def _on_pod_change(self, pod_uid: str | None) -> None:
+        """The pod side says a pod changed (any thread): wake this guard if it is ours."""
+        if pod_uid is not None and pod_uid != self.ref.pod_uid:
+            return
+        token = self._token
+        if token is not None:
+            with contextlib.suppress(trio.RunFinishedError):
+                token.run_sync_soon(self._pod_changed_now)
+
+    def _pod_changed_now(self) -> None:
+        self._pod_changed.set()
+        if self._notifier is not None:
+            self._notifier.bell.ring(Wake.POD)
+
+    async def _while_ignored(self) -> None:
+        """memguard.io/ignore: nothing armed, until the pod changes or the cgroup goes."""
+        if not self.ignored:
+            self.ignored = True
+            log.info("not guarding %s: its pod says memguard.io/ignore", self.cgroup_dir)
+            self._events.armed_changed(self)
+        while self._overrides is not None and self._overrides.ignore:
+            self._pod_changed = trio.Event()
+            with trio.move_on_after(self._settings.recheck_interval_s):
+                await self._pod_changed.wait()
+            if not self._ctx.backend.exists(self.cgroup_dir):
+                return
+            self._read_overrides()
+        self.ignored = False
+        self._events.armed_changed(self)
 
     @property
     def prepared_victims(self) -> int:
@@ -143,19 +215,43 @@ class Guard:
         memory controller is enabled for it, a fake tree being built) is not
         gone: the guard looks again, backing off up to the recheck interval.
         """
+        self._token = trio.lowlevel.current_trio_token()
+        self._ctx.overrides.subscribe(self._on_pod_change)
+        try:
+            await self._guard()
+        finally:
+            self._ctx.overrides.unsubscribe(self._on_pod_change)
+        log.debug("guard ended: %s is gone", self.cgroup_dir)
+
+    async def _guard(self) -> None:
         for attempt in itertools.count():
+            self._read_overrides()
+            if self._overrides is not None and self._overrides.ignore:
+                await self._while_ignored()
+                if not self._ctx.backend.exists(self.cgroup_dir):
+                    break
+                continue
             self._state = GuardState()  # a new notifier: armed afresh
             self._registered = False
             notifier_cm = self._ctx.backend.notifier(self.cgroup_dir, self._ctx.hub)
+            ignored = False
             try:
                 async with trio.open_nursery() as background:
                     self._background = background
                     with notifier_cm as notifier, contextlib.suppress(_Gone):
-                        await self._loop(notifier)
+                        self._notifier = notifier
+                        try:
+                            await self._loop(notifier)
+                        except _Ignored:
+                            ignored = True
                     background.cancel_scope.cancel()
             finally:
+                self._notifier = None
                 self._background = None
                 self._drop_prepared()
+            if ignored:
+                self._registered = False
+                continue
             if not self._ctx.backend.exists(self.cgroup_dir):
                 break
             delay_s = min(NOT_READY_RETRY_S * 2**attempt, self._settings.recheck_interval_s)
@@ -165,7 +261,6 @@ class Guard:
                 delay_s,
             )
             await trio.sleep(delay_s)
-        log.debug("guard ended: %s is gone", self.cgroup_dir)
 
     def _snapshot(self) -> MemorySnapshot:
         self._read_at = time.perf_counter()
@@ -205,7 +300,12 @@ class Guard:
                 self._refresh_prepared()
                 await self._sleep(notifier, look_at_s)
                 next_event = fx.Woke()
-                if self._woke_by & LIGHT_WAKES and not self._woke_by & {Wake.LIMIT}:
+                if Wake.POD in self._woke_by and self._read_overrides():
+                    if self._overrides is not None and self._overrides.ignore:
+                        raise _Ignored
+                    # new levels, policy or protection: armed afresh (levels recomputed)
+                    self._state = replace(self._state, armed_threshold=NOT_ARMED)
+                if self._woke_by & LIGHT_WAKES and not self._woke_by & {Wake.LIMIT, Wake.POD}:
                     usage = notifier.usage_bytes()
                     if usage is None:
                         raise _Gone
@@ -215,7 +315,7 @@ class Guard:
             event, light = next_event, False
             self._read_at = time.perf_counter()
             fresh = self._ctx.backend.snapshot(self.cgroup_dir)
-            if fresh is None and not isinstance(event, fx.Acted):
+            if fresh is None and not isinstance(event, fx.Acted | fx.Terminated):
                 raise _Gone
             vanished = fresh is None
             snapshot = fresh or snapshot
@@ -251,6 +351,8 @@ class Guard:
             return fx.CacheFlushed(flushed.duration_s)
         if isinstance(effect, fx.Act):
             return await self._act(effect, notifier)
+        if isinstance(effect, fx.Terminate):
+            return await self._terminate(effect, notifier)
         if isinstance(effect, fx.NoteUnlimited):
             limit = self._settings.cache_flush_above
             log.info(
@@ -265,7 +367,10 @@ class Guard:
             # Before arming: memory QoS may own memory.high, which the v2 tripwire leaves alone.
             self._events.limit_known(self, snapshot.limit_bytes)
         armed = await notifier.arm(
-            effect.threshold_bytes, effect.warning_bytes, effect.last_chance_bytes
+            effect.threshold_bytes,
+            effect.warning_bytes,
+            effect.last_chance_bytes,
+            effect.soft_bytes,
         )
         if not armed:
             raise _Gone
@@ -341,6 +446,125 @@ class Guard:
             return await killer.kill_process(self.cgroup_dir, prepared)
         deadline_s = trio.current_time() + CONTAINER_KILL_BOUND_S
         return await killer.kill_container(self.cgroup_dir, prepared, deadline_s)
+
+    # -- the graceful try: SIGTERM (or evict, delete), then watch --------------------------
+
+    async def _terminate(self, effect: fx.Terminate, notifier: Notifier) -> fx.Event:
+        """Ask the container to stop, then watch until it exits, usage reaches the
+        escalation level, or the grace period is over (policy.effects.Terminate)."""
+        started = time.perf_counter()
+        woke_at = notifier.kernel_woke_at if self._woke_by & NOTIFICATIONS else self._read_at
+        deadline_s = trio.current_time() + effect.grace_s
+        via = effect.via
+        processes: list[Process] = []
+
+        def ended(ending: fx.Ending, detail: str) -> fx.Terminated:
+            duration_s = time.perf_counter() - started
+            return fx.Terminated(
+                ending, via, detail, duration_s, effect.escalate_bytes, effect.grace_s
+            )
+
+        try:
+            async with trio.open_nursery() as nursery:
+                pod: _PodCall | None = None
+                if via is GracefulVia.PROCESS:
+                    found = await self._sigterm(woke_at, processes)
+                    if found is None:
+                        return ended(fx.Ending.NO_TARGET, "")
+                    detail = found
+                    if self._settings.dry_run:
+                        return ended(fx.Ending.DRY_RUN, detail)
+                elif self._settings.dry_run:
+                    return ended(fx.Ending.DRY_RUN, f"grace period {effect.grace_s:g}s")
+                else:
+                    pod = _PodCall()
+                    nursery.start_soon(self._ask_pod, via, effect.grace_s, pod)
+                    detail = ""
+                ending = None
+                while ending is None:
+                    ending = await self._watch_once(notifier, effect, deadline_s, pod)
+                    if ending is fx.Ending.FAILED and pod is not None and effect.fall_back:
+                        # the API refused to help: SIGTERM the main process instead
+                        detail = f"{_pod_words(via, pod)}; SIGTERM instead"
+                        via, pod, ending = GracefulVia.PROCESS, None, None
+                        found = await self._sigterm(woke_at, processes)
+                        if found is None:
+                            return ended(fx.Ending.NO_TARGET, detail)
+                        detail = f"{detail}: {found}"
+                if pod is not None:
+                    detail = _pod_words(via, pod)
+                nursery.cancel_scope.cancel()
+                return ended(ending, detail)
+        finally:
+            for process in processes:
+                process.close()
+
+    async def _sigterm(self, woke_at: float | None, processes: list[Process]) -> str | None:
+        """SIGTERM the main process(es) (a dry run: find them); the words for the
+        report, None when there is none memguard may signal."""
+        killer, prepared = self._ctx.killer, self._prepared
+        if self._ctx.backend.flush_blocks and prepared is None:
+            targets = await trio.to_thread.run_sync(
+                killer.main_processes, self.cgroup_dir, None, abandon_on_cancel=True
+            )
+        else:
+            targets = killer.main_processes(self.cgroup_dir, prepared)
+        if not targets:
+            return None
+        names = ", ".join(f"{info.pid}/{info.comm}" for info in targets[:4])
+        if self._settings.dry_run:
+            victims = tuple(Victim(i.pid, i.comm, i.oom_score, i.rss_bytes, False) for i in targets)
+            self._kill = KillOutcome(victims)
+            return f"would SIGTERM {names}"
+        signalled, first_at = killer.terminate(self.cgroup_dir, targets)
+        processes += [process for _, process in signalled]
+        self._kill = KillOutcome(
+            tuple(Victim(i.pid, i.comm, i.oom_score, i.rss_bytes, True) for i, _ in signalled),
+            first_signal_at=first_at,
+        )
+        self._latency_s = None
+        if woke_at is not None and first_at is not None:
+            self._latency_s = first_at - woke_at
+        return f"SIGTERM to {names}"
+
+    async def _ask_pod(self, via: GracefulVia, grace_s: float, pod: _PodCall) -> None:
+        """Evict (or delete) the pod; a refusal (429) is asked again until the try ends."""
+        pod_actions = self._ctx.pod_actions
+        call = pod_actions.evict if via is GracefulVia.EVICT else pod_actions.delete
+        while True:
+            pod.result = await call(self.ref, grace_s)
+            pod.tries += 1
+            if pod.result.outcome is not PodOutcome.REFUSED:
+                pod.final = True
+                if self._notifier is not None:
+                    self._notifier.bell.ring(Wake.POD)
+                return
+            await trio.sleep(POD_RETRY_S)
+
+    async def _watch_once(
+        self,
+        notifier: Notifier,
+        effect: fx.Terminate,
+        deadline_s: float,
+        pod: _PodCall | None,
+    ) -> fx.Ending | None:
+        """One look during a graceful try: how it ended, or None (still waiting)."""
+        pids = self._ctx.backend.pids(self.cgroup_dir)
+        usage = notifier.usage_bytes()
+        if not pids or usage is None:
+            return fx.Ending.EXITED
+        if effect.escalate_bytes is not None and usage >= effect.escalate_bytes:
+            return fx.Ending.LEVEL_REACHED
+        if pod is not None and pod.final and pod.result is not None:
+            if pod.result.outcome is PodOutcome.GONE:
+                return fx.Ending.POD_GONE
+            if pod.result.outcome is PodOutcome.FAILED:
+                return fx.Ending.FAILED
+        now_s = trio.current_time()
+        if now_s >= deadline_s:
+            return fx.Ending.GRACE_OVER
+        self._woke_by = await notifier.wait(min(deadline_s - now_s, WATCH_POLL_S))
+        return None
 
     # -- preparing the victims (in the background, never on the kill path) --------------
 
@@ -419,5 +643,23 @@ class Guard:
 
 
 KILL_KINDS = frozenset(
-    {ReportKind.KILL_PROCESS, ReportKind.KILL_CONTAINER, ReportKind.NO_VICTIM, ReportKind.NOOP}
+    {
+        ReportKind.KILL_PROCESS,
+        ReportKind.KILL_CONTAINER,
+        ReportKind.NO_VICTIM,
+        ReportKind.NOOP,
+        ReportKind.TERMINATE,
+        ReportKind.EVICT,
+        ReportKind.DELETE,
+    }
 )
+
+
+def _pod_words(via: GracefulVia, pod: _PodCall) -> str:
+    """What the API server said to the eviction (or delete), for the report."""
+    result = pod.result
+    if result is None:
+        return f"{via.value}: no answer yet"
+    tries = f" ({pod.tries} tries)" if pod.tries > 1 else ""
+    said = f": {result.detail}" if result.detail else ""
+    return f"{via.value} {result.outcome.value}{tries}{said}"

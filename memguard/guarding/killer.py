@@ -43,7 +43,7 @@ from memguard.kernel.pidfd import (
     PidfdSupport,
     Process,
 )
-from memguard.kernel.procfs import read_oom_score_adj, read_procs_info
+from memguard.kernel.procfs import read_oom_score_adj, read_proc, read_procs_info
 from memguard.kernel.sched import RealtimeBurst
 from memguard.policy.model import ProcInfo
 from memguard.policy.victim import OOM_SCORE_ADJ_MIN, is_protected, ranked
@@ -236,6 +236,54 @@ class Killer:
             if process is not None:
                 prepared.victims[pid] = process
         return prepared
+
+    # -- the graceful policy's SIGTERM -------------------------------------------------
+
+    def main_processes(self, cgroup_dir: str, prepared: Prepared | None) -> list[ProcInfo] | None:
+        """The members whose parent is outside the cgroup - the container's main
+        process (and `kubectl exec` sessions beside it) - oldest pid first, the
+        protected ones (pid 1, memguard, oom_score_adj -1000) left out; None when
+        the cgroup is gone. Prepared /proc readings are used where there are some;
+        blocking reads otherwise: off the trio thread."""
+        pids = self._backend.pids(cgroup_dir)
+        if pids is None:
+            return None
+        members = set(pids)
+        known = prepared.info if prepared is not None else {}
+        infos = [known.get(pid) or read_proc(pid) for pid in pids]
+        return sorted(
+            (
+                info
+                for info in infos
+                if info is not None
+                and info.ppid not in members
+                and not is_protected(info, self._protected)
+            ),
+            key=lambda info: info.pid,
+        )
+
+    def terminate(
+        self, cgroup_dir: str, targets: list[ProcInfo]
+    ) -> tuple[list[tuple[ProcInfo, Process]], float | None]:
+        """SIGTERM each target through a pidfd (the fallback rules of
+        memguard.kernel.pidfd apply); the signalled with their pidfds (to wait for
+        their exits; the caller closes them) and when the first signal went."""
+        members = _Members(self._backend, cgroup_dir)
+        opened = [(info, self.pidfds.open(info.pid, members.contain)) for info in targets]
+        # With its pidfd open a pid cannot name another process: still a member now?
+        current = set(self._backend.pids(cgroup_dir) or ())
+        signalled: list[tuple[ProcInfo, Process]] = []
+        first_at: float | None = None
+        for info, process in opened:
+            if process is None:
+                continue
+            if info.pid in current:
+                first_at = first_at or time.perf_counter()
+                if process.send_signal(signal.SIGTERM):
+                    signalled.append((info, process))
+                    continue
+            process.close()
+        return signalled, first_at
 
     # -- the process policy ------------------------------------------------------------
 

@@ -40,7 +40,7 @@ def assert_one_line_error(result: subprocess.CompletedProcess[str], *needles: st
         (["run", "--margin-ratio", "2x"], ["--margin-ratio", "'2x'", "ratio"]),
         (["run", "--min-margin", "abc"], ["--min-margin", "size"]),
         (["run", "--cooldown", "soon"], ["--cooldown", "duration"]),
-        (["run", "--policy", "nuke"], ["--policy", "process, container, noop"]),
+        (["run", "--policy", "nuke"], ["--policy", "process, container, graceful, evict, noop"]),
         (["run", "--min-margin", "60Mi"], ["--min-margin", "larger than --max-margin"]),
         (["run", "--margin-ratio", "0.6"], ["--margin-ratio", "below 0.5"]),
         (["run", "--parent", "/nonexistent/dir/kubepods"], ["/nonexistent/dir", "does not exist"]),
