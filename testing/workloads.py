@@ -4,6 +4,7 @@
     python workloads.py many CHILDREN TARGET_MIB RATE_MIB_PER_S
     python workloads.py forkbomb CHILD_MIB INTERVAL_S MAX_FORKS
     python workloads.py fill-then-forkbomb FILL_MIB CHILD_MIB INTERVAL_S MAX_FORKS
+    python workloads.py on-sigterm exit|ignore MARKER TARGET_MIB RATE_MIB_PER_S
 
 Started through testing.cgroups.CgroupTree.spawn (which holds it until .go(),
 once it is in its cgroup), each prints "started" once it runs, then:
@@ -18,12 +19,17 @@ once it is in its cgroup), each prints "started" once it runs, then:
 - fill-then-forkbomb: allocates FILL_MIB, prints "filled", waits for one more
   line on stdin, then forks as forkbomb does (a container that starts forking
   after memguard prepared its victims).
+- on-sigterm: installs a SIGTERM handler, then allocates TARGET_MIB at RATE;
+  `exit`: the handler writes "clean shutdown" to MARKER and exits 0 (a service
+  that shuts down cleanly); `ignore`: it writes "sigterm ignored" and goes on
+  (a process that never stops on SIGTERM: the graceful policy escalates).
 All of them sleep once done, until killed.
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import time
 
@@ -99,6 +105,26 @@ def _bomb(kept: list[bytes], child_mib: int, interval_s: float, max_forks: int) 
     _sleep_forever()
 
 
+def on_sigterm(mode: str, marker: str, target_mib: int, rate_mib_s: float) -> None:
+    def handler(signum: int, frame: object) -> None:
+        words = "clean shutdown" if mode == "exit" else "sigterm ignored"
+        with open(marker, "a") as file:
+            file.write(words + "\n")
+        if mode == "exit":
+            os._exit(0)
+
+    signal.signal(signal.SIGTERM, handler)
+    print("started", flush=True)
+    kept: list[bytes] = []
+    started = time.monotonic()
+    for index in range(target_mib):
+        kept.append(b"\x01" * MIB)
+        delay = started + (index + 1) / rate_mib_s - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+    _sleep_forever()
+
+
 def main() -> None:
     mode, args = sys.argv[1], sys.argv[2:]
     if mode == "cache-then-anon":
@@ -107,6 +133,8 @@ def main() -> None:
         many(int(args[0]), int(args[1]), float(args[2]))
     elif mode == "fill-then-forkbomb":
         fill_then_forkbomb(int(args[0]), int(args[1]), float(args[2]), int(args[3]))
+    elif mode == "on-sigterm":
+        on_sigterm(args[0], args[1], int(args[2]), float(args[3]))
     elif mode == "forkbomb":
         forkbomb(int(args[0]), float(args[1]), int(args[2]))
     else:
