@@ -92,6 +92,8 @@ async def test_the_trigger_acts_on_the_thrashing_container(
         await trio.to_thread.run_sync(thrasher.process.wait, WAIT_S)
         assert not any(r.cgroup == idle for r in collect.reports), "the idle one was acted on"
     assert sleeper.process.poll() is None, "the idle container's process was signalled"
+    sleeper.process.kill()  # ours: reaped here, not left to Popen.__del__ (a warning)
+    sleeper.process.wait(WAIT_S)
     assert "ranked by PSI full avg10" in report.reason  # v2: per-cgroup PSI ranks
     assert " swap share" in report.reason
     print(f"\nswap trigger: thrasher started -> acted on in {acted_s - started_s:.2f}s "
