@@ -145,7 +145,9 @@ class V2Notifier:
             self._poll.threshold_bytes = threshold_bytes if soft_bytes is None else soft_bytes
         tripwire = self._settings.tripwire
         if tripwire is Tripwire.ON or (tripwire is Tripwire.AUTO and not self._high_claimed()):
-            return self._set_tripwire(threshold_bytes)
+            # graceful: the tripwire marks the soft level (where memguard acts; the
+            # poll at rest may be a second away), and slows the allocator past it
+            return self._set_tripwire(threshold_bytes if soft_bytes is None else soft_bytes)
         return cgroup_v2.read_max(self._cgroup_dir)[0]
 
     def _set_tripwire(self, threshold_bytes: int | None) -> bool:

@@ -480,6 +480,11 @@ class Guard:
                     pod = _PodCall()
                     nursery.start_soon(self._ask_pod, via, effect.grace_s, pod)
                     detail = ""
+                # Watch for the escalation level only: on v2 this lifts the soft
+                # level's memory.high tripwire (a process that ignores SIGTERM runs
+                # on to the hard threshold, which wakes the guard). Re-armed after.
+                if not await notifier.arm(effect.escalate_bytes):
+                    return ended(fx.Ending.EXITED, detail)
                 ending = None
                 while ending is None:
                     ending = await self._watch_once(notifier, effect, deadline_s, pod)
