@@ -115,14 +115,20 @@ def _resource_flags(resources: dict[str, Any]) -> Iterator[str]:
             raise AssertionError(f"resources.limits.{key}: not mapped to podman")
 
 
+# The downward API's metadata.uid: a pod uid no test container has (memguard
+# protects its own pod: none of the test's containers may be taken for it).
+POD_UID = "00000000-0000-4000-8000-00000000f00d"
+
+
 def _env_flags(env: list[dict[str, Any]], node_name: str) -> Iterator[str]:
     for variable in env:
         if "value" in variable:
             yield f"--env={variable['name']}={variable['value']}"
             continue
         field_path = variable["valueFrom"]["fieldRef"]["fieldPath"]
-        assert field_path == "spec.nodeName", f"env {variable['name']}: {field_path} not mapped"
-        yield f"--env={variable['name']}={node_name}"
+        values = {"spec.nodeName": node_name, "metadata.uid": POD_UID}
+        assert field_path in values, f"env {variable['name']}: {field_path} not mapped"
+        yield f"--env={variable['name']}={values[field_path]}"
 
 
 def _volume_flags(
