@@ -15,6 +15,7 @@ class Wake(enum.StrEnum):
     FILE = "file"  # a fake tree's file was rewritten
     LIMIT = "limit"  # a new limit was written (inotify)
     POD = "pod"  # the container's pod changed (its overrides: memguard.guarding.pods)
+    PRESSURE = "pressure"  # an outside trigger (the swap trigger) asks for the graceful path
     TIMEOUT = "timeout"  # nothing: the guard's own (re)check time came
 
 

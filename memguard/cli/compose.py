@@ -38,10 +38,9 @@ from memguard.errors import ConfigError
 from memguard.fake import model as fake_model
 from memguard.fake.backend import FakeBackend
 from memguard.guarding.agent import Agent
-from memguard.guarding.killer import Killer
 from memguard.guarding.pods import NoOverrides, NoPodActions, OverridesSource, PodActions
 from memguard.guarding.supervisor import ContainerListener
-from memguard.guarding.swaptrigger import ContainerKillAct, SwapTrigger
+from memguard.guarding.swaptrigger import GracefulAct, SwapTrigger
 from memguard.kernel import cgroup_v1, cgroup_v2
 from memguard.kernel.fstype import FsKind, existing_ancestor, fs_kind
 from memguard.kernel.hierarchy import CgroupLayout
@@ -304,7 +303,8 @@ def build_agent(
         qos = MemoryQos(config.memory_qos, backend, bus.publish, page_bytes, dry_run, pods)
     named = [*services, (qos.component, qos.run)] if qos else list(services)
     listeners: list[ContainerListener] = [qos] if qos else []
-    trigger = swap_trigger(config, backend, bus, overrides or NoOverrides())
+    swap_act = GracefulAct()
+    trigger = swap_trigger(config, backend, swap_act, overrides or NoOverrides())
     if trigger is not None:
         named.append((trigger.component, trigger.run))
         listeners.append(trigger)
@@ -317,20 +317,19 @@ def build_agent(
         overrides=overrides,
         pod_actions=pod_actions,
     )
+    swap_act.supervisor = agent.supervisor
     return agent, qos
 
 
 def swap_trigger(
-    config: RunConfig, backend: Backend, bus: ReportBus, overrides: OverridesSource
+    config: RunConfig, backend: Backend, act: GracefulAct, overrides: OverridesSource
 ) -> SwapTrigger | None:
-    """--swap-trigger: a service and a container listener of the agent. It acts
-    through the container kill (ContainerKillAct) until the guards' graceful path
-    offers an act_gracefully(cgroup_dir, reason) to pass here instead."""
+    """--swap-trigger: a service and a container listener of the agent; it acts
+    through the victim's guard (the graceful path: act.supervisor, set once the
+    agent exists)."""
     if config.swap is None:
         return None
     dry_run = config.agent.settings.dry_run
-    killer = Killer(backend, frozenset({os.getpid()}), dry_run)
-    act = ContainerKillAct(killer, bus.publish, dry_run)
     if backend.unified_settings:  # cgroup v2 (or a fake v2 tree)
         return SwapTrigger(
             config.swap, act, overrides, cgroup_v2.read_swap, read_full_avg10, dry_run

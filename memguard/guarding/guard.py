@@ -131,6 +131,7 @@ class Guard:
         self._overrides: ContainerOverrides | None = None
         self._pod_changed = trio.Event()
         self.ignored = False  # memguard.io/ignore: not guarded (said once)
+        self._pressure_reason: str | None = None  # request_graceful's, until the loop takes it
         self._state = GuardState()
         self._woke_by: frozenset[Wake] = frozenset({Wake.TIMEOUT})
         self._kill: KillOutcome | None = None  # the last action's outcome, for its report
@@ -171,6 +172,15 @@ class Guard:
         if token is not None:
             with contextlib.suppress(trio.RunFinishedError):
                 token.run_sync_soon(self._pod_changed_now)
+
+    def request_graceful(self, reason: str) -> bool:
+        """An outside trigger (the swap trigger) asks for the graceful path; on the
+        trio thread. False when this guard cannot take it now (not armed, ignored)."""
+        if self._notifier is None or not self.armed or self.ignored:
+            return False
+        self._pressure_reason = reason
+        self._notifier.bell.ring(Wake.PRESSURE)
+        return True
 
     def _pod_changed_now(self) -> None:
         self._pod_changed.set()
@@ -300,12 +310,16 @@ class Guard:
                 self._refresh_prepared()
                 await self._sleep(notifier, look_at_s)
                 next_event = fx.Woke()
+                if Wake.PRESSURE in self._woke_by and self._pressure_reason is not None:
+                    next_event = fx.Pressure(self._pressure_reason)
+                    self._pressure_reason = None
                 if Wake.POD in self._woke_by and self._read_overrides():
                     if self._overrides is not None and self._overrides.ignore:
                         raise _Ignored
                     # new levels, policy or protection: armed afresh (levels recomputed)
                     self._state = replace(self._state, armed_threshold=NOT_ARMED)
-                if self._woke_by & LIGHT_WAKES and not self._woke_by & {Wake.LIMIT, Wake.POD}:
+                outside = {Wake.LIMIT, Wake.POD, Wake.PRESSURE}
+                if self._woke_by & LIGHT_WAKES and not self._woke_by & outside:
                     usage = notifier.usage_bytes()
                     if usage is None:
                         raise _Gone

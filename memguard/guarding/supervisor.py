@@ -100,6 +100,12 @@ class GuardSupervisor:
         # until its task ends, so the budget counts these, not the scopes.
         self._holding = 0
 
+    async def act_gracefully(self, cgroup_dir: str, reason: str) -> bool:
+        """The graceful path on cgroup_dir's guard (the swap trigger's act): False
+        when no guard of it can take it now."""
+        guard = self.guards.get(cgroup_dir)
+        return guard is not None and guard.request_graceful(reason)
+
     @property
     def guarded(self) -> frozenset[str]:
         return frozenset(self._scopes)

@@ -18,7 +18,6 @@ supervise(): an unexpected error restarts it with backoff, guards go on.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
@@ -26,11 +25,10 @@ import trio
 
 from memguard.components import Changes
 from memguard.errors import CgroupFormatError, KernelError
-from memguard.guarding.killer import Killer
 from memguard.guarding.pods import OverridesSource
+from memguard.guarding.supervisor import GuardSupervisor
 from memguard.kernel import swapfiles
-from memguard.policy.kinds import ReportKind
-from memguard.policy.paths import ContainerRef, leaf_ref, parse_container_path
+from memguard.policy.paths import ContainerRef
 from memguard.policy.swap import (
     RankedBy,
     SwapCandidate,
@@ -43,14 +41,12 @@ from memguard.policy.swap import (
     observe,
     quiet_until,
 )
-from memguard.reports.report import Report
 from memguard.units import format_size
 
 log = logging.getLogger(__name__)
 
 COMPONENT = "swap-trigger"
 NO_SWAP_WARNING = "swap trigger on, but this node has no swap: it will never fire"
-KILL_BOUND_S = 2.0
 HISTORY = 16  # decisions and acts kept for `memguard status` and the tests
 _T = TypeVar("_T")
 
@@ -242,44 +238,15 @@ def _severity(victim: SwapCandidate, ranked_by: RankedBy) -> str:
     )
 
 
-class ContainerKillAct:
-    """Until the guard side's graceful path is wired: the container kill, reported
-    as OomGuardKillContainer with the swap trigger's reason (an ActGracefully)."""
+class GracefulAct:
+    """The swap trigger's act: the victim's guard takes the graceful path
+    (GuardSupervisor.act_gracefully). The trigger is composed before the agent
+    that holds the supervisor, so the supervisor is handed over afterwards."""
 
-    def __init__(
-        self,
-        killer: Killer,
-        publish: Callable[[Report], None],
-        dry_run: bool,
-    ) -> None:
-        self._killer = killer
-        self._publish = publish
-        self._dry_run = dry_run
+    def __init__(self) -> None:
+        self.supervisor: GuardSupervisor | None = None
 
     async def __call__(self, cgroup_dir: str, reason: str) -> bool:
-        started_s = time.perf_counter()
-        outcome = await self._killer.kill_container(
-            cgroup_dir, None, trio.current_time() + KILL_BOUND_S
-        )
-        ref = parse_container_path(cgroup_dir) or leaf_ref(cgroup_dir)
-        self._publish(
-            Report(
-                kind=ReportKind.KILL_CONTAINER,
-                cgroup=cgroup_dir,
-                ref=ref,
-                usage_bytes=0,
-                limit_bytes=None,
-                threshold_bytes=None,
-                policy="container",
-                action="would kill container" if self._dry_run else "killed container",
-                reason=reason,
-                dry_run=self._dry_run,
-                victims=outcome.victims,
-                survivors=outcome.survivors,
-                duration_s=time.perf_counter() - started_s,
-                woke_by="swap",
-                wall_time_s=time.time(),
-                extra=outcome.details(),
-            )
-        )
-        return not outcome.gone and any(victim.killed for victim in outcome.victims)
+        if self.supervisor is None:
+            return False
+        return await self.supervisor.act_gracefully(cgroup_dir, reason)

@@ -87,7 +87,16 @@ class Terminated:
     grace_s: float = 0.0  # the grace period it had
 
 
-Event = Woke | Armed | Flushed | CacheFlushed | LastChance | Acted | Terminated
+@dataclass(frozen=True, slots=True)
+class Pressure:
+    """An outside trigger (the swap trigger: sustained node swap I/O) chose this
+    container: the graceful path, whatever --policy says (the container may sit
+    at its memory limit while it swaps: only the grace period escalates)."""
+
+    reason: str
+
+
+Event = Woke | Armed | Flushed | CacheFlushed | LastChance | Acted | Terminated | Pressure
 
 
 @dataclass(frozen=True, slots=True)

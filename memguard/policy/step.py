@@ -71,6 +71,7 @@ from memguard.policy.effects import (
     NoteUnlimited,
     Outcome,
     Prepare,
+    Pressure,
     Publish,
     Terminate,
     Terminated,
@@ -136,6 +137,8 @@ def step(
         return Outcome(state, (*effects, _arm(marks)))
     if isinstance(event, CacheFlushed):
         return _cache_flushed(state, snapshot, event, settings, now_s, effects)
+    if isinstance(event, Pressure):
+        return _pressure(state, snapshot, event, settings, now_s, effects)
     if isinstance(event, LastChance):
         reason = last_chance_reason(state, snapshot, settings, now_s) or "last chance"
         before = state.before_flush or snapshot
@@ -358,6 +361,33 @@ def _act(
         return Outcome(state, (*effects, terminate))
     state = replace(state, act_reason=reason, acting_policy=_kill_policy(policy))
     return Outcome(state, (*effects, Act(_kill_policy(policy), reason)))
+
+
+def _pressure(
+    state: GuardState,
+    snapshot: MemorySnapshot,
+    event: Pressure,
+    settings: GuardSettings,
+    now_s: float,
+    effects: list[Effect],
+) -> Outcome:
+    """The swap trigger chose this container: Terminate (--graceful-via), escalated
+    only when the grace period runs out; protected pods: reported only; a graceful
+    try already under way: nothing more."""
+    if settings.protected is not None:
+        return _protected(state, snapshot, snapshot, event.reason, settings, now_s, effects)
+    if state.terminated_at_s is not None:
+        return Outcome(state, (*effects, LookAgain(None)))
+    grace_s = settings.grace_period_s
+    terminate = Terminate(
+        settings.graceful_via,
+        event.reason,
+        None,  # no usage level: a swapping container sits at its limit
+        DEFAULT_GRACE_PERIOD_S if grace_s is None else grace_s,
+        fall_back=True,
+    )
+    state = replace(state, terminated_at_s=now_s, act_reason=event.reason, before_flush=snapshot)
+    return Outcome(state, (*effects, terminate))
 
 
 def _escalate(state: GuardState, reason: str, effects: list[Effect]) -> Outcome:

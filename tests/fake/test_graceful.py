@@ -324,3 +324,51 @@ async def test_a_pod_change_rearms_with_its_margin(empty_fake_root: str) -> None
             )
     finally:
         tree.kill_and_reap([pid])
+
+
+async def test_the_swap_triggers_request_takes_the_graceful_path_whatever_the_policy(
+    empty_fake_root: str,
+) -> None:
+    """GuardSupervisor.act_gracefully (the swap trigger's act): SIGTERM though the
+    policy is container and usage is far under every level; unknown cgroups: False."""
+    root = empty_fake_root
+    pid = tree.spawn_sleeper()
+    try:
+        config = make_config(root, policy=Policy.CONTAINER)
+        async with running_agent(config) as (agent, collect):
+            path = _container(root, pid)
+            await wait_armed(agent, path)
+            assert not await agent.supervisor.act_gracefully(path + "-none", "swap trigger: x")
+            assert await agent.supervisor.act_gracefully(path, "swap trigger: node swap I/O")
+            report = await reported(collect, path, ReportKind.TERMINATE)
+        assert await _killed_by(pid, signal.SIGTERM)
+        assert report.action.startswith("terminated: the container exited after")
+        assert "swap trigger: node swap I/O" in report.reason
+        assert f"SIGTERM to {pid}/sleep" in report.reason
+        assert not [r for r in collect.reports if r.kind is ReportKind.KILL_CONTAINER]
+    finally:
+        tree.kill_and_reap([pid])
+
+
+async def test_the_swap_triggers_request_escalates_only_when_the_grace_period_ends(
+    empty_fake_root: str, tmp_path: pathlib.Path
+) -> None:
+    """A container swapping at its limit: usage over the hard threshold does not
+    escalate a pressure request, the grace period does."""
+    root = empty_fake_root
+    marker = tmp_path / "marker"
+    stubborn = _stubborn(marker)
+    try:
+        config = make_config(root, policy=Policy.NOOP, grace_period_s=0.5)
+        async with running_agent(config) as (agent, collect):
+            path = _container(root, stubborn.pid)
+            await wait_armed(agent, path)
+            _fill_to(root, path, OVER_HARD)  # noop: reported, nothing done
+            assert await agent.supervisor.act_gracefully(path, "swap trigger: swapping")
+            report = await reported(collect, path, ReportKind.KILL_CONTAINER)
+        assert report.reason.startswith("escalated: the grace period of 0.5s is over"), report
+        assert await _killed_by(stubborn.pid, signal.SIGKILL)
+        assert marker.read_text().startswith("sigterm")
+    finally:
+        stubborn.kill()
+        stubborn.wait()

@@ -10,6 +10,7 @@ memory) and act on it, and leave the idle one alone.
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 import time
@@ -21,6 +22,7 @@ import trio
 from memguard.kernel.swapfiles import read_swaps
 from memguard.policy.model import MIB, Policy
 from memguard.policy.swap import SwapSettings
+from memguard.reports.report import ReportKind
 from testing.agents import make_config, running_agent, wait_armed
 from testing.cgroups import CgroupTree
 from testing.waits import WAIT_S, bounded
@@ -82,14 +84,15 @@ async def test_the_trigger_acts_on_the_thrashing_container(
         thrasher.go()
         started_s = time.time()
         report = await bounded(
-            collect.wait_for(
-                lambda r: r.cgroup == thrashing and r.reason.startswith("swap trigger:")
-            ),
+            collect.wait_for(lambda r: r.cgroup == thrashing and "swap trigger:" in r.reason),
             "the swap trigger acting on the thrashing container",
         )
         acted_s = report.wall_time_s
-        # Acted on: its process dies (a bounded wait: TimeoutExpired fails the test).
-        await trio.to_thread.run_sync(thrasher.process.wait, WAIT_S)
+        # Acted on gracefully: its process dies of the SIGTERM (a bounded wait:
+        # TimeoutExpired fails the test).
+        returncode = await trio.to_thread.run_sync(thrasher.process.wait, WAIT_S)
+        assert returncode == -signal.SIGTERM, returncode
+        assert report.kind is ReportKind.TERMINATE, report
         assert not any(r.cgroup == idle for r in collect.reports), "the idle one was acted on"
     assert sleeper.process.poll() is None, "the idle container's process was signalled"
     sleeper.process.kill()  # ours: reaped here, not left to Popen.__del__ (a warning)

@@ -25,7 +25,9 @@ from memguard.policy.effects import (
     LastChance,
     LookAgain,
     Prepare,
+    Pressure,
     Publish,
+    Terminate,
     Unprepare,
     Woke,
 )
@@ -608,3 +610,29 @@ def test_a_light_reading_never_kills_what_may_be_page_cache() -> None:
     anon = light_snapshot(snap(98.5, 0.2), 99 * MIB)  # over the threshold before
     outcome = step(state, anon, Woke(light=True), SETTINGS, NOW)
     assert [e for e in outcome.effects if isinstance(e, Act)]
+
+
+def test_a_pressure_request_terminates_with_no_usage_level_and_only_once() -> None:
+    """The swap trigger's request: the graceful path whatever --policy says, escalated
+    only by the grace period (a swapping container sits at its limit)."""
+    settings = dataclasses.replace(SETTINGS, grace_period_s=7.0)
+    outcome = step(armed(), snap(50), Pressure("swap trigger: x"), settings, NOW)
+    (terminate,) = [e for e in outcome.effects if isinstance(e, Terminate)]
+    assert (terminate.reason, terminate.escalate_bytes, terminate.grace_s) == (
+        "swap trigger: x",
+        None,
+        7.0,
+    )
+    assert terminate.via is settings.graceful_via
+    assert terminate.fall_back
+    assert outcome.state.terminated_at_s == NOW
+    again = step(outcome.state, snap(50), Pressure("swap trigger: y"), settings, NOW + 1)
+    assert not [e for e in again.effects if isinstance(e, Terminate | Act)]
+
+
+def test_a_pressure_request_on_a_protected_pod_is_reported_only() -> None:
+    settings = dataclasses.replace(SETTINGS, protected="namespace kube-system is protected")
+    outcome = step(armed(), snap(50), Pressure("swap trigger: x"), settings, NOW)
+    assert not [e for e in outcome.effects if isinstance(e, Terminate | Act)]
+    (report,) = [e for e in outcome.effects if isinstance(e, Publish)]
+    assert report.kind is ReportKind.PROTECTED
