@@ -11,6 +11,10 @@ _LEVELS = {
     ReportKind.SKIP: logging.WARNING,
     ReportKind.KILL_PROCESS: logging.WARNING,
     ReportKind.KILL_CONTAINER: logging.WARNING,
+    ReportKind.TERMINATE: logging.WARNING,
+    ReportKind.EVICT: logging.WARNING,
+    ReportKind.DELETE: logging.WARNING,
+    ReportKind.PROTECTED: logging.WARNING,
     ReportKind.NOOP: logging.WARNING,
     ReportKind.NO_VICTIM: logging.WARNING,
     ReportKind.KERNEL_OOM: logging.WARNING,
@@ -30,7 +34,7 @@ class LogSink:
 
     async def deliver(self, report: Report) -> None:
         self._log.log(
-            _LEVELS[report.kind],
+            _LEVELS.get(report.kind, logging.WARNING),  # a kind without a level still logs
             "%s %s",
             report.kind.value,
             report.message(),

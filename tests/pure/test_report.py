@@ -172,3 +172,29 @@ def test_fields_without_a_pod_carry_nulls() -> None:
 
 def test_golden_ref_matches_the_path_parser() -> None:
     assert parse_container_path(LONG_CGROUP) == REF
+
+
+@pytest.mark.parametrize("kind", list(ReportKind), ids=lambda kind: kind.value)
+def test_the_log_sink_logs_every_kind_at_its_level(kind: ReportKind) -> None:
+    """Every kind has a level of its own (a missing one made the log sink fail)."""
+    import logging
+
+    import trio
+
+    from memguard.reports.log_sink import _LEVELS, LogSink
+
+    records: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record)
+
+    logger = logging.getLogger(f"test.log_sink.{kind.value}")
+    logger.propagate = False
+    logger.setLevel(logging.DEBUG)
+    logger.addHandler(Keep())
+    trio.run(LogSink(logger).deliver, replace(BASE, kind=kind))
+    assert kind in _LEVELS
+    assert [(r.levelno, r.getMessage().split()[0]) for r in records] == [
+        (_LEVELS[kind], kind.value)
+    ]
