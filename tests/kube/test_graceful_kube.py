@@ -1,0 +1,171 @@
+"""The graceful and evict policies, annotations and protection end to end: the agent
+composed as `memguard run` composes it with Kubernetes on (memguard.cli.compose:
+the pod cache, PodOverrides, ApiPodActions, the Event sink; plus a collecting
+sink) against the emulated API server, on a fake tree whose container is a real
+sleeping process of a pod the emulator holds."""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import trio
+
+from memguard.cli.compose import build_agent, open_kube_from, pods_side, select_backend
+from memguard.cli.config import RunConfig, build_run_config
+from memguard.cli.options import RUN_OPTIONS, resolve
+from memguard.fake import drive, model, tree
+from memguard.guarding.agent import Agent
+from memguard.kube.features import KubeFeatures
+from memguard.kube.pods import bare_container_id
+from memguard.policy.model import MIB
+from memguard.reports.bus import ReportBus, Sink
+from memguard.reports.collect_sink import CollectSink
+from memguard.reports.log_sink import LogSink
+from memguard.reports.report import ReportKind
+from testing.agentproc import reaped
+from testing.agents import agent_running, reported, until, wait_armed
+from testing.kube.emulator import KubeEmulator, container_id, make_pod
+from testing.waits import bounded, within
+
+NODE = "node-a"
+LIMIT = 256 * MIB
+BETWEEN_SOFT_AND_HARD = 240 * MIB  # soft 230.4 MiB (10 %), hard 250.9 MiB (2 %)
+OVER_HARD = 252 * MIB
+LAST_CHANCE = 255 * MIB  # the evict policy's escalation level
+GLOBAL_THRESHOLD = LIMIT - int(0.02 * LIMIT)  # --margin-ratio 0.02
+
+
+def run_config(root: str, kube: KubeEmulator, **flags: str) -> RunConfig:
+    """`memguard run --parent root --kubeconfig ... --node-name node-a` plus flags
+    (by option dest: policy="evict", graceful_via="evict" ...)."""
+    given = {
+        "parent": root,
+        "kubeconfig": str(kube.kubeconfig),
+        "node_name": NODE,
+        "status_socket": "off",
+        **flags,
+    }
+    return build_run_config(resolve(RUN_OPTIONS, given, {}))
+
+
+@asynccontextmanager
+async def kube_agent(config: RunConfig) -> AsyncIterator[tuple[Agent, CollectSink, KubeFeatures]]:
+    """The agent as memguard.cli.compose.compose builds it with Kubernetes on (without
+    the HTTP endpoint and status socket), a CollectSink first among its sinks."""
+    backend = select_backend(config.agent.parent, config.cgroup_version, config.v2, config.hold)
+    kube = await bounded(open_kube_from(config), "the Kubernetes client")
+    assert kube is not None
+    collect = CollectSink()
+    sinks: list[Sink] = [collect, LogSink(), kube.sink]
+    bus = ReportBus(sinks, config.report_queue)
+    overrides, pod_actions = pods_side(config, kube, bus)
+    services = [("pod-cache", kube.run)]
+    agent, _ = build_agent(
+        config, backend, sinks, services, kube.cache, overrides, pod_actions, bus
+    )
+    async with agent_running(agent):
+        yield agent, collect, kube
+
+
+def shop_pod(uid: str, namespace: str = "shop", name: str = "web-0", **spec: Any) -> dict[str, Any]:
+    pod = make_pod(namespace, name, uid=uid, node_name=NODE, containers=("app",))
+    pod["spec"].update(spec)
+    return pod
+
+
+async def pod_known(kube: KubeFeatures, uid: str) -> None:
+    cache = kube.cache
+    await bounded(
+        kube.bridge.run(cache.wait_until(lambda c: c.lookup(uid) is not None)),
+        f"pod {uid} in the pod cache",
+    )
+
+
+def make_container(root: str, uid: str, pid: int) -> str:
+    """The fake cgroup of container app of pod uid (burstable, cgroupfs driver)."""
+    cid = bare_container_id(container_id(uid, "app"))
+    path = os.path.join(root, "kubepods", "burstable", f"pod{uid}", cid)
+    memory = model.FakeMemory(limit_bytes=LIMIT, pids=[pid], anon_by_pid={pid: MIB})
+    memory.version = model.tree_cgroup_version(root)
+    model.create(path, memory)
+    return path
+
+
+def fill_to(root: str, path: str, usage_bytes: int) -> None:
+    memory = model.read(path)
+    assert memory is not None
+    result = drive.step(root, path, drive.Kind.ANON, usage_bytes - memory.usage_bytes)
+    assert result is not None
+    assert result.usage_bytes == usage_bytes
+
+
+def alive(pid: int) -> bool:
+    """True unless pid is our child that has exited (reaping it)."""
+    found, _ = os.waitpid(pid, os.WNOHANG)
+    return found == 0
+
+
+async def killed_by(pid: int, signum: int) -> bool:
+    status = await reaped(pid, f"pid {pid} exited")
+    return os.WIFSIGNALED(status) and os.WTERMSIG(status) == signum
+
+
+async def emulator_until(what: str, condition: Callable[[], bool]) -> None:
+    """Park until condition() holds of the emulator's state (another thread's server:
+    polled), bounded."""
+    with within(what):
+        while not condition():  # noqa: ASYNC110 - the emulator's state, another thread
+            await trio.sleep(0.01)
+
+
+async def events_posted(agent: Agent) -> None:
+    """Every report published so far has been handled by the Event sink."""
+    bus = agent.bus
+    await until(
+        bus.changes,
+        lambda: bus.handled("kubernetes") == bus.published,
+        "the Event sink handled every report",
+    )
+
+
+def pod_events(kube: KubeEmulator, uid: str, reason: str) -> list[dict[str, Any]]:
+    return [e for e in kube.events() if e["reason"] == reason and e["regarding"].get("uid") == uid]
+
+
+async def test_graceful_via_evict_evicts_with_the_pods_grace_period(
+    kube: KubeEmulator, empty_fake_root: str
+) -> None:
+    root = empty_fake_root
+    uid = "1b2c3d4e-0000-4000-8000-00000000e001"
+    kube.create_pod(shop_pod(uid, terminationGracePeriodSeconds=45))
+    pid = tree.spawn_sleeper()
+    try:
+        config = run_config(root, kube, policy="graceful", graceful_via="evict")
+        async with kube_agent(config) as (agent, collect, features):
+            await pod_known(features, uid)
+            path = make_container(root, uid, pid)
+            await wait_armed(agent, path)
+            fill_to(root, path, BETWEEN_SOFT_AND_HARD)
+            await emulator_until("the pod evicted", lambda: bool(kube.removals()))
+            assert alive(pid)  # evicted, not signalled: that is the kubelet's part
+            os.kill(pid, signal.SIGTERM)  # the kubelet stopping the evicted pod's container
+            report = await reported(collect, path, ReportKind.EVICT)
+            await events_posted(agent)
+        [removal] = kube.removals()
+        assert (removal.how, removal.namespace, removal.name) == ("evict", "shop", "web-0")
+        assert removal.grace_period_s == 45  # the pod's terminationGracePeriodSeconds
+        assert removal.uid_precondition == uid
+        assert removal.status == 201
+        assert report.action.startswith("evicted pod: the container exited")
+        assert "evict done" in report.reason
+        assert not [r for r in collect.reports if r.kind is ReportKind.KILL_CONTAINER]
+        [event] = pod_events(kube, uid, "OomGuardEvict")
+        assert event["regarding"]["name"] == "web-0"
+        assert event["regarding"]["namespace"] == "shop"
+        assert kube.rejections == []
+    finally:
+        tree.kill_and_reap([pid])
