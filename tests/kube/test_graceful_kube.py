@@ -28,7 +28,7 @@ from memguard.reports.log_sink import LogSink
 from memguard.reports.report import ReportKind
 from testing.agentproc import reaped
 from testing.agents import agent_running, reported, until, wait_armed
-from testing.kube.emulator import KubeEmulator, container_id, make_pod
+from testing.kube.emulator import PDBS, KubeEmulator, container_id, make_pdb, make_pod
 from testing.waits import bounded, within
 
 NODE = "node-a"
@@ -166,6 +166,74 @@ async def test_graceful_via_evict_evicts_with_the_pods_grace_period(
         [event] = pod_events(kube, uid, "OomGuardEvict")
         assert event["regarding"]["name"] == "web-0"
         assert event["regarding"]["namespace"] == "shop"
+        assert kube.rejections == []
+    finally:
+        tree.kill_and_reap([pid])
+
+
+async def test_evict_refused_by_a_budget_is_asked_again_and_escalates_at_last_chance(
+    kube: KubeEmulator, empty_fake_root: str
+) -> None:
+    root = empty_fake_root
+    uid = "1b2c3d4e-0000-4000-8000-00000000e002"
+    kube.create_pod(shop_pod(uid))
+    kube.create(PDBS, make_pdb("shop", "web-budget", {"app": "web-0"}, disruptions_allowed=0))
+    pid = tree.spawn_sleeper()
+    try:
+        config = run_config(root, kube, policy="evict")
+        async with kube_agent(config) as (agent, collect, features):
+            await pod_known(features, uid)
+            path = make_container(root, uid, pid)
+            await wait_armed(agent, path)
+            fill_to(root, path, OVER_HARD)
+            await emulator_until("the eviction asked twice", lambda: len(kube.removals()) >= 2)
+            assert alive(pid)  # refused: nothing killed yet
+            fill_to(root, path, LAST_CHANCE)
+            report = await reported(collect, path, ReportKind.KILL_CONTAINER)
+            await events_posted(agent)
+        removals = kube.removals()
+        assert {(r.how, r.name, r.status) for r in removals} == {("evict", "web-0", 429)}
+        assert removals[0].grace_period_s == 30  # no --grace-period, none on the pod
+        assert report.reason.startswith("escalated: usage reached the last-chance level")
+        assert "evict refused" in report.reason
+        assert "429" in report.reason
+        assert [v.pid for v in report.victims] == [pid]
+        assert await killed_by(pid, signal.SIGKILL)
+        assert not [r for r in collect.reports if r.kind is ReportKind.EVICT]
+        [event] = pod_events(kube, uid, "OomGuardKillContainer")
+        assert "escalated" in event["note"]
+        assert kube.rejections == []
+    finally:
+        tree.kill_and_reap([pid])
+
+
+async def test_evict_allowed_by_a_budget_is_reported_when_the_container_exits(
+    kube: KubeEmulator, empty_fake_root: str
+) -> None:
+    root = empty_fake_root
+    uid = "1b2c3d4e-0000-4000-8000-00000000e003"
+    kube.create_pod(shop_pod(uid))
+    kube.create(PDBS, make_pdb("shop", "web-budget", {"app": "web-0"}, disruptions_allowed=1))
+    pid = tree.spawn_sleeper()
+    try:
+        config = run_config(root, kube, policy="evict", grace_period="20s")
+        async with kube_agent(config) as (agent, collect, features):
+            await pod_known(features, uid)
+            path = make_container(root, uid, pid)
+            await wait_armed(agent, path)
+            fill_to(root, path, OVER_HARD)
+            await emulator_until("the pod evicted", lambda: bool(kube.removals()))
+            assert alive(pid)
+            os.kill(pid, signal.SIGTERM)  # the kubelet stopping the evicted pod's container
+            report = await reported(collect, path, ReportKind.EVICT)
+            await events_posted(agent)
+        [removal] = kube.removals()
+        assert (removal.how, removal.status, removal.grace_period_s) == ("evict", 201, 20)
+        [budget] = kube.objects(PDBS)
+        assert budget["status"]["disruptionsAllowed"] == 0  # the eviction used it
+        assert report.action.startswith("evicted pod: the container exited")
+        assert not [r for r in collect.reports if r.kind is ReportKind.KILL_CONTAINER]
+        assert len(pod_events(kube, uid, "OomGuardEvict")) == 1
         assert kube.rejections == []
     finally:
         tree.kill_and_reap([pid])
