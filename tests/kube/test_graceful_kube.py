@@ -28,7 +28,7 @@ from memguard.reports.log_sink import LogSink
 from memguard.reports.report import ReportKind
 from testing.agentproc import reaped
 from testing.agents import agent_running, reported, until, wait_armed
-from testing.kube.emulator import PDBS, KubeEmulator, container_id, make_pdb, make_pod
+from testing.kube.emulator import PDBS, PODS, KubeEmulator, container_id, make_pdb, make_pod
 from testing.waits import bounded, within
 
 NODE = "node-a"
@@ -234,6 +234,55 @@ async def test_evict_allowed_by_a_budget_is_reported_when_the_container_exits(
         assert report.action.startswith("evicted pod: the container exited")
         assert not [r for r in collect.reports if r.kind is ReportKind.KILL_CONTAINER]
         assert len(pod_events(kube, uid, "OomGuardEvict")) == 1
+        assert kube.rejections == []
+    finally:
+        tree.kill_and_reap([pid])
+
+
+def annotate(kube: KubeEmulator, name: str, **annotations: str) -> None:
+    kube.patch(PODS, "shop", name, {"metadata": {"annotations": annotations}})
+
+
+async def test_a_changed_annotation_rearms_and_a_bad_one_is_one_warning(
+    kube: KubeEmulator, empty_fake_root: str
+) -> None:
+    root = empty_fake_root
+    uid = "1b2c3d4e-0000-4000-8000-00000000e004"
+    kube.create_pod(shop_pod(uid))
+    pid = tree.spawn_sleeper()
+    try:
+        async with kube_agent(run_config(root, kube)) as (agent, collect, features):
+            await pod_known(features, uid)
+            path = make_container(root, uid, pid)
+            await wait_armed(agent, path)
+            guard = agent.supervisor.guards[path]
+            assert guard.armed_threshold_bytes == GLOBAL_THRESHOLD
+
+            async def armed_at(threshold_bytes: int, what: str) -> None:
+                await until(
+                    agent.supervisor.changes,
+                    lambda: guard.armed_threshold_bytes == threshold_bytes,
+                    f"re-armed at {threshold_bytes} ({what})",
+                )
+
+            annotate(kube, "web-0", **{"memguard.io/margin": "30%"})
+            await armed_at(LIMIT - int(0.3 * LIMIT), "memguard.io/margin 30%")
+            annotate(kube, "web-0", **{"memguard.io/margin": "lots"})
+            await armed_at(GLOBAL_THRESHOLD, "a bad margin: the global one")
+            # Another change of the pod (the container's own key wins): re-armed, the
+            # bad pod-level value still there and not said again.
+            annotate(kube, "web-0", **{"margin.memguard.io/app": "64Mi"})
+            await armed_at(LIMIT - 64 * MIB, "margin.memguard.io/app 64Mi")
+            await events_posted(agent)
+        bad = [r for r in collect.reports if r.kind is ReportKind.BAD_ANNOTATION]
+        assert len(bad) == 1
+        assert "memguard.io/margin" in bad[0].reason
+        [event] = pod_events(kube, uid, "OomGuardBadAnnotation")
+        assert event["type"] == "Warning"
+        assert event["regarding"]["name"] == "web-0"
+        assert "lots" in event["note"]
+        assert "series" not in event  # posted once, not a repeat aggregated into it
+        assert alive(pid)  # re-arming touched nothing
         assert kube.rejections == []
     finally:
         tree.kill_and_reap([pid])
