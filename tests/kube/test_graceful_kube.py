@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
+import pytest
 import trio
 
 from memguard.cli.compose import build_agent, open_kube_from, pods_side, select_backend
@@ -283,6 +284,35 @@ async def test_a_changed_annotation_rearms_and_a_bad_one_is_one_warning(
         assert "lots" in event["note"]
         assert "series" not in event  # posted once, not a repeat aggregated into it
         assert alive(pid)  # re-arming touched nothing
+        assert kube.rejections == []
+    finally:
+        tree.kill_and_reap([pid])
+
+
+@pytest.mark.parametrize("policy", ["container", "evict", "graceful"])
+async def test_a_pod_in_kube_system_is_reported_protected_and_left_alone(
+    kube: KubeEmulator, empty_fake_root: str, policy: str
+) -> None:
+    root = empty_fake_root
+    uid = "1b2c3d4e-0000-4000-8000-00000000e005"
+    kube.create_pod(shop_pod(uid, namespace="kube-system", name="coredns-0"))
+    pid = tree.spawn_sleeper()
+    try:
+        config = run_config(root, kube, policy=policy, graceful_via="evict")
+        async with kube_agent(config) as (agent, collect, features):
+            await pod_known(features, uid)
+            path = make_container(root, uid, pid)
+            await wait_armed(agent, path)
+            fill_to(root, path, OVER_HARD)
+            report = await reported(collect, path, ReportKind.PROTECTED)
+            await events_posted(agent)
+            assert alive(pid)
+        assert "namespace kube-system is protected (--protected-namespaces)" in report.action
+        assert not [r for r in collect.reports if r.victims]
+        assert kube.removals() == []
+        [event] = pod_events(kube, uid, "OomGuardProtected")
+        assert event["regarding"]["namespace"] == "kube-system"
+        assert alive(pid)  # still, after the agent stopped
         assert kube.rejections == []
     finally:
         tree.kill_and_reap([pid])
