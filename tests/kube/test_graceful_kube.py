@@ -316,3 +316,34 @@ async def test_a_pod_in_kube_system_is_reported_protected_and_left_alone(
         assert kube.rejections == []
     finally:
         tree.kill_and_reap([pid])
+
+
+async def test_a_pod_the_cache_learns_of_after_the_guard_armed_is_protected(
+    kube: KubeEmulator, empty_fake_root: str
+) -> None:
+    """The cgroup is there before its pod reaches the cache (as at a node's start):
+    the guard takes the pod's overrides and protection when the pod comes."""
+    root = empty_fake_root
+    uid = "1b2c3d4e-0000-4000-8000-00000000e006"
+    pid = tree.spawn_sleeper()
+    try:
+        async with kube_agent(run_config(root, kube)) as (agent, collect, _):
+            path = make_container(root, uid, pid)
+            await wait_armed(agent, path)
+            guard = agent.supervisor.guards[path]
+            assert guard.armed_threshold_bytes == GLOBAL_THRESHOLD
+            pod = shop_pod(uid, namespace="kube-system", name="coredns-1")
+            pod["metadata"]["annotations"] = {"memguard.io/margin": "30%"}
+            kube.create_pod(pod)
+            await until(
+                agent.supervisor.changes,
+                lambda: guard.armed_threshold_bytes == LIMIT - int(0.3 * LIMIT),
+                "re-armed with the pod's margin",
+            )
+            fill_to(root, path, OVER_HARD)
+            report = await reported(collect, path, ReportKind.PROTECTED)
+            assert alive(pid)
+        assert "namespace kube-system is protected" in report.action
+        assert not [r for r in collect.reports if r.victims]
+    finally:
+        tree.kill_and_reap([pid])
