@@ -347,3 +347,39 @@ async def test_a_pod_the_cache_learns_of_after_the_guard_armed_is_protected(
         assert not [r for r in collect.reports if r.victims]
     finally:
         tree.kill_and_reap([pid])
+
+
+async def test_graceful_via_delete_deletes_with_the_annotated_grace_period(
+    kube: KubeEmulator, empty_fake_root: str
+) -> None:
+    """memguard.io/grace-period beats the pod's terminationGracePeriodSeconds; the
+    API server marks the pod terminating (deletionGracePeriodSeconds)."""
+    root = empty_fake_root
+    uid = "1b2c3d4e-0000-4000-8000-00000000e007"
+    pod = shop_pod(uid, terminationGracePeriodSeconds=45)
+    pod["metadata"]["annotations"] = {"memguard.io/grace-period": "12s"}
+    kube.create_pod(pod)
+    pid = tree.spawn_sleeper()
+    try:
+        config = run_config(root, kube, policy="graceful", graceful_via="delete")
+        async with kube_agent(config) as (agent, collect, features):
+            await pod_known(features, uid)
+            path = make_container(root, uid, pid)
+            await wait_armed(agent, path)
+            fill_to(root, path, BETWEEN_SOFT_AND_HARD)
+            await emulator_until("the pod deleted", lambda: bool(kube.removals()))
+            assert alive(pid)
+            os.kill(pid, signal.SIGTERM)  # the kubelet stopping the deleted pod's container
+            report = await reported(collect, path, ReportKind.DELETE)
+            await events_posted(agent)
+        [removal] = kube.removals()
+        assert (removal.how, removal.name, removal.grace_period_s) == ("delete", "web-0", 12)
+        assert removal.uid_precondition == uid
+        [stored] = kube.objects(PODS)
+        assert stored["metadata"]["deletionGracePeriodSeconds"] == 12
+        assert report.action.startswith("deleted pod: the container exited")
+        assert not [r for r in collect.reports if r.kind is ReportKind.KILL_CONTAINER]
+        assert len(pod_events(kube, uid, "OomGuardDelete")) == 1
+        assert kube.rejections == []
+    finally:
+        tree.kill_and_reap([pid])
