@@ -130,7 +130,9 @@ async def test_rmdir_of_a_guarded_cgroup_ends_its_guard_cleanly(cgroups: CgroupT
         cgroups.remove(cgroup)
         await wait_guarded(agent, 0)
         assert supervisor.failures == 0
-        assert open_fd_count() == fds_armed - FDS_PER_GUARD  # the guard's fds are closed
+        # the guard's fds are closed (at most: a worker thread's file open when
+        # fds_armed was counted may be closed by now too)
+        assert open_fd_count() <= fds_armed - FDS_PER_GUARD
 
 
 async def test_limit_change_rearms_the_kernel_threshold(cgroups: CgroupTree) -> None:
