@@ -12,6 +12,7 @@ from __future__ import annotations
 import enum
 import os
 import signal
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from memguard.fake import model, tree
@@ -72,11 +73,18 @@ def _enforce_limit(root: str, memory: model.FakeMemory) -> int | None:
 
 def step(root: str, cgroup_dir: str, kind: Kind, size_bytes: int) -> StepResult | None:
     """Charge size_bytes of kind to cgroup_dir; None when the cgroup is gone."""
+    return step_many(root, cgroup_dir, [(kind, size_bytes)])
+
+
+def step_many(root: str, cgroup_dir: str, charges: Sequence[tuple[Kind, int]]) -> StepResult | None:
+    """Several charges in one write of the cgroup's files (a reader never sees
+    half of them); None when the cgroup is gone."""
     with model.locked(cgroup_dir) as memory:
         if memory is None:
             return None
         model.settle(memory)
-        _charge(memory, kind, size_bytes)
+        for kind, size_bytes in charges:
+            _charge(memory, kind, size_bytes)
         killed = _enforce_limit(root, memory)
         return StepResult(memory.usage_bytes, memory.limit_bytes, len(memory.pids), killed)
 

@@ -26,7 +26,7 @@ from memguard.policy.paths import ContainerRef
 from memguard.units import format_size
 from testing.agentproc import agent_process, fake_container, wait_until
 from testing.agents import make_config, running_agent, until
-from testing.waits import within
+from testing.waits import WAIT_S, within
 
 MEMGUARD = [sys.executable, "-m", "memguard.cli"]
 Tree = tuple[str, list[tree.FakeContainer]]
@@ -57,7 +57,7 @@ async def page_when(
         pages.append(json.loads(result.stdout))
         return condition(pages[-1])
 
-    await wait_until(holds, 30, what)
+    await wait_until(holds, WAIT_S, what)  # each look starts a memguard status process
     return pages[-1]
 
 
@@ -99,8 +99,11 @@ async def test_json_and_once_show_what_the_tree_holds(
     where = ["--socket", str(sock)]
     with agent_process(agent_args(root, sock), stderr=tmp_path / "agent.log") as agent:
         await agent.wait_ready()
-        drive.step(root, target.path, drive.Kind.ANON, 100 * MIB)
-        drive.step(root, target.path, drive.Kind.DIRTY, 20 * MIB)  # cache a flush cannot drop
+        # Both charges in one write of the cgroup's files (two writes could be read
+        # half-way: usage of the first, cache of the second); 20 MiB of dirty cache
+        # (a flush cannot drop it) and 100 MiB of anon.
+        charges = [(drive.Kind.ANON, 100 * MIB), (drive.Kind.DIRTY, 20 * MIB)]
+        assert drive.step_many(root, target.path, charges) is not None
         page = await page_when(
             where, lambda p: matches_tree(p, containers), "the page showing the tree's usage"
         )
