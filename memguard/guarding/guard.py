@@ -147,6 +147,7 @@ class Guard:
         # For `memguard status` (memguard.guarding.view): the last full reading and the
         # last report; kept as they come, never read for them.
         self.last_snapshot: MemorySnapshot | None = None
+        self.last_snapshot_at_s: float | None = None  # trio time of last_snapshot's reading
         self.last_report: Report | None = None
 
     @property
@@ -277,7 +278,7 @@ class Guard:
         snapshot = self._ctx.backend.snapshot(self.cgroup_dir)
         if snapshot is None:
             raise _Gone
-        self.last_snapshot = snapshot
+        self.last_snapshot, self.last_snapshot_at_s = snapshot, trio.current_time()
         return snapshot
 
     async def _loop(self, notifier: Notifier) -> None:
@@ -334,6 +335,8 @@ class Guard:
             vanished = fresh is None
             snapshot = fresh or snapshot
             self.last_snapshot = snapshot
+            if fresh is not None:
+                self.last_snapshot_at_s = trio.current_time()
 
     async def _sleep(self, notifier: Notifier, look_at_s: float | None) -> None:
         now_s = trio.current_time()

@@ -52,10 +52,18 @@ class ContainerView:
 def view_of(guard: Guard, now_s: float) -> ContainerView:
     """One guard's row; now_s on the trio clock (its state's time base)."""
     state, snapshot, report = guard.state, guard.last_snapshot, guard.last_report
-    usage = state.sample_usage_bytes
-    read_at_s = state.sample_at_s
-    if usage is None and snapshot is not None:
-        usage = snapshot.usage_bytes
+    # The newer of the last full reading and the last rate sample (a light read of
+    # usage alone). Not the sample alone: readings closer together than the rate's
+    # minimum gap are no sample, and the row showed usage from before a write
+    # beside cache from after it.
+    usage, read_at_s = state.sample_usage_bytes, state.sample_at_s
+    snapshot_at_s = guard.last_snapshot_at_s
+    if snapshot is not None and (
+        usage is None
+        or read_at_s is None
+        or (snapshot_at_s is not None and snapshot_at_s >= read_at_s)
+    ):
+        usage, read_at_s = snapshot.usage_bytes, snapshot_at_s
     last = None
     if report is not None:
         last = LastAction(report.kind, report.action, report.dry_run, report.wall_time_s)

@@ -87,11 +87,6 @@ def agent_args(root: str, sock: pathlib.Path) -> list[str]:
         "off",
         "--status-socket",
         str(sock),
-        # A fake tree's file event was seen lost now and then (one in ~40 writes
-        # under load: the guard kept a reading taken half-way through a write);
-        # the safety re-read bounds how long a row can stay stale.
-        "--recheck-interval",
-        "1s",
     ]
 
 

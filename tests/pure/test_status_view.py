@@ -145,3 +145,43 @@ def test_the_status_socket_option() -> None:
     assert resolve(RUN_OPTIONS, {}, {})["status_socket"] == "auto"
     with pytest.raises(ConfigError, match="longer than a unix socket path"):
         parsed("/" + "x" * 120)
+
+
+def test_a_row_shows_the_newest_reading_not_a_stale_rate_sample() -> None:
+    """Two readings closer than the rate's minimum gap: the second is no rate sample,
+    and the row showed the first one's usage beside the second one's cache."""
+    import dataclasses
+    from typing import cast
+
+    from memguard.guarding.guard import Guard
+    from memguard.guarding.view import view_of
+    from memguard.policy.model import MemorySnapshot
+    from memguard.policy.paths import leaf_ref
+    from memguard.policy.rates import MIN_SAMPLE_GAP_S, sampled
+    from memguard.policy.state import GuardState
+
+    first = MemorySnapshot(usage_bytes=100 * MIB, limit_bytes=256 * MIB, cache_bytes=20 * MIB)
+    second = dataclasses.replace(first, usage_bytes=102 * MIB, cache_bytes=21 * MIB)
+    state = sampled(GuardState(), first, 10.0, light=False)
+    state = sampled(state, second, 10.0 + MIN_SAMPLE_GAP_S / 2, light=False)
+    assert state.sample_usage_bytes == first.usage_bytes  # the rate kept the first
+
+    @dataclasses.dataclass
+    class Held:  # what view_of reads of a guard
+        state: GuardState
+        last_snapshot: MemorySnapshot | None
+        last_snapshot_at_s: float | None
+        last_report: None = None
+        cgroup_dir: str = "/x/kubepods/pod1/c1"
+        ref: object = dataclasses.field(default_factory=lambda: leaf_ref("/x/kubepods/pod1/c1"))
+        armed: bool = True
+        armed_threshold_bytes: int | None = 250 * MIB
+
+    held = Held(state, second, 10.0 + MIN_SAMPLE_GAP_S / 2)
+    view = view_of(cast(Guard, held), 11.0)
+    assert (view.usage_bytes, view.cache_bytes) == (second.usage_bytes, second.cache_bytes)
+    assert view.read_age_s == pytest.approx(1.0 - MIN_SAMPLE_GAP_S / 2)
+    # a light reading (usage only) newer than the last full one: its usage is shown
+    light = sampled(state, dataclasses.replace(second, usage_bytes=110 * MIB), 10.5, light=True)
+    view = view_of(cast(Guard, Held(light, second, 10.0 + MIN_SAMPLE_GAP_S / 2)), 11.0)
+    assert view.usage_bytes == 110 * MIB
