@@ -66,6 +66,7 @@ LIGHT_WAKES = frozenset({Wake.KERNEL, Wake.POLL, Wake.EVENTS, Wake.PSI})
 NOT_READY_RETRY_S = 0.5
 UNWATCHED_RECHECK_S = 1.0  # no inotify watch on the cgroup (watch limit): re-read this often
 RECHECK_JITTER = 0.1  # +-10 %, so 1,000 guards do not re-check in lockstep
+POD_ANSWER_WAIT_S = 5.0  # PodActions' own bound on one request
 # After a graceful SIGTERM (or eviction) the guard also re-reads this often: the
 # kernel tells of crossings, not of a cgroup emptying with its page cache charged.
 WATCH_POLL_S = 0.02
@@ -113,6 +114,7 @@ class _PodCall:
     result: PodResult | None = None
     tries: int = 0
     final: bool = False  # no more tries (anything but a refusal)
+    answered: trio.Event = field(default_factory=trio.Event)  # the first answer came
 
 
 class Guard:
@@ -514,6 +516,10 @@ class Guard:
                             return ended(fx.Ending.NO_TARGET, detail)
                         detail = f"{detail}: {found}"
                 if pod is not None:
+                    # the container went before the API server's answer came back
+                    # (it acts before it answers): wait for it, for the report
+                    with trio.move_on_after(POD_ANSWER_WAIT_S):
+                        await pod.answered.wait()
                     detail = _pod_words(via, pod)
                 nursery.cancel_scope.cancel()
                 return ended(ending, detail)
@@ -556,6 +562,7 @@ class Guard:
         while True:
             pod.result = await call(self.ref, grace_s)
             pod.tries += 1
+            pod.answered.set()
             if pod.result.outcome is not PodOutcome.REFUSED:
                 pod.final = True
                 if self._notifier is not None:
