@@ -145,25 +145,23 @@ def build_run_config(values: Mapping[str, Any]) -> RunConfig:
     )
 
 
+def _check_margins(values: Mapping[str, Any], name: str) -> None:
+    """--min-NAME <= --max-NAME, and 0 < --NAME-ratio < 0.5."""
+    flag = name.replace("_", "-")
+    low, high = values[f"min_{name}"], values[f"max_{name}"]
+    if low > high:
+        raise ConfigError(f"--min-{flag} ({low} bytes) is larger than --max-{flag} ({high} bytes)")
+    if not 0 < values[f"{name}_ratio"] < 0.5:
+        raise ConfigError(f"--{flag}-ratio must be above 0 and below 0.5 (50%)")
+
+
 def build_agent_config(
     values: Mapping[str, Any], layout: CgroupLayout | None = None
 ) -> AgentConfig:
     """The agent's share; layout: --cgroup-root's (read here when --parent is auto
     and it was not given)."""
-    if values["min_margin"] > values["max_margin"]:
-        raise ConfigError(
-            f"--min-margin ({values['min_margin']} bytes) is larger than "
-            f"--max-margin ({values['max_margin']} bytes)"
-        )
-    if not 0 < values["margin_ratio"] < 0.5:
-        raise ConfigError("--margin-ratio must be above 0 and below 0.5 (50%)")
-    if values["min_soft_margin"] > values["max_soft_margin"]:
-        raise ConfigError(
-            f"--min-soft-margin ({values['min_soft_margin']} bytes) is larger than "
-            f"--max-soft-margin ({values['max_soft_margin']} bytes)"
-        )
-    if not 0 < values["soft_margin_ratio"] < 0.5:
-        raise ConfigError("--soft-margin-ratio must be above 0 and below 0.5 (50%)")
+    _check_margins(values, "margin")
+    _check_margins(values, "soft_margin")
     settings = GuardSettings(
         policy=Policy(values["policy"]),
         dry_run=values["dry_run"],
