@@ -18,7 +18,8 @@ from collections.abc import Callable
 
 import pytest
 
-from memguard.cli.options import RUN_OPTIONS, Bounded, Option
+from memguard.cli.options import RUN_OPTIONS, Option
+from memguard.cli.values import Bounded
 from memguard.kube.connection import Connection, find_connection
 from memguard.kube.features import open_kube
 

@@ -10,7 +10,8 @@ import pytest
 from memguard.backends.v2 import Tripwire, V2Settings
 from memguard.cli.config import build_agent_config, build_run_config
 from memguard.cli.main import build_parser
-from memguard.cli.options import DEFAULT_PARENT, RUN_OPTIONS, Bounded, Option, resolve
+from memguard.cli.options import DEFAULT_PARENT, RUN_OPTIONS, Option, resolve
+from memguard.cli.values import Bounded
 from memguard.errors import ConfigError
 from memguard.guarding.discovery import MatchMode
 from memguard.policy.model import MIB, GracefulVia, Policy, check_granularity_bytes
