@@ -11,7 +11,10 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
-from typing import NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
+
+if TYPE_CHECKING:
+    from memguard.cli.options import Option
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -42,35 +45,31 @@ def _add_run(commands: argparse._SubParsersAction[_Parser]) -> None:
         "flags and env vars win over it [$MEMGUARD_CONFIG]",
     )
     for option in RUN_OPTIONS:
-        text = option.help.replace("%", "%%")  # argparse %-formats help ("25%")
-        default = option.default.replace("%", "%%") or "unset"
-        if option.bare is not None:
-            run.add_argument(
-                option.flag,
-                dest=option.dest,
-                nargs="?",
-                const=option.bare,
-                default=None,
-                metavar="VALUE",
-                help=f"{text} (default {default}) [${option.env}]",
-            )
-        elif option.is_switch:
-            run.add_argument(
-                option.flag,
-                dest=option.dest,
-                action="store_const",
-                const="true",
-                default=None,
-                help=f"{text} [${option.env}]",
-            )
-        else:
-            run.add_argument(
-                option.flag,
-                dest=option.dest,
-                default=None,
-                metavar="VALUE",
-                help=f"{text} (default {default}) [${option.env}]",
-            )
+        run.add_argument(option.flag, **_run_argument(option))
+
+
+def _run_argument(option: Option) -> dict[str, Any]:
+    """add_argument's keywords for one `memguard run` option: a switch, a flag
+    that may stand alone (bare), or a flag with a value. Every default is None: a
+    flag not given leaves its value to resolve() (env var, --config file, default)."""
+    text = option.help.replace("%", "%%")  # argparse %-formats help ("25%")
+    default = option.default.replace("%", "%%") or "unset"
+    if option.is_switch and option.bare is None:
+        return {
+            "dest": option.dest,
+            "action": "store_const",
+            "const": "true",
+            "default": None,
+            "help": f"{text} [${option.env}]",
+        }
+    bare = {"nargs": "?", "const": option.bare} if option.bare is not None else {}
+    return {
+        "dest": option.dest,
+        **bare,
+        "default": None,
+        "metavar": "VALUE",
+        "help": f"{text} (default {default}) [${option.env}]",
+    }
 
 
 def _add_fake(commands: argparse._SubParsersAction[_Parser]) -> None:
