@@ -56,6 +56,7 @@ from memguard.units import parse_listen
 
 if TYPE_CHECKING:
     from memguard.kube.features import KubeFeatures
+    from memguard.reports.metrics import MetricsSink
 
 log = logging.getLogger(__name__)
 
@@ -121,24 +122,38 @@ def select_backend(
     if kind is FsKind.CGROUP_V1:
         _check_version(parent, "1", version)
         _require_root()
-        memory_root, freezer_root = v1_roots(absolute, layout)
-        if hold is None:
-            return V1Backend(memory_root, freezer_root)
-        ledger = HoldLedger(hold.ledger_dir, memory_root or os.path.dirname(absolute))
-        ledger.open(holding=hold.at_limit)
-        return V1Backend(memory_root, freezer_root, ledger if hold.at_limit else None)
+        return _v1_backend(absolute, hold, layout)
     if hold is not None and hold.at_limit:
-        log.info(
-            "--hold-at-limit is for cgroup v1 (oom_kill_disable): it does nothing here%s",
-            "; the memory.high tripwire (--high-tripwire) slows the allocator instead"
-            if kind is FsKind.CGROUP_V2
-            else "",
-        )
+        _say_hold_is_v1_only(kind)
     if kind is FsKind.CGROUP_V2:
         _check_version(parent, "2", version)
         _check_v2_memory(parent, existing)
         _require_root()
         return V2Backend(v2)
+    return _fake_backend(parent, absolute, version)
+
+
+def _v1_backend(absolute: str, hold: HoldSettings | None, layout: CgroupLayout | None) -> Backend:
+    """On v1, with hold settings: the hold ledger settled before any guard starts."""
+    memory_root, freezer_root = v1_roots(absolute, layout)
+    if hold is None:
+        return V1Backend(memory_root, freezer_root)
+    ledger = HoldLedger(hold.ledger_dir, memory_root or os.path.dirname(absolute))
+    ledger.open(holding=hold.at_limit)
+    return V1Backend(memory_root, freezer_root, ledger if hold.at_limit else None)
+
+
+def _say_hold_is_v1_only(kind: FsKind | None) -> None:
+    log.info(
+        "--hold-at-limit is for cgroup v1 (oom_kill_disable): it does nothing here%s",
+        "; the memory.high tripwire (--high-tripwire) slows the allocator instead"
+        if kind is FsKind.CGROUP_V2
+        else "",
+    )
+
+
+def _fake_backend(parent: str, absolute: str, version: str) -> Backend:
+    """A fake tree's backend, or ConfigError: parent is on no filesystem memguard knows."""
     root = fake_model.find_marker(absolute)
     if root is not None:
         tree_version = fake_model.tree_cgroup_version(root)
@@ -244,17 +259,7 @@ async def compose(config: RunConfig, log_handler: NonBlockingHandler | None = No
     if config.layout is not None and config.layout.holds(config.agent.parent):
         log.info("--cgroup-root %s: %s", config.cgroup_root, config.layout.describe())
     kube = await open_kube_from(config)
-    sinks: list[Sink] = [LogSink()]
-    services: list[NamedService] = []
-    if kube is not None:
-        sinks.append(kube.sink)
-        services.append(("pod-cache", kube.run))
-    metrics = None
-    if listeners is not None:
-        from memguard.reports.metrics import MetricsSink
-
-        metrics = MetricsSink()
-        sinks.append(metrics)
+    sinks, services, metrics = _sinks(kube, with_metrics=listeners is not None)
     pods = kube.cache if kube is not None else None
     if pods is None and config.memory_qos is not None and config.memory_qos.enabled:
         log.warning(
@@ -272,14 +277,47 @@ async def compose(config: RunConfig, log_handler: NonBlockingHandler | None = No
     page = StatusPage(agent, pod_namer(pods.lookup) if pods is not None else no_names)
     server = None
     if listeners is not None and metrics is not None:
-        counters = HttpCounters()
-        scraper = metrics_scraper(agent, kube, metrics, log_handler, counters)
-        server = HealthServer(
-            listeners, routes(agent, scraper, page.answer), config.agent.reserved_fds, counters
-        )
-        log.info("health and metrics on http://%s", config.listen)
+        server = _health_server(config, listeners, agent, kube, metrics, log_handler, page)
     status = await open_status_socket(config.status_socket, page.answer, os.environ)
     return Composed(agent, server, status)
+
+
+def _sinks(
+    kube: KubeFeatures | None, with_metrics: bool
+) -> tuple[list[Sink], list[NamedService], MetricsSink | None]:
+    """The report sinks (log; Kubernetes Events; metrics with --listen) and the
+    services they need (the pod cache)."""
+    sinks: list[Sink] = [LogSink()]
+    services: list[NamedService] = []
+    if kube is not None:
+        sinks.append(kube.sink)
+        services.append(("pod-cache", kube.run))
+    metrics = None
+    if with_metrics:
+        from memguard.reports.metrics import MetricsSink
+
+        metrics = MetricsSink()
+        sinks.append(metrics)
+    return sinks, services, metrics
+
+
+def _health_server(
+    config: RunConfig,
+    listeners: list[trio.SocketListener],
+    agent: Agent,
+    kube: KubeFeatures | None,
+    metrics: MetricsSink,
+    log_handler: NonBlockingHandler | None,
+    page: StatusPage,
+) -> HealthServer:
+    """--listen's endpoint: /healthz, /readyz, /metrics and /status."""
+    counters = HttpCounters()
+    scraper = metrics_scraper(agent, kube, metrics, log_handler, counters)
+    server = HealthServer(
+        listeners, routes(agent, scraper, page.answer), config.agent.reserved_fds, counters
+    )
+    log.info("health and metrics on http://%s", config.listen)
+    return server
 
 
 def build_agent(
