@@ -160,9 +160,27 @@ def build_agent_config(
 ) -> AgentConfig:
     """The agent's share; layout: --cgroup-root's (read here when --parent is auto
     and it was not given)."""
+    settings = build_guard_settings(values)
+    if layout is None and values["parent"] == "auto":
+        layout = read_layout(values["cgroup_root"])
+    parent, alternatives = resolve_parent(values["parent"], values["cgroup_version"], layout)
+    return AgentConfig(
+        parent=parent,
+        parent_alternatives=alternatives,
+        parent_wait_s=values["parent_wait"],
+        parent_hint=parent_hint(parent, values["parent"] == "auto", layout),
+        settings=settings,
+        match=MatchMode(values["match"]),
+        rescan_interval_s=values["rescan_interval"],
+        flush_timeout_s=values["flush_timeout"],
+    )
+
+
+def build_guard_settings(values: Mapping[str, Any]) -> GuardSettings:
+    """Every guard's settings: the policy, its margins and intervals."""
     _check_margins(values, "margin")
     _check_margins(values, "soft_margin")
-    settings = GuardSettings(
+    return GuardSettings(
         policy=Policy(values["policy"]),
         dry_run=values["dry_run"],
         margin_ratio=values["margin_ratio"],
@@ -183,19 +201,6 @@ def build_agent_config(
         max_soft_margin_bytes=values["max_soft_margin"],
         grace_period_s=values["grace_period"],
         graceful_via=GracefulVia(values["graceful_via"]),
-    )
-    if layout is None and values["parent"] == "auto":
-        layout = read_layout(values["cgroup_root"])
-    parent, alternatives = resolve_parent(values["parent"], values["cgroup_version"], layout)
-    return AgentConfig(
-        parent=parent,
-        parent_alternatives=alternatives,
-        parent_wait_s=values["parent_wait"],
-        parent_hint=parent_hint(parent, values["parent"] == "auto", layout),
-        settings=settings,
-        match=MatchMode(values["match"]),
-        rescan_interval_s=values["rescan_interval"],
-        flush_timeout_s=values["flush_timeout"],
     )
 
 
