@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from memguard.cli.logsetup import NonBlockingHandler
-from memguard.guarding.agent import Agent
+from memguard.guarding.agent import Agent, AgentStatus
 from memguard.guarding.discovery import TOO_DEEP, cause_name
 from memguard.reports.http import AsyncHandler, HttpCounters
 
@@ -45,9 +45,33 @@ def state_metrics(
     log_handler: NonBlockingHandler | None = None,
     http: HttpCounters | None = None,
 ) -> Iterable[Metric]:
-    from memguard.reports.metrics import counter, gauge, labelled_gauge, plain_counter
+    from memguard.reports.metrics import counter, plain_counter
 
     status = agent.current_status()
+    yield from _guard_metrics(agent, status)
+    yield from _component_metrics(agent, status)
+    yield from _discovery_metrics(status)
+    yield from _report_metrics(agent)
+    if log_handler is not None:
+        yield plain_counter(
+            "memguard_log_drops",
+            "Log lines dropped: the log output was blocked (or failed).",
+            log_handler.dropped,
+        )
+    if http is not None:
+        yield counter(
+            "memguard_http_connections",
+            "Connections to the health/metrics endpoint, by how they ended.",
+            dict(http.outcomes),
+            "outcome",
+        )
+    if kube is not None:
+        yield from kube_metrics(kube)
+
+
+def _guard_metrics(agent: Agent, status: AgentStatus) -> Iterable[Metric]:
+    from memguard.reports.metrics import gauge, labelled_gauge, plain_counter
+
     yield gauge("memguard_guarded_cgroups", "Container cgroups being guarded.", status.guarded)
     yield gauge(
         "memguard_containers_waiting_for_fds",
@@ -66,6 +90,11 @@ def state_metrics(
     yield plain_counter(
         "memguard_guard_failures", "Guards that failed and were restarted.", status.guard_failures
     )
+
+
+def _component_metrics(agent: Agent, status: AgentStatus) -> Iterable[Metric]:
+    from memguard.reports.metrics import counter, labelled_gauge
+
     components = _components(agent, status.component_failures)
     yield counter(
         "memguard_component_failures",
@@ -79,6 +108,11 @@ def state_metrics(
         {name: float(name in status.components_down) for name in components},
         "component",
     )
+
+
+def _discovery_metrics(status: AgentStatus) -> Iterable[Metric]:
+    from memguard.reports.metrics import counter, labelled_gauge
+
     causes = dict.fromkeys(KNOWN_CAUSES, 0)
     yield labelled_gauge(
         "memguard_discovery_degraded_directories",
@@ -92,6 +126,11 @@ def state_metrics(
         {**causes, **status.discovery_errors},
         "cause",
     )
+
+
+def _report_metrics(agent: Agent) -> Iterable[Metric]:
+    from memguard.reports.metrics import counter
+
     sinks = dict.fromkeys(agent.bus.sink_names, 0)
     yield counter(
         "memguard_report_drops",
@@ -105,21 +144,32 @@ def state_metrics(
         {**sinks, **agent.bus.failed},
         "sink",
     )
-    if log_handler is not None:
-        yield plain_counter(
-            "memguard_log_drops",
-            "Log lines dropped: the log output was blocked (or failed).",
-            log_handler.dropped,
-        )
-    if http is not None:
-        yield counter(
-            "memguard_http_connections",
-            "Connections to the health/metrics endpoint, by how they ended.",
-            dict(http.outcomes),
-            "outcome",
-        )
-    if kube is not None:
-        yield from kube_metrics(kube)
+
+
+# The pod cache's counters: (name, help, the PodCache attribute that counts).
+_POD_CACHE_COUNTERS = (
+    ("memguard_pod_cache_relists", "Full pod lists (start, 410 Gone).", "relists"),
+    (
+        "memguard_pod_cache_errors",
+        "Pod list/watch rounds that failed (backed off and retried; 410 Gone not included).",
+        "errors",
+    ),
+    (
+        "memguard_pod_cache_watch_expired",
+        "Pod watches that expired (410 Gone): listed again.",
+        "expired",
+    ),
+    (
+        "memguard_pod_cache_ignored_objects",
+        "Objects from the API server that are not usable pods or watch events.",
+        "ignored",
+    ),
+    (
+        "memguard_pod_cache_pods_over_cap",
+        "Pods not held: the cache was full (10,000 pods).",
+        "over_cap",
+    ),
+)
 
 
 def kube_metrics(kube: KubeFeatures) -> Iterable[Metric]:
@@ -145,29 +195,8 @@ def kube_metrics(kube: KubeFeatures) -> Iterable[Metric]:
     )
     cache = kube.cache
     yield gauge("memguard_pod_cache_pods", "Pods on this node in the cache.", len(cache))
-    yield plain_counter(
-        "memguard_pod_cache_relists", "Full pod lists (start, 410 Gone).", cache.relists
-    )
-    yield plain_counter(
-        "memguard_pod_cache_errors",
-        "Pod list/watch rounds that failed (backed off and retried; 410 Gone not included).",
-        cache.errors,
-    )
-    yield plain_counter(
-        "memguard_pod_cache_watch_expired",
-        "Pod watches that expired (410 Gone): listed again.",
-        cache.expired,
-    )
-    yield plain_counter(
-        "memguard_pod_cache_ignored_objects",
-        "Objects from the API server that are not usable pods or watch events.",
-        cache.ignored,
-    )
-    yield plain_counter(
-        "memguard_pod_cache_pods_over_cap",
-        "Pods not held: the cache was full (10,000 pods).",
-        cache.over_cap,
-    )
+    for name, help_text, attribute in _POD_CACHE_COUNTERS:
+        yield plain_counter(name, help_text, getattr(cache, attribute))
     yield gauge(
         "memguard_pod_cache_retrying_seconds",
         "Backoff the pod cache is waiting out now (0: following).",
