@@ -18,9 +18,8 @@ from dataclasses import dataclass
 import trio
 
 from memguard.backends.base import Backend
-from memguard.guarding import prepared as preparing
 from memguard.guarding.containerkill import ContainerKill, wait_exits
-from memguard.guarding.prepared import Prepared
+from memguard.guarding.prepared import Prepared, prepare_victims, scan_members
 from memguard.guarding.signalling import Members, say_no_realtime, say_refused, send
 from memguard.kernel.pidfd import PidfdSupport, Process
 from memguard.kernel.procfs import read_proc, read_procs_info
@@ -93,14 +92,14 @@ class Killer:
     def scan(self, cgroup_dir: str) -> Prepared | None:
         """Members and the protected ones among them (one small read per member);
         None when the cgroup is gone. Blocking reads: call it off the trio thread."""
-        return preparing.scan(self._backend, self._protected, cgroup_dir)
+        return scan_members(self._backend, self._protected, cgroup_dir)
 
     def prepare(self, cgroup_dir: str) -> Prepared | None:
         """A scan plus what the report needs and pidfds of the victims, biggest
         oom_score first: the process policy's victim, and the order a container
         kill signals in (the memory hog first, not pid order). Blocking reads:
         off the trio thread."""
-        return preparing.prepare(self._backend, self._protected, self.pidfds, cgroup_dir)
+        return prepare_victims(self._backend, self._protected, self.pidfds, cgroup_dir)
 
     # -- the graceful policy's SIGTERM -------------------------------------------------
 

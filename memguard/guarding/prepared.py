@@ -44,7 +44,9 @@ class Prepared:
         self.victims.clear()
 
 
-def scan(backend: Backend, protected_pids: frozenset[int], cgroup_dir: str) -> Prepared | None:
+def scan_members(
+    backend: Backend, protected_pids: frozenset[int], cgroup_dir: str
+) -> Prepared | None:
     """Members and the protected ones among them (one small read per member);
     None when the cgroup is gone."""
     pids = backend.pids(cgroup_dir)
@@ -58,7 +60,7 @@ def scan(backend: Backend, protected_pids: frozenset[int], cgroup_dir: str) -> P
     return Prepared(tuple(pids), frozenset(protected), at_s=time.perf_counter())
 
 
-def prepare(
+def prepare_victims(
     backend: Backend, protected_pids: frozenset[int], pidfds: PidfdSupport, cgroup_dir: str
 ) -> Prepared | None:
     """A scan plus what the report needs and pidfds of the victims, biggest
