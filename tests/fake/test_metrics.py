@@ -239,6 +239,25 @@ async def test_scrapes_run_one_at_a_time() -> None:
     assert len(reads.calls) == 4
 
 
+async def test_a_scrape_storm_renders_the_containers_once_per_pass() -> None:
+    """Scrapes within one reading pass get the containers' text made by the first
+    (a storm of scrapers costs one rendering a second); a threshold that moves is in
+    the next scrape without waiting for a new pass."""
+    reads = CountingReads()
+    targets = _targets(3)
+    scraper = Scraper(list, lambda: list(targets), ContainerReader(reads, 3600.0))
+    first = await scraper.scrape()
+    cached = scraper._containers
+    for _ in range(5):
+        assert await scraper.scrape() == first
+    assert scraper._containers is cached  # not made again
+    targets[0] = ContainerTarget("/t/0", ("", "", "", "0"), 7 * MIB)  # armed meanwhile
+    text = (await scraper.scrape()).decode()
+    assert scrape.value(text, "memguard_container_threshold_bytes", cgroup="0") == 7 * MIB
+    assert scrape.problems(text) == []
+    assert reads.calls == ["/t/0", "/t/1", "/t/2"]  # all from one pass
+
+
 async def _append(results: list[bytes], scraper: Scraper) -> None:
     results.append(await scraper.scrape())
 

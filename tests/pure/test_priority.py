@@ -16,7 +16,14 @@ import sys
 
 import pytest
 
-from memguard.cli.priority import Step, mlock_step, nice_step, oom_step, raise_priority
+from memguard.cli.priority import (
+    Step,
+    mlock_step,
+    nice_step,
+    oom_step,
+    raise_priority,
+    shorten_switch_interval,
+)
 from memguard.policy.model import MIB
 
 
@@ -168,3 +175,23 @@ def test_oom_score_adj_is_written_where_the_kernel_allows_it() -> None:
     done, value, before = out[0], out[-2], out[-1]
     assert (done, value) == ("True", before)
     assert f"(was {int(before) + 100})" in " ".join(out)
+
+
+def test_switch_interval_is_shortened_and_never_lengthened() -> None:
+    before_s = sys.getswitchinterval()
+    try:
+        sys.setswitchinterval(0.005)
+        step = shorten_switch_interval(0.0005)
+        assert (step.name, step.done, sys.getswitchinterval()) == ("switch_interval", True, 0.0005)
+        assert step.line.startswith("priority: GIL switch interval 0.5 ms (was 5 ms)")
+        again = shorten_switch_interval(0.001)  # already shorter: left alone
+        assert again.line == "priority: GIL switch interval already 0.5 ms"
+        assert sys.getswitchinterval() == 0.0005
+    finally:
+        sys.setswitchinterval(before_s)
+
+
+def test_off_keeps_the_switch_interval() -> None:
+    before_s = sys.getswitchinterval()
+    raise_priority("off")
+    assert sys.getswitchinterval() == before_s
