@@ -19,6 +19,7 @@ from memguard.units import format_size
 
 if TYPE_CHECKING:
     from rich.console import RenderableType
+    from rich.table import Table
 
 BAR_CELLS = 20
 NARROW_BAR_CELLS = 12
@@ -241,15 +242,30 @@ def _rich_columns(width: int) -> tuple[tuple[str, int], ...]:
 def rich_table(page: dict[str, Any], width: int = NARROW_WIDTH) -> RenderableType:
     """The page as a rich Table for a terminal `width` cells wide: every column
     has its width, CONTAINER takes the rest (a longer name is cut from the left)."""
-    from rich import box
-    from rich.table import Table
-
     parent = str(page.get("agent", {}).get("parent", ""))
     columns = _rich_columns(width)
     gaps = 2 * len(columns)  # two cells between columns, none at the edges
     name_cells = max(12, min(NAME_CELLS, width - sum(w for _, w in columns) - gaps - 1))
+    table = _empty_rich_table(headline(page), name_cells, columns)
+    headers = [header for header, _ in columns]
+    for entry in page.get("containers", []):
+        c = cells(entry, parent)
+        values = _rich_cells(c, columns[0][1])
+        style = _LEVEL_STYLE[c.level] if c.level in ("near", "over") else ""
+        table.add_row(tail(c.name, name_cells), *(values[h] for h in headers), style=style)
+    legend = "bar: the limit; █ memory ▒ page cache │ threshold"
+    table.caption = legend if page.get("containers") else "no container guarded"
+    table.caption_justify = "left"
+    return table
+
+
+def _empty_rich_table(title: str, name_cells: int, columns: tuple[tuple[str, int], ...]) -> Table:
+    """The table's frame: its title, CONTAINER and the (header, cells) columns."""
+    from rich import box
+    from rich.table import Table
+
     table = Table(
-        title=headline(page),
+        title=title,
         title_justify="left",
         box=box.SIMPLE_HEAD,
         show_edge=False,
@@ -266,22 +282,18 @@ def rich_table(page: dict[str, Any], width: int = NARROW_WIDTH) -> RenderableTyp
             overflow="ellipsis",
             justify="left" if header in ("MEMORY", "LAST") else "right",
         )
-    headers = [header for header, _ in columns]
-    for entry in page.get("containers", []):
-        c = cells(entry, parent)
-        values = {
-            "MEMORY": _rich_bar(c, columns[0][1]),
-            "USED": c.used,
-            "THRESHOLD": c.threshold,
-            "LIMIT": c.limit,
-            "CACHE": c.cache,
-            "RATE": c.rate,
-            "LAST": c.last,
-            "AGO": c.last_ago,
-        }
-        style = _LEVEL_STYLE[c.level] if c.level in ("near", "over") else ""
-        table.add_row(tail(c.name, name_cells), *(values[h] for h in headers), style=style)
-    legend = "bar: the limit; █ memory ▒ page cache │ threshold"
-    table.caption = legend if page.get("containers") else "no container guarded"
-    table.caption_justify = "left"
     return table
+
+
+def _rich_cells(c: Cells, bar_cells: int) -> dict[str, RenderableType]:
+    """A row's cells by header (a narrow terminal shows some of them)."""
+    return {
+        "MEMORY": _rich_bar(c, bar_cells),
+        "USED": c.used,
+        "THRESHOLD": c.threshold,
+        "LIMIT": c.limit,
+        "CACHE": c.cache,
+        "RATE": c.rate,
+        "LAST": c.last,
+        "AGO": c.last_ago,
+    }
