@@ -136,35 +136,43 @@ class Agent:
         self.hub = InotifyHub(self.status)
         self._services = tuple(services)
         self.discovered = False  # the first full scan has run
-        settings = config.settings
         self.flusher = Flusher(backend, config.flush_timeout_s, config.max_parallel_flushes)
-        self.killer = Killer(backend, frozenset({os.getpid()}), settings.dry_run)
-        context = GuardContext(
-            backend,
-            self.hub,
-            settings,
-            self.flusher,
-            self.killer,
-            bus.publish,
-            overrides or NoOverrides(),
-            pod_actions or NoPodActions(),
-        )
+        self.killer = Killer(backend, frozenset({os.getpid()}), config.settings.dry_run)
+        context = self._guard_context(overrides or NoOverrides(), pod_actions or NoPodActions())
         reserved = open_fd_count() + TRANSIENT_FDS + config.reserved_fds
         budget = FdBudget(backend.fds_per_guard, reserved)
         self.supervisor = GuardSupervisor(context, self.status, budget, listeners)
-        self.discovery = Discovery(
+        self.discovery = self._new_discovery()
+        self._inner: trio.Nursery | None = None
+        self._stop_requested = False
+
+    def _guard_context(self, overrides: OverridesSource, pod_actions: PodActions) -> GuardContext:
+        """What every guard shares: the backend, the hub, the settings, the actions."""
+        return GuardContext(
+            self.backend,
+            self.hub,
+            self.config.settings,
+            self.flusher,
+            self.killer,
+            self.bus.publish,
+            overrides,
+            pod_actions,
+        )
+
+    def _new_discovery(self) -> Discovery:
+        """Discovery under --parent: it starts and stops guards through the supervisor."""
+        config = self.config
+        return Discovery(
             config.parent,
             config.match,
             self.hub,
             self.supervisor.start,
             self.supervisor.stop,
-            backend.mounted,
+            self.backend.mounted,
             config.parent_alternatives,
             config.parent_wait_s,
             self._parent_missing,
         )
-        self._inner: trio.Nursery | None = None
-        self._stop_requested = False
 
     def stop(self) -> None:
         """Stop guarding, then let reports drain (bounded)."""
