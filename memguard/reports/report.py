@@ -78,13 +78,19 @@ class Report:
             head = _truncate(_printable(f"{self.action}; {self.reason}"), MESSAGE_MAX_BYTES - 64)
             if not self.cgroup:  # about a pod, not one cgroup (a bad annotation)
                 return head
-            room = MESSAGE_MAX_BYTES - len(head.encode()) - len("; cgroup ")
-            return f"{head}; cgroup {_keep_tail(_printable(self.cgroup), room)}"
-        parts = [self.action]
+        else:
+            head = _truncate(_printable("; ".join(self._figures())), MESSAGE_MAX_BYTES - 64)
+        room = MESSAGE_MAX_BYTES - len(head.encode()) - len("; cgroup ")
+        return f"{head}; cgroup {_keep_tail(_printable(self.cgroup), room)}"
+
+    def _figures(self) -> list[str]:
+        """A memory emergency's message parts: the action, the sizes, the victims,
+        the policy and the reason."""
         usage = f"usage {format_size(self.usage_bytes)}"
         if self.usage_after_bytes is not None:
             usage += f" -> {format_size(self.usage_after_bytes)}"
-        parts += [
+        parts = [
+            self.action,
             usage,
             f"limit {format_size(self.limit_bytes)}",
             f"threshold {format_size(self.threshold_bytes)}",
@@ -105,9 +111,7 @@ class Report:
         parts.append(f"policy {self.policy}")
         if self.reason:
             parts.append(self.reason)
-        head = _truncate(_printable("; ".join(parts)), MESSAGE_MAX_BYTES - 64)
-        room = MESSAGE_MAX_BYTES - len(head.encode()) - len("; cgroup ")
-        return f"{head}; cgroup {_keep_tail(_printable(self.cgroup), room)}"
+        return parts
 
 
 def _printable(text: str) -> str:
