@@ -228,13 +228,36 @@ class MemoryQos:
             self._claims.release_memory_high(cgroup_dir)  # nothing of ours to put back
         if not changes and not stale:
             return
-        if self._dry_run:  # remember what would be set, so it is said once
-            for file in stale:
-                tracked.written.pop(file, None)
-            tracked.written.update({f: (v, None) for f, v in changes.items()})
-            if changes:
-                self._report_applied(cgroup_dir, tracked, plan, changes, (), "would set memory QoS")
+        if self._dry_run:
+            self._remember_dry_run(cgroup_dir, tracked, plan, changes, stale)
             return
+        await self._write(cgroup_dir, tracked, plan, changes, stale)
+
+    def _remember_dry_run(
+        self,
+        cgroup_dir: str,
+        tracked: _Tracked,
+        plan: QosPlan,
+        changes: Mapping[str, str],
+        stale: Mapping[str, tuple[str, str | None]],
+    ) -> None:
+        """A dry run: remember what would be set, so it is said once."""
+        for file in stale:
+            tracked.written.pop(file, None)
+        tracked.written.update({f: (v, None) for f, v in changes.items()})
+        if changes:
+            self._report_applied(cgroup_dir, tracked, plan, changes, (), "would set memory QoS")
+
+    async def _write(
+        self,
+        cgroup_dir: str,
+        tracked: _Tracked,
+        plan: QosPlan,
+        changes: Mapping[str, str],
+        stale: Mapping[str, tuple[str, str | None]],
+    ) -> None:
+        """Write the changes and put stale settings back (in a worker thread), then
+        remember what was written and report it."""
         outcome = await trio.to_thread.run_sync(
             _write_all, self._backend, cgroup_dir, changes, dict(tracked.written), stale,
             abandon_on_cancel=True,
