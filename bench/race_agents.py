@@ -23,7 +23,7 @@ from bench.race_procs import LineReader, Process, Processes
 
 ARM_TIMEOUT_S = 60.0  # ms here; seconds in the TCG VM on a busy node
 REPORT_TIMEOUT_S = 3.0  # an agent's word on a trial comes after its victims exit (bound 2 s)
-REF_KILL_BOUND_MS = 2000  # as memguard's container kill (guard.py CONTAINER_KILL_BOUND_S)
+REF_KILL_BOUND_MS = 2000  # as memguard's container kill (guarding/acting.py CONTAINER_KILL_BOUND_S)
 
 
 class AgentError(RuntimeError):
