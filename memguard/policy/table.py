@@ -147,18 +147,10 @@ def facts(
 ) -> Facts:
     reclaimable = snapshot.reclaimable_cache_bytes
     last_flush = state.last_flush_at_s
-    rate = state.rate_bytes_s
-    limit = snapshot.limit_bytes
-    time_to_limit_s = time_to_oom_s = None
-    if rate is not None and rate > 0 and limit is not None:
-        time_to_limit_s = max(0.0, (limit - snapshot.usage_bytes) / rate)
-    fixed_rate = state.fixed_rate_bytes_s
-    if fixed_rate is not None and fixed_rate > 0 and limit is not None:
-        time_to_oom_s = max(0.0, (limit - snapshot.usage_bytes + reclaimable) / fixed_rate)
+    time_to_limit_s, time_to_oom_s = _times_s(snapshot, state)
     could_help = threshold is not None and snapshot.usage_bytes - reclaimable < threshold
     flush_expected_s = reclaimable / MIB * state.flush_s_per_mib
-    marks = levels(limit, settings)
-    warned_zone = marks is not None and snapshot.usage_bytes >= (marks.warning or marks.threshold)
+    urgent = time_to_oom_s is not None and time_to_oom_s < REACTION_BUDGET_S
     return Facts(
         usage_bytes=snapshot.usage_bytes,
         threshold_bytes=threshold,
@@ -168,19 +160,40 @@ def facts(
         flush_in_time=time_to_oom_s is None or time_to_oom_s > FLUSH_SAFETY * flush_expected_s,
         # One second reading only: if it too came too late to give a rate (a
         # stalled CPU), an unknown rate does not forbid the flush.
-        rate_known=fixed_rate is not None or state.measured,
-        urgent=warned_zone and time_to_oom_s is not None and time_to_oom_s < REACTION_BUDGET_S,
+        rate_known=state.fixed_rate_bytes_s is not None or state.measured,
+        urgent=_in_warned_zone(snapshot, settings) and urgent,
         cache_ratio=reclaimable / max(snapshot.usage_bytes, 1),
         max_cache_ratio=settings.max_cache_ratio,
         since_flush_s=None if last_flush is None else now_s - last_flush,
         just_flushed=just_flushed,
-        rate_bytes_s=rate,
+        rate_bytes_s=state.rate_bytes_s,
         time_to_limit_s=time_to_limit_s,
         time_to_oom_s=time_to_oom_s,
         flush_expected_s=flush_expected_s,
         cache_bytes=reclaimable,
         flush_cooldown_s=settings.flush_cooldown_s,
     )
+
+
+def _times_s(snapshot: MemorySnapshot, state: GuardState) -> tuple[float | None, float | None]:
+    """(time to the limit at the fill rate, time until what no flush can drop
+    reaches it at its own rate); None: no limit, or not growing."""
+    limit = snapshot.limit_bytes
+    time_to_limit_s = time_to_oom_s = None
+    rate = state.rate_bytes_s
+    if rate is not None and rate > 0 and limit is not None:
+        time_to_limit_s = max(0.0, (limit - snapshot.usage_bytes) / rate)
+    fixed_rate = state.fixed_rate_bytes_s
+    if fixed_rate is not None and fixed_rate > 0 and limit is not None:
+        reclaimable = snapshot.reclaimable_cache_bytes
+        time_to_oom_s = max(0.0, (limit - snapshot.usage_bytes + reclaimable) / fixed_rate)
+    return time_to_limit_s, time_to_oom_s
+
+
+def _in_warned_zone(snapshot: MemorySnapshot, settings: GuardSettings) -> bool:
+    """Usage at or over the warning level (no warning level: the threshold)."""
+    marks = levels(snapshot.limit_bytes, settings)
+    return marks is not None and snapshot.usage_bytes >= (marks.warning or marks.threshold)
 
 
 def decide(
