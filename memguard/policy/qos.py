@@ -147,6 +147,28 @@ def plan_memory_qos(
     config: QosConfig,
 ) -> QosPlan:
     """The settings for one container from its pod's annotations."""
+    class_value, direct, problems = _annotated(annotations, container, config)
+    writes: dict[str, str] = {}
+    notes: list[str] = []
+    chosen = class_value or None
+    if chosen is not None:
+        qos_class = config.classes.get(chosen)
+        if qos_class is None:
+            known = ", ".join(sorted(config.classes)) or "none configured"
+            problems.append(f"unknown memory QoS class {chosen!r} (known: {known})")
+        else:
+            writes.update(_class_writes(qos_class, limit_bytes, page_bytes, notes))
+    if problems:
+        return QosPlan(problems=tuple(problems), class_name=chosen)
+    writes.update(direct)
+    return QosPlan(writes, (), tuple(notes), chosen)
+
+
+def _annotated(
+    annotations: Mapping[str, str], container: str, config: QosConfig
+) -> tuple[str | None, dict[str, str], list[str]]:
+    """The class annotation's value, the direct settings (file -> value) and the
+    problems with them."""
     class_value: str | None = None
     chosen_direct: dict[str, tuple[str, str]] = {}  # file -> (value, key): the container's wins
     problems: list[str] = []
@@ -166,20 +188,7 @@ def plan_memory_qos(
             problems.append(f"{key}: {value!r} is not a cgroup file value")
         elif value:  # an empty value removes the pod's setting
             direct[file] = value
-    writes: dict[str, str] = {}
-    notes: list[str] = []
-    chosen = class_value or None
-    if chosen is not None:
-        qos_class = config.classes.get(chosen)
-        if qos_class is None:
-            known = ", ".join(sorted(config.classes)) or "none configured"
-            problems.append(f"unknown memory QoS class {chosen!r} (known: {known})")
-        else:
-            writes.update(_class_writes(qos_class, limit_bytes, page_bytes, notes))
-    if problems:
-        return QosPlan(problems=tuple(problems), class_name=chosen)
-    writes.update(direct)
-    return QosPlan(writes, (), tuple(notes), chosen)
+    return class_value, direct, problems
 
 
 def _class_writes(
