@@ -1,2 +1,2 @@
 """Finding containers and guarding each one: discovery, the supervisor, one guard
-per cgroup, the actions (flush, kill) a guard carries out, the agent."""
+per cgroup, what a guard carries out (flush, kill, graceful tries), the agent."""

@@ -14,7 +14,7 @@ import time
 import trio
 
 from memguard.backends.base import Backend, Notifier
-from memguard.guarding.actions import Flusher
+from memguard.guarding.flusher import Flusher
 from memguard.guarding.killer import Killer, KillOutcome, Prepared
 from memguard.guarding.preparer import Preparer
 from memguard.guarding.reporting import ReportNotes

@@ -29,8 +29,8 @@ import trio
 from memguard.backends.base import Backend, NamedService
 from memguard.backends.inotify_hub import InotifyHub
 from memguard.components import ComponentStatus, supervise
-from memguard.guarding.actions import Flusher
 from memguard.guarding.discovery import Discovery, MatchMode
+from memguard.guarding.flusher import Flusher
 from memguard.guarding.guard import GuardContext
 from memguard.guarding.killer import Killer
 from memguard.guarding.pods import NoOverrides, NoPodActions, OverridesSource, PodActions

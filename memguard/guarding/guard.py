@@ -23,7 +23,7 @@ import trio
 from memguard.backends.base import Backend, Notifier
 from memguard.backends.inotify_hub import InotifyHub
 from memguard.backends.wake import Wake
-from memguard.guarding.actions import Flusher
+from memguard.guarding.flusher import Flusher
 from memguard.guarding.killer import Killer
 from memguard.guarding.loop import Gone, Ignored, StepLoop
 from memguard.guarding.pods import NoOverrides, NoPodActions, OverridesSource, PodActions

@@ -1,7 +1,7 @@
 """What happens to a guard (events) and what it is to do (effects): data only.
 
 policy.step turns an event and a fresh snapshot into effects; the guard
-(memguard.guarding.guard) carries the effects out, and each effect with an
+(memguard.guarding.loop) carries the effects out, and each effect with an
 outcome (Arm, Flush, CacheFlush, Act) comes back as an event.
 """
 

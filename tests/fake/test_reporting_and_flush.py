@@ -10,7 +10,7 @@ import trio.testing
 
 from memguard.backends.base import NamedService, Notifier
 from memguard.backends.inotify_hub import InotifyHub
-from memguard.guarding.actions import Flusher
+from memguard.guarding.flusher import Flusher
 from memguard.policy.model import MemorySnapshot
 from memguard.policy.paths import ContainerRef
 from memguard.reports.bus import ReportBus
