@@ -18,33 +18,23 @@ import json
 import logging
 import os
 import queue
-import re
 import select
 import sys
 import threading
 import time
 from typing import Any, TextIO
 
+from memguard.text import escape_controls, printable
+
 LOG_FORMATS = ("text", "json")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_QUEUE_LINES = 4096
 CLOSE_WAIT_S = 2.0  # at exit, give a stuck writer this long, then drop the rest
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 
 def _timestamp(created_s: float, msecs: float) -> str:
     seconds = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(created_s))
     return f"{seconds}.{int(msecs):03d}Z"
-
-
-def escape_controls(text: str) -> str:
-    """Control characters as visible escapes: 'a\\nb' stays on one line."""
-
-    def escape(match: re.Match[str]) -> str:
-        code = ord(match.group())
-        return f"\\x{code:02x}" if code <= 0xFF else f"\\u{code:04x}"
-
-    return _CONTROL.sub(escape, text)
 
 
 class TextFormatter(logging.Formatter):
@@ -69,7 +59,18 @@ class JsonFormatter(logging.Formatter):
             data.update(fields)
         if record.exc_info:
             data["exception"] = self.formatException(record.exc_info)
-        return json.dumps(data, default=str)
+        return json.dumps(_printable_values(data), default=str)
+
+
+def _printable_values(value: Any) -> Any:
+    """Strings made encodable (memguard.text.printable), in dicts and lists too."""
+    if isinstance(value, str):
+        return printable(value)
+    if isinstance(value, dict):
+        return {printable(str(k)): _printable_values(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_printable_values(v) for v in value]
+    return value
 
 
 def _write_fd(fd: int, data: bytes) -> None:

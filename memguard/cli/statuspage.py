@@ -33,6 +33,7 @@ import trio
 from memguard.guarding.agent import Agent
 from memguard.guarding.view import ContainerView, closest_first, view_of
 from memguard.policy.paths import ContainerRef
+from memguard.text import printable
 
 if TYPE_CHECKING:
     from memguard.kube.pods import PodInfo
@@ -74,7 +75,7 @@ def row(
 ) -> dict[str, Any]:
     ref, last = view.ref, view.last_action
     return {
-        "cgroup": view.cgroup,
+        "cgroup": printable(view.cgroup),  # a name need not be UTF-8 (memguard.text)
         "namespace": names[0] if names else None,
         "pod": names[1] if names else None,
         "container": names[2] if names else None,
@@ -162,7 +163,7 @@ class StatusPage:
             "generated_at": _round(now_wall_s),
             "agent": {
                 "pid": os.getpid(),
-                "parent": agent.config.parent,
+                "parent": printable(agent.config.parent),
                 "backend": agent.backend.name,
                 "policy": settings.policy.value,
                 "dry_run": settings.dry_run,

@@ -50,6 +50,7 @@ from prometheus_client.registry import Collector
 
 from memguard.policy.model import MemorySnapshot, Policy
 from memguard.reports.report import Report, ReportKind
+from memguard.text import printable
 
 LATENCY_BUCKETS_S = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5)
 KILL_POLICIES = tuple(p.value for p in Policy if p is not Policy.NOOP)
@@ -196,7 +197,7 @@ def container_families(
     for index, (target, snapshot) in enumerate(readings, start=1):
         if index % RENDER_CHUNK == 0:
             pause()
-        labels = list(target.labels)
+        labels = [printable(label) for label in target.labels]  # names need not be UTF-8
         usage.add_metric(labels, snapshot.usage_bytes)
         if target.threshold_bytes is not None:
             threshold.add_metric(labels, target.threshold_bytes)
