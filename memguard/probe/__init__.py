@@ -12,7 +12,8 @@ Exit codes (any non-zero exit fails the probe):
     1  working set at or above --failure: an ERROR line in the log and on stderr
     2  bad arguments
     3  cannot read the memory cgroup
-    4  cannot write the log (--logfile, stderr by default)
+    4  cannot write the log (--logfile, stderr by default); a log that stays
+       full for LOG_WAIT_S loses the line instead (said on stderr)
 Checked in this order: arguments, log (opened on every run, so a misconfigured
 --logfile fails from the first run, not at the first warning), cgroup, limits.
 
@@ -26,8 +27,13 @@ measured by bench/probe.py):
 - Never a hang: files are opened with O_NONBLOCK (a FIFO opens at once, with
   or without a writer) and read only if fstat says they are regular files,
   at most MAX_READ_BYTES; --logfile opens without blocking (a FIFO with no
-  reader fails, exit 4), then writes block as usual. A --proc-self-cgroup
-  that exists but is not a regular file is a bad argument (exit 2).
+  reader fails, exit 4) and stays non-blocking: a line waits at most
+  LOG_WAIT_S for room in it (stderr, inherited, keeps its flags and blocks
+  as it always did; the kubelet's probe timeout bounds it): a pipe whose
+  reader stalled (a stuck runtime log reader behind /proc/1/fd/1) loses the line,
+  said on stderr, and the verdict stands - the probe never hangs, nor fails
+  the container for a stalled log. A --proc-self-cgroup that exists but is
+  not a regular file is a bad argument (exit 2).
 
 Kernel facts:
 - /proc/self/cgroup and cgroupfs files are regular files to stat (size 0).
@@ -63,6 +69,8 @@ DEFAULT_CGROUP_ROOT = "/sys/fs/cgroup"
 DEFAULT_PROC_SELF_CGROUP = "/proc/self/cgroup"
 UNLIMITED_AT_BYTES = 2**62
 MAX_READ_BYTES = 1 << 20  # memory.stat is a few KiB
+LOG_WAIT_S = 0.2  # for room in the log: a probe runs every few seconds, within a 1 s timeout
+LOG_RETRY_S = 0.005
 MAX_NUMBER_DIGITS = 20  # 2**64 has 20 digits: longer is garbage, never int()ed
 STDERR_FD = 2
 _S_IFMT, _S_IFREG = 0o170000, 0o100000  # <sys/stat.h>; the stat module is not imported
@@ -449,7 +457,8 @@ def open_log(logfile: str | None) -> int:
     """An fd to append log lines to; stderr when no --logfile. OSError if it cannot.
 
     Opened with O_NONBLOCK, so a FIFO without a reader fails (ENXIO) instead of
-    blocking the open; writes then block as usual (a pipe's reader drains it).
+    blocking the open; it stays non-blocking: a write waits for room at most
+    LOG_WAIT_S (write_line).
     """
     if logfile is None:
         return STDERR_FD
@@ -459,11 +468,6 @@ def open_log(logfile: str | None) -> int:
     except OSError as error:
         if _is_fifo(logfile):
             raise OSError(error.errno, f"a FIFO with no reader ({error.strerror})") from None
-        raise
-    try:
-        os.set_blocking(fd, True)
-    except OSError:
-        os.close(fd)
         raise
     return fd
 
@@ -475,11 +479,25 @@ def _is_fifo(path: str) -> bool:
         return False
 
 
-def write_line(fd: int, line: str) -> None:
-    """One line in as few writes as the fd allows (one: a pipe keeps it whole)."""
+class LogFull(OSError):
+    """The log had no room for LOG_WAIT_S (a pipe nobody reads)."""
+
+
+def write_line(fd: int, line: str, wait_s: float = LOG_WAIT_S) -> None:
+    """One line in as few writes as the fd allows (one: a pipe keeps it whole);
+    on a non-blocking fd (--logfile) waiting at most wait_s for room (LogFull)."""
     data = (line + "\n").encode("utf-8", "replace")
+    deadline_s = time.monotonic() + wait_s
     while data:
-        written = os.write(fd, data)
+        try:
+            written = os.write(fd, data)
+        except BlockingIOError:
+            if time.monotonic() >= deadline_s:
+                raise LogFull(
+                    f"no room for {wait_s * 1000:.0f} ms (is its reader stuck?)"
+                ) from None
+            time.sleep(LOG_RETRY_S)
+            continue
         if written <= 0:
             raise OSError(f"wrote {written} bytes")
         data = data[written:]
@@ -515,6 +533,8 @@ def run(options: Options, log_fd: int, log_name: str) -> int:
     if level != "INFO" or options.verbose:
         try:
             write_line(log_fd, line)
+        except LogFull as error:  # the verdict stands: a stalled log is not the app's fault
+            _error(f"log {log_name} full, line not written: {error}")
         except OSError as error:
             _error(f"cannot write log {log_name}: {error.strerror or error}")
             return EXIT_LOG

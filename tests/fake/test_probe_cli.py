@@ -397,6 +397,44 @@ def test_a_log_that_cannot_be_written_exits_4(tmp_path: pathlib.Path) -> None:
     assert_error(result, 4, "cannot write log /dev/full: No space left on device")
 
 
+def _full_fifo(tmp_path: pathlib.Path) -> tuple[pathlib.Path, int]:
+    """A FIFO with a reader that never reads, its pipe already full (as behind
+    /proc/1/fd/1 when the container runtime's log reader stalls)."""
+    fifo = tmp_path / "stalled-log"
+    os.mkfifo(fifo)
+    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+    writer = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+    try:
+        while True:
+            os.write(writer, b"x" * 4096)
+    except BlockingIOError:
+        pass
+    finally:
+        os.close(writer)
+    return fifo, reader
+
+
+@pytest.mark.parametrize(
+    ("usage_mib", "exit_code", "level"), [(900, 0, "WARN"), (1000, 1, "ERROR")]
+)
+def test_a_stalled_log_loses_the_line_never_the_verdict_nor_hangs(
+    tmp_path: pathlib.Path, usage_mib: int, exit_code: int, level: str
+) -> None:
+    flags = fake_v1(tmp_path, usage_mib * MIB, 1024 * MIB, v1_stat(0))
+    fifo, reader = _full_fifo(tmp_path)
+    try:
+        result = run(*flags, "--logfile", str(fifo))  # run()'s timeout: it never hangs
+    finally:
+        os.close(reader)
+    assert result.returncode == exit_code, result
+    lines = result.stderr.splitlines()
+    assert lines[0].startswith(f"memguard probe: error: log {fifo} full, line not written: "), lines
+    assert "is its reader stuck?" in lines[0]
+    if level == "ERROR":  # the probe's own output still says why it fails
+        assert f" ERROR memguard probe: working set {usage_mib}.0MiB" in lines[1]
+    assert "Traceback" not in result.stderr
+
+
 # --- what it imports, and where it finds its cgroup --------------------------
 
 HEAVY = ("trio", "kubernetes_asyncio", "aiohttp", "cffi", "_cffi_backend", "prometheus_client")
