@@ -134,7 +134,10 @@ def select_backend(
 
 
 def _v1_backend(absolute: str, hold: HoldSettings | None, layout: CgroupLayout | None) -> Backend:
-    """On v1, with hold settings: the hold ledger settled before any guard starts."""
+    """On v1, with hold settings: the hold ledger claimed and settled before any guard
+    starts. Holding, this agent owns it until it exits (a ledger another agent
+    holds, or one that cannot be trusted, is ConfigError); not holding, it only
+    releases what a previous run left and lets go (backends.hold)."""
     memory_root, freezer_root = v1_roots(absolute, layout)
     if hold is None:
         return V1Backend(memory_root, freezer_root)
