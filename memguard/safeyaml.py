@@ -1,7 +1,8 @@
 """Reading input files that are not ours, bounded: regular files, bounded YAML.
 
-Used for --config (memguard.cli.configfile) and for checking a kubeconfig
-before kubernetes-asyncio loads it (memguard.kube.connection):
+Used for --config (memguard.cli.configfile), for a kubeconfig and the files it
+names (memguard.kube.connection: read here, handed to kubernetes-asyncio as
+data) and for the service-account token (memguard.kube.client):
 - Regular files only, opened without blocking: a FIFO with no writer, a
   device or a directory is refused, never read (reading a FIFO would hang).
   At most max_bytes are read.
@@ -19,6 +20,9 @@ from typing import Any, NoReturn
 
 import yaml
 
+from memguard.text import escape_controls
+
+MAX_SHOWN_PATH_CHARS = 200  # of a path repeated in a message; beyond, cut with "..."
 MAX_DEPTH = 32  # nested lists and mappings, aliases expanded
 MAX_NODES = 100_000  # scalars, lists and mappings, aliases expanded
 _FILE_KINDS = (
@@ -28,6 +32,14 @@ _FILE_KINDS = (
     (stat.S_ISBLK, "a block device"),
     (stat.S_ISSOCK, "a socket"),
 )
+
+
+def shown_path(path: str) -> str:
+    """A path for a one-line message: control characters escaped, at most
+    MAX_SHOWN_PATH_CHARS (a 12 KB --config path is not repeated whole)."""
+    if len(path) > MAX_SHOWN_PATH_CHARS:
+        path = path[:MAX_SHOWN_PATH_CHARS] + "..."
+    return escape_controls(path)
 
 
 def _not_regular(mode: int) -> ValueError | None:
@@ -150,3 +162,14 @@ def compose_bounded(text: str) -> yaml.Node | None:
     another library will load. yaml.YAMLError when it is not valid or too big.
     """
     return yaml.compose(text, Loader=BoundedLoader)
+
+
+def load_bounded(text: str) -> Any:
+    """One document as yaml.safe_load reads it (SafeLoader's types), within the limits.
+
+    For a file another library would read with safe_load (a kubeconfig): the
+    same values, but never past MAX_DEPTH or MAX_NODES. yaml.YAMLError when it
+    is not valid or too big; ValueError for a scalar SafeLoader cannot make (a
+    date such as 2001-02-30, an integer of more than 4300 digits).
+    """
+    return yaml.load(text, Loader=BoundedLoader)  # a SafeLoader subclass: no objects

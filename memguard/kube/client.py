@@ -13,19 +13,26 @@ Everything in this module runs on the bridge's asyncio loop.
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import importlib.util
 import json
 import logging
 import os
 import sys
+import time
 import types
 from collections.abc import AsyncGenerator
 from typing import Any
 
 import aiohttp
 
-from memguard.kube.connection import Connection
+from memguard.kube.connection import (
+    Connection,
+    KubeconfigProblem,
+    checked_kubeconfig,
+    read_token,
+)
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +51,8 @@ MAX_RESPONSE_BYTES = 8 * 1024 * 1024
 MAX_WATCH_LINE_BYTES = 4 * 1024 * 1024
 MAX_ERROR_BODY_BYTES = 4096  # kept of a non-2xx answer (for the log); the rest unread
 MAX_REASON_CHARS = 128
+LOAD_TIMEOUT_S = 30.0  # loading a kubeconfig: an exec plugin that never ends must not hang start
+TOKEN_REFRESH_S = 60.0  # re-read the service-account token this often (kubernetes-asyncio: 1 min)
 _LIGHT_PACKAGES = (
     "kubernetes_asyncio",
     "kubernetes_asyncio.client",
@@ -70,6 +79,46 @@ def _load_light() -> tuple[Any, Any, Any]:
     client = sys.modules["kubernetes_asyncio.client"]
     config = importlib.import_module("kubernetes_asyncio.config")
     return client.ApiClient, client.Configuration, config
+
+
+class TokenFile:
+    """The in-cluster bearer token, re-read every TOKEN_REFRESH_S (the kubelet rotates
+    it), as kubernetes-asyncio's own refresh hook would - but bounded, through
+    memguard.kube.connection.read_token: a token file that became a FIFO, a device,
+    a huge or an empty file keeps the last good token, and says why (logged the
+    1st, 10th, 100th ... time). Called before each request, on the asyncio loop.
+    """
+
+    def __init__(self, path: str, token: str, clock: Any = time.monotonic) -> None:
+        self._path = path
+        self._token = token  # "Bearer ...", as the loader set it
+        self._clock = clock
+        self._due_s = clock()  # the first request reads it (stripped, as client-go does)
+        self.failures = 0
+
+    def __call__(self, configuration: Any) -> None:
+        now_s = self._clock()
+        if now_s >= self._due_s:
+            self._due_s = now_s + TOKEN_REFRESH_S
+            self._refresh()
+        configuration.api_key["BearerToken"] = self._token
+
+    def _refresh(self) -> None:
+        try:
+            token = read_token(self._path)
+            if not token:
+                raise KubeconfigProblem("empty")
+        except KubeconfigProblem as error:
+            self.failures += 1
+            if every_tenfold(self.failures):
+                log.warning(
+                    "service account token %s: %s; keeping the last one (%d times)",
+                    self._path,
+                    error,
+                    self.failures,
+                )
+            return
+        self._token = f"Bearer {token}"
 
 
 class ApiError(Exception):
@@ -177,16 +226,32 @@ class KubeClient:
 
     @classmethod
     async def connect(cls, connection: Connection) -> KubeClient:
+        """A client for the connection; KubeconfigProblem, TimeoutError or the loader's
+        own exception (one line each) when it cannot be configured."""
         api_client_class, configuration_class, config = _load_light()
         configuration = configuration_class()
         if connection.in_cluster:
-            config.load_incluster_config(client_configuration=configuration)
-        else:
-            await config.load_kube_config(
-                config_file=connection.kubeconfig,
+            config.load_incluster_config(
                 client_configuration=configuration,
-                persist_config=False,
+                try_refresh_token=False,  # its refresh reads the file unbounded: TokenFile
+                token_filename=connection.token_file,
+                cert_filename=connection.ca_file,
             )
+            token = configuration.api_key.get("BearerToken", "")
+            configuration.refresh_api_key_hook = TokenFile(connection.token_file, token)
+        else:
+            # Read and checked here, bounded; the loader gets data (memguard.kube.connection).
+            kubeconfig = checked_kubeconfig(connection.kubeconfig or "")
+            load = config.load_kube_config_from_dict(
+                config_dict=kubeconfig, client_configuration=configuration
+            )
+            try:
+                await asyncio.wait_for(load, LOAD_TIMEOUT_S)
+            except TimeoutError:
+                raise TimeoutError(
+                    f"loading it took more than {LOAD_TIMEOUT_S:g} s "
+                    "(an exec plugin that does not finish?)"
+                ) from None
         api = api_client_class(configuration)
         api.user_agent = USER_AGENT
         return cls(api)
