@@ -21,6 +21,7 @@ from __future__ import annotations
 import errno
 import inspect
 import logging
+import socket
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -210,5 +211,14 @@ async def _respond(
 
 
 async def bind(host: str, port: int) -> list[trio.SocketListener]:
-    """Listen on host:port; OSError (socket.gaierror included) when it cannot."""
-    return await trio.open_tcp_listeners(port, host=host)
+    """Listen on host:port; OSError (socket.gaierror included) when it cannot.
+
+    A host the resolver cannot even encode ('.', 'a..b', a label of 64
+    characters) raises UnicodeError inside getaddrinfo(), not socket.gaierror:
+    it becomes one (EAI_NONAME), as for any name that cannot be resolved, so the
+    caller's one-line error covers it (memguard.cli.values.host_problem refuses
+    such a --listen before; this holds for any caller)."""
+    try:
+        return await trio.open_tcp_listeners(port, host=host)
+    except UnicodeError:
+        raise socket.gaierror(socket.EAI_NONAME, "not a valid host name") from None
