@@ -116,7 +116,36 @@ def parent_hint(parent: str, auto: bool, layout: CgroupLayout | None) -> str:
     return missing_parent_hint(absolute, auto, layout, ancestor, kind, fake)
 
 
+def _check_graceful_via(values: Mapping[str, Any]) -> None:
+    """--graceful-via evict|delete asks the API server: refused with --kubernetes off."""
+    via = values["graceful_via"]
+    if via != "process" and values["kubernetes"] == "off":
+        raise ConfigError(
+            f"--graceful-via {via} {'evicts' if via == 'evict' else 'deletes'} the pod "
+            "through the API server, but --kubernetes is off (use --graceful-via process, "
+            "SIGTERM to the main process)"
+        )
+
+
+def run_warnings(values: Mapping[str, Any]) -> list[str]:
+    """What is accepted but probably not meant, for one warning line each at start.
+
+    --graceful-via is the graceful path's way to stop a container: --policy
+    graceful's, the swap trigger's, and that of pods annotated
+    memguard.io/policy: graceful. With another --policy and no swap trigger only
+    such pods use it.
+    """
+    via = values["graceful_via"]
+    if via == "process" or values["policy"] == "graceful" or values["swap_trigger"]:
+        return []
+    return [
+        f"--graceful-via {via} only applies to --policy graceful and --swap-trigger: with "
+        f"--policy {values['policy']} only pods annotated memguard.io/policy: graceful use it"
+    ]
+
+
 def build_run_config(values: Mapping[str, Any]) -> RunConfig:
+    _check_graceful_via(values)
     layout = layout_for(values)
     return RunConfig(
         agent=build_agent_config(values, layout),

@@ -12,7 +12,10 @@ Keys are the flags without "--" (underscores work too); values are what the
 flag takes, as written, parsed by the same parsers. Precedence: flag, then
 environment, then the file, then the default. Only true/false are booleans
 here: YAML 1.1 would read `kubernetes: off` as false and `report-queue: 010` as
-8; this loader keeps every other plain scalar as the text written.
+8; this loader keeps every other plain scalar as the text written. A YAML
+list is taken only where the flag is a comma list (v2-signals,
+protected-namespaces: `[psi, poll]` is `psi,poll`); `policy: [process]` is
+refused, as a mapping is anywhere.
 Any problem (no file, bad YAML, an unknown key, a bad value) is a ConfigError
 naming the file: exit 2, one line.
 
@@ -37,7 +40,14 @@ from yaml.constructor import SafeConstructor
 from memguard.cli.options import Option
 from memguard.errors import ConfigError
 from memguard.policy.qos import QosConfig, parse_qos_config
-from memguard.safeyaml import BoundedLoader, read_regular_file, refuse, yaml_error_text
+from memguard.safeyaml import (
+    BoundedLoader,
+    read_regular_file,
+    refuse,
+    shown_path,
+    yaml_error_text,
+)
+from memguard.units import shown
 
 QOS_KEYS = ("classes", "unifiedannotations")
 MAX_FILE_BYTES = 1 << 20
@@ -58,8 +68,8 @@ class _Loader(BoundedLoader):
         for key_node, _ in node.value:
             key = self.construct_object(key_node, deep=deep)
             if not isinstance(key, str):
-                shown = "null" if key is None else type(key).__name__
-                refuse(f"a key must be a string, not {shown}", key_node)
+                kind = "null" if key is None else type(key).__name__
+                refuse(f"a key must be a string, not {kind}", key_node)
             if key in seen:
                 refuse(f"duplicate key {key!r}", key_node)
             seen.add(key)
@@ -102,70 +112,75 @@ class ConfigFile:
     memory_qos: QosConfig | None
 
 
-def _text(value: Any, key: str) -> str:
-    """A YAML scalar (or a list, for comma-separated flags) as the flag's text."""
+def _text(value: Any, key: str, option: Option) -> str:
+    """A YAML scalar as the flag's text; a list only for a comma-list flag."""
     if value is None:
         return ""
     if isinstance(value, bool):
         return "true" if value else "false"
-    if isinstance(value, str | int | float):
-        return str(value)
-    if isinstance(value, list) and all(isinstance(v, str | int | float) for v in value):
-        return ",".join(str(v) for v in value)
-    raise ValueError(f"{key}: expected a single value, got {type(value).__name__}")
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list) and option.is_list:
+        if not all(isinstance(item, str) and item and "," not in item for item in value):
+            raise ValueError(f"{key}: expected a list of names (no empty ones, no commas)")
+        return ",".join(value)
+    kind = "a list" if isinstance(value, list) else "a mapping"  # YAML has no other
+    raise ValueError(f"{key}: expected a single value, got {kind}")
 
 
 def _read(path: str) -> Any:
+    where = f"--config {shown_path(path)}"
     try:
         data = read_regular_file(path, MAX_FILE_BYTES)
     except OSError as error:
-        raise ConfigError(f"--config {path}: {error.strerror or error}") from None
+        raise ConfigError(f"{where}: {error.strerror or error}") from None
     except ValueError as error:
-        raise ConfigError(f"--config {path}: {error}") from None
+        raise ConfigError(f"{where}: {error}") from None
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
-        raise ConfigError(f"--config {path}: not UTF-8 text") from None
+        raise ConfigError(f"{where}: not UTF-8 text") from None
     try:
         return yaml.load(text, Loader=_Loader)  # a SafeLoader subclass: no objects
     except yaml.YAMLError as error:
-        raise ConfigError(f"--config {path}: {yaml_error_text(error)}") from None
+        raise ConfigError(f"{where}: {yaml_error_text(error)}") from None
     except RecursionError:  # not expected within MAX_DEPTH: never a traceback
-        raise ConfigError(f"--config {path}: nested too deeply") from None
+        raise ConfigError(f"{where}: nested too deeply") from None
 
 
 def load_config_file(path: str, options: Sequence[Option]) -> ConfigFile:
+    where = f"--config {shown_path(path)}"
     data = _read(path)
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise ConfigError(f"--config {path}: expected a mapping of flag names to values")
+        raise ConfigError(f"{where}: expected a mapping of flag names to values")
     by_key = {option.flag.removeprefix("--"): option for option in options}
     values: dict[str, str] = {}
     spelled: dict[str, str] = {}
     for raw_key, value in data.items():
         key = str(raw_key).replace("_", "-")
         if key in spelled:
-            raise ConfigError(f"--config {path}: {raw_key!r} and {spelled[key]!r} are one key")
+            raise ConfigError(f"{where}: {shown(raw_key)} and {shown(spelled[key])} are one key")
         spelled[key] = str(raw_key)
         if key in QOS_KEYS:
             continue
         option = by_key.get(key)
         if option is None:
             known = [*by_key, *QOS_KEYS]
-            close = difflib.get_close_matches(key, known, n=1)
+            close = difflib.get_close_matches(key[:100], known, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             if key == "config":
                 hint = " (config files do not include others)"
-            raise ConfigError(f"--config {path}: unknown key {raw_key!r}{hint}")
+            raise ConfigError(f"{where}: unknown key {shown(raw_key)}{hint}")
         try:
-            values[option.dest] = _text(value, key)
+            values[option.dest] = _text(value, key, option)
         except ValueError as error:
-            raise ConfigError(f"--config {path}: {error}") from None
+            raise ConfigError(f"{where}: {error}") from None
     qos: QosConfig | None = None
     if any(key in data for key in QOS_KEYS):
         try:
             qos = parse_qos_config(data.get("classes"), data.get("unifiedannotations"))
         except ValueError as error:
-            raise ConfigError(f"--config {path}: {error}") from None
+            raise ConfigError(f"{where}: {error}") from None
     return ConfigFile(path, values, qos)

@@ -9,21 +9,41 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, NoReturn
 
 if TYPE_CHECKING:
+    from memguard.cli.config import RunConfig
     from memguard.cli.options import Option
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
+MAX_ERROR_CHARS = 1000  # of one error line; the parsers cut the values they repeat first
+# scheme://USERINFO@ in a URL: its password (or a token as the user) is never repeated
+_URL_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)([^/?#\s@]*@)+")
+
+
+def _masked_userinfo(match: re.Match[str]) -> str:
+    userinfo = match.group(0)[len(match.group(1)) : -1]
+    user, colon, _ = userinfo.partition(":")
+    return f"{match.group(1)}{user}:***@" if colon else f"{match.group(1)}***@"
+
+
+def one_line(message: str) -> str:
+    """An error message as one bounded line: credentials in URLs masked (user:***@),
+    control characters escaped, at most MAX_ERROR_CHARS."""
+    from memguard.text import escape_controls
+
+    line = escape_controls(_URL_USERINFO.sub(_masked_userinfo, message))
+    return line if len(line) <= MAX_ERROR_CHARS else line[:MAX_ERROR_CHARS] + "..."
 
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
-        sys.stderr.write(f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+        sys.stderr.write(f"{self.prog}: error: {one_line(message)} (see {self.prog} --help)\n")
         sys.exit(EXIT_USAGE)
 
 
@@ -141,20 +161,60 @@ def build_parser() -> _Parser:
     return parser
 
 
+def _config_path(args: argparse.Namespace) -> tuple[str, str] | None:
+    """(path, where it came from) of --config, else $MEMGUARD_CONFIG; None: no file.
+    An empty one is refused: `--config "$UNSET"` is not silently no file."""
+    from memguard.errors import ConfigError
+
+    if args.config is not None:
+        path, source = args.config, "--config"
+    elif "MEMGUARD_CONFIG" in os.environ:
+        path, source = os.environ["MEMGUARD_CONFIG"], "$MEMGUARD_CONFIG"
+    else:
+        return None
+    if not path.strip():
+        raise ConfigError(f"{source}: an empty path (leave it out for no config file)")
+    return path.strip(), source
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
-    from memguard.cli.config import build_run_config
-    from memguard.cli.options import RUN_OPTIONS, resolve
+    from memguard.cli.config import build_run_config, run_warnings
+    from memguard.cli.options import RUN_OPTIONS, resolve, unknown_environment
     from memguard.cli.run import serve
 
-    path = (args.config or os.environ.get("MEMGUARD_CONFIG", "")).strip()
+    given = _config_path(args)
     file = None
-    if path:
+    if given is not None:
         from memguard.cli.configfile import load_config_file  # yaml only when a file is given
 
-        file = load_config_file(path, RUN_OPTIONS)
-    values = resolve(RUN_OPTIONS, vars(args), os.environ, file.values if file else None, path)
+        file = load_config_file(given[0], RUN_OPTIONS)
+    shown = ""
+    if file is not None:
+        from memguard.safeyaml import shown_path
+
+        shown = shown_path(file.path)
+    values = resolve(RUN_OPTIONS, vars(args), os.environ, file.values if file else None, shown)
     values["memory_qos"] = file.memory_qos if file else None
-    return serve(build_run_config(values))
+    config = build_run_config(values)
+    unknown = unknown_environment(RUN_OPTIONS, os.environ)
+    _warn(config, [*([unknown] if unknown else []), *run_warnings(values)])
+    return serve(config)
+
+
+def _warn(config: RunConfig, messages: list[str]) -> None:
+    """Start-up warnings, once the configuration is known to be good: one line each,
+    in the log's format (the log itself starts in memguard.cli.run.serve)."""
+    if not messages or config.log_level == "error":
+        return
+    import logging
+
+    from memguard.cli.logsetup import JsonFormatter, TextFormatter
+
+    formatter = JsonFormatter() if config.log_format == "json" else TextFormatter()
+    for message in messages:
+        record = logging.LogRecord(__name__, logging.WARNING, __file__, 0, message, None, None)
+        sys.stderr.write(formatter.format(record) + "\n")
+    sys.stderr.flush()
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -198,10 +258,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return handler(args)
     except ConfigError as error:
-        sys.stderr.write(f"memguard {args.command}: error: {error}\n")
+        sys.stderr.write(f"memguard {args.command}: error: {one_line(str(error))}\n")
         return EXIT_USAGE
     except (MemguardError, OSError) as error:
-        sys.stderr.write(f"memguard {args.command}: error: {error}\n")
+        sys.stderr.write(f"memguard {args.command}: error: {one_line(str(error))}\n")
         return EXIT_FAILURE
     except KeyboardInterrupt:
         return 130

@@ -15,6 +15,7 @@ most what a cgroup can hold, the report queue at most a million.
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -34,6 +35,7 @@ from memguard.cli.values import (
     optional_duration,
     optional_path,
     psi_trigger,
+    ratio,
     signals,
     size,
     status_socket,
@@ -41,10 +43,14 @@ from memguard.cli.values import (
     whole_number,
 )
 from memguard.errors import ConfigError
-from memguard.units import parse_ratio
+from memguard.units import shown
 
 DEFAULT_PARENT = "auto"  # the kubelet's tree under --cgroup-root (memguard.kernel.hierarchy)
 DEFAULT_CGROUP_ROOT = "/sys/fs/cgroup"  # the DaemonSet: /host/sys/fs/cgroup
+# MEMGUARD_* variables read by something else than an option: --config's, and
+# `memguard status`'s (the agent's --status-socket, where it is not the default).
+OTHER_ENV = ("MEMGUARD_CONFIG", "MEMGUARD_STATUS_SOCKET")
+MAX_UNKNOWN_SHOWN = 8  # unknown variables named in the warning; the rest counted
 
 
 @dataclass(frozen=True)
@@ -55,6 +61,7 @@ class Option:
     help: str
     is_switch: bool = False
     bare: str | None = None  # the value the flag means given alone (--high-tripwire: on)
+    is_list: bool = False  # a comma list: --config may give it as a YAML list
 
     @property
     def dest(self) -> str:
@@ -112,7 +119,7 @@ RUN_OPTIONS = (
     Option(
         "--soft-margin-ratio",
         "0.10",
-        parse_ratio,
+        ratio,
         "graceful: the soft margin as a share of the limit (soft level = limit - soft margin)",
     ),
     Option("--min-soft-margin", "16Mi", size("0", "1Ti"), "smallest soft margin (0 .. 1Ti)"),
@@ -133,13 +140,13 @@ RUN_OPTIONS = (
     Option(
         "--dry-run", "false", boolean, "report what would be done, kill nothing", is_switch=True
     ),
-    Option("--margin-ratio", "0.02", parse_ratio, "margin as a share of the limit"),
+    Option("--margin-ratio", "0.02", ratio, "margin as a share of the limit"),
     Option("--min-margin", "1Mi", size("0", "1Ti"), "smallest margin (0 .. 1Ti)"),
     Option("--max-margin", "50Mi", size("0", "1Ti"), "largest margin (0 .. 1Ti)"),
     Option(
         "--max-cache-ratio",
         "0.5",
-        parse_ratio,
+        ratio,
         "after a flush, leave it to the kernel if reclaimable cache is above this share",
     ),
     Option(
@@ -193,6 +200,7 @@ RUN_OPTIONS = (
         "events,psi,poll",
         signals,
         "cgroup v2 wake-ups: any of events (memory.events), psi (trigger), poll",
+        is_list=True,
     ),
     Option(
         "--psi-trigger",
@@ -294,6 +302,7 @@ RUN_OPTIONS = (
         "kube-system",
         namespaces,
         "comma list of namespaces memguard never acts in (reports only, saying why); empty: none",
+        is_list=True,
     ),
     Option(
         "--act-on-critical",
@@ -367,3 +376,25 @@ def resolve(
         except ValueError as error:
             raise ConfigError(f"{source}: {error}") from None
     return values
+
+
+def unknown_environment(options: tuple[Option, ...], environ: Mapping[str, str]) -> str | None:
+    """One warning naming the MEMGUARD_* variables no option reads (a typo such as
+    MEMGUARD_POLICI), each with the closest name; None when there are none. Not an
+    error: the environment may carry other memguard tools' variables."""
+    known = [option.env for option in options] + list(OTHER_ENV)
+    unknown = sorted(name for name in environ if name.startswith("MEMGUARD_") and name not in known)
+    if not unknown:
+        return None
+    prefix = len("MEMGUARD_")
+    described = []
+    for name in unknown[:MAX_UNKNOWN_SHOWN]:
+        # compared without the prefix every name shares, which would make all alike
+        close = difflib.get_close_matches(name[prefix:100], [n[prefix:] for n in known], n=1)
+        hint = f" (did you mean MEMGUARD_{close[0]}?)" if close else ""
+        described.append(f"{shown(name)}{hint}")
+    more = len(unknown) - MAX_UNKNOWN_SHOWN
+    if more > 0:
+        described.append(f"and {more} more")
+    plural = "s" if len(unknown) > 1 else ""
+    return f"ignoring unknown environment variable{plural}: " + ", ".join(described)

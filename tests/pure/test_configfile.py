@@ -109,13 +109,14 @@ def test_every_flag_is_accepted_as_a_key(tmp_path: pathlib.Path) -> None:
         # only true/false are YAML booleans: the rest reach the flag's own parser as text
         ("kubernetes: off", "kubernetes", "off"),
         ("kubernetes: auto", "kubernetes", "auto"),
-        ("dry-run: yes", "dry_run", True),
-        ("dry-run: on", "dry_run", True),
-        ("dry-run: no", "dry_run", False),
-        ("dry-run: off", "dry_run", False),
         ("dry-run: true", "dry_run", True),
+        ("dry-run: False", "dry_run", False),
+        ("dry-run:", "dry_run", False),
+        ("protected-namespaces: [kube-system, infra]", "protected_namespaces",
+         frozenset({"kube-system", "infra"})),
+        ("protected-namespaces: []", "protected_namespaces", frozenset()),
     ],
-)
+)  # fmt: skip
 def test_values_are_parsed_by_the_flags_parser(
     tmp_path: pathlib.Path, text: str, dest: str, expected: Any
 ) -> None:
@@ -218,9 +219,16 @@ def test_a_bad_file_value_is_harmless_when_overridden(tmp_path: pathlib.Path) ->
         ("class: [{name: silver}]\n", ["'class'", "did you mean 'classes'"]),
         ("zzzzzzzz: 1\n", ["'zzzzzzzz'"]),
         ("config: other.yaml\n", ["'config'", "do not include"]),
-        ("v2-signals: {events: true}\n", ["v2-signals", "dict"]),
-        ("policy:\n  name: process\n", ["policy", "dict"]),
-        ("v2-signals: [[events], poll]\n", ["v2-signals"]),
+        ("v2-signals: {events: true}\n", ["v2-signals", "expected a single value, got a mapping"]),
+        ("policy:\n  name: process\n", ["policy", "got a mapping"]),
+        ("v2-signals: [[events], poll]\n", ["v2-signals", "expected a list of names"]),
+        ("policy: [process]\n", ["policy: expected a single value, got a list"]),
+        ("policy: [noop, process]\n", ["policy: expected a single value, got a list"]),
+        ("min-margin: [1Mi]\n", ["min-margin: expected a single value, got a list"]),
+        ("protected-namespaces: [a, ~]\n", ["protected-namespaces: expected a list of names"]),
+        ("protected-namespaces: ['a,b']\n", ["no commas"]),
+        ("v2-signals: [true]\n", ["v2-signals: expected a list of names"]),
+        ("? " + "p" * 5000 + "\n: 1\n", ["unknown key 'ppppp", "'..."]),
         ("classes: [{name: silver, swaplimitratio: 2}]\n", ["classes[0]", "swaplimitratio", "2"]),
         ("classes: [{name: a}, {name: a}]\n", ["classes[1]", "'a'"]),
         ("classes: [{name: a, ratio: 0.1}]\n", ["classes[0]", "ratio"]),
@@ -461,7 +469,7 @@ def test_deep_large_and_recursive_documents_are_refused(
 
 def test_32_levels_are_allowed_and_benign_aliases_work(tmp_path: pathlib.Path) -> None:
     text = "policy: " + "[" * 31 + "]" * 31 + "\n"
-    assert "policy: expected a single value, got list" in load_error(tmp_path, text)
+    assert "policy: expected a single value, got a list" in load_error(tmp_path, text)
     file = load(
         tmp_path,
         "policy: &p process\nnode-name: *p\nclasses:\n- &silver {name: silver, swaplimitratio: "

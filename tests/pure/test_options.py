@@ -8,13 +8,14 @@ from typing import Any
 import pytest
 
 from memguard.backends.v2 import Tripwire, V2Settings
-from memguard.cli.config import build_agent_config, build_run_config
-from memguard.cli.main import build_parser
-from memguard.cli.options import DEFAULT_PARENT, RUN_OPTIONS, Option, resolve
+from memguard.cli.config import build_agent_config, build_run_config, run_warnings
+from memguard.cli.main import MAX_ERROR_CHARS, build_parser, one_line
+from memguard.cli.options import DEFAULT_PARENT, RUN_OPTIONS, Option, resolve, unknown_environment
 from memguard.cli.values import Bounded
 from memguard.errors import ConfigError
 from memguard.guarding.discovery import MatchMode
 from memguard.policy.model import MIB, GracefulVia, Policy, check_granularity_bytes
+from memguard.units import shown
 
 NO_FLAGS: dict[str, str | None] = {}
 NO_ENV: dict[str, str] = {}
@@ -49,17 +50,17 @@ def test_defaults() -> None:
         ({"min_margin": "2M"}, {"MEMGUARD_MIN_MARGIN": "4Mi"}, "min_margin", 2_000_000),
         ({}, {"MEMGUARD_MARGIN_RATIO": "5%"}, "margin_ratio", 0.05),
         ({}, {"MEMGUARD_HOT_RECHECK_INTERVAL": "250ms"}, "hot_recheck_interval", 0.25),
-        ({}, {"MEMGUARD_DRY_RUN": "yes"}, "dry_run", True),
+        ({}, {"MEMGUARD_DRY_RUN": "true"}, "dry_run", True),
+        ({}, {"MEMGUARD_DRY_RUN": "TRUE"}, "dry_run", True),
         ({}, {"MEMGUARD_DRY_RUN": ""}, "dry_run", False),
-        ({"dry_run": "true"}, {"MEMGUARD_DRY_RUN": "0"}, "dry_run", True),
+        ({"dry_run": "true"}, {"MEMGUARD_DRY_RUN": "false"}, "dry_run", True),
         ({}, {"MEMGUARD_MATCH": "leaf"}, "match", "leaf"),
         ({}, {"MEMGUARD_PARENT": "/tmp/tree"}, "parent", "/tmp/tree"),
         ({}, {"MEMGUARD_PRIORITY": "off"}, "priority", "off"),
         ({}, {"MEMGUARD_HIGH_TRIPWIRE": "off"}, "high_tripwire", "off"),
         ({}, {"MEMGUARD_HIGH_TRIPWIRE": "true"}, "high_tripwire", "on"),  # the old switch
-        ({}, {"MEMGUARD_HIGH_TRIPWIRE": "0"}, "high_tripwire", "off"),
+        ({}, {"MEMGUARD_HIGH_TRIPWIRE": "false"}, "high_tripwire", "off"),
         ({"high_tripwire": "on"}, {"MEMGUARD_HIGH_TRIPWIRE": "auto"}, "high_tripwire", "on"),
-        ({"high_tripwire": "AUTO"}, {}, "high_tripwire", "auto"),
         ({"priority": "auto"}, {"MEMGUARD_PRIORITY": "off"}, "priority", "auto"),
         ({}, {"memguard_policy": "noop", "POLICY": "noop"}, "policy", "container"),
         (
@@ -381,3 +382,211 @@ def test_bad_graceful_values_are_one_line_errors(flags: dict[str, str], needle: 
         resolve(RUN_OPTIONS, flags, NO_ENV)
     assert needle in str(caught.value)
     assert "\n" not in str(caught.value)
+
+
+# --- the parsers agree with the README: as written, whole bytes, true/false ------------------
+
+
+@pytest.mark.parametrize(
+    ("dest", "text", "needle"),
+    [
+        ("cooldown", "5 s", "--cooldown: '5 s' is not a duration such as"),
+        ("cooldown", " 5s", "(write it without spaces)"),
+        ("cooldown", "5s ", "(write it without spaces)"),
+        ("grace_period", " ", "--grace-period: ' ' is not a duration"),
+        ("min_margin", "5 Mi", "--min-margin: '5 Mi' is not a size such as"),
+        ("min_margin", " 5Mi", "(write it without spaces)"),
+        ("report_queue", " 7 ", "--report-queue: ' 7 ' is not a whole number"),
+        ("margin_ratio", "2 %", "--margin-ratio: '2 %' is not a ratio"),
+        ("margin_ratio", " 0.02", "(write it without spaces)"),
+        ("flush_cache_above", "25 %", "--flush-cache-above: '25 %' is not a ratio"),
+        ("flush_cache_above", " 1Gi", "(write it without spaces)"),
+        ("listen", " :9637", "--listen: ' :9637' is not HOST:PORT"),
+        ("policy", "process ", "--policy: 'process ' is not one of"),
+        ("high_tripwire", "AUTO", "--high-tripwire: 'AUTO' is not one of auto, on, off"),
+        ("high_tripwire", "on ", "is not one of auto, on, off"),
+        ("high_tripwire", "yes", "is not one of auto, on, off"),
+    ],
+)
+def test_values_are_taken_as_written_without_spaces(dest: str, text: str, needle: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        resolve(RUN_OPTIONS, {dest: text}, NO_ENV)
+    assert needle in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        ("1.5", "'1.5' is not a whole number of bytes"),
+        ("0.1Ki", "'0.1Ki' is not a whole number of bytes"),
+        ("1.0000001Mi", "is not a whole number of bytes"),
+        ("1." + "5" * 40 + "Ki", "is not a whole number of bytes"),
+        ("1mi", "case-sensitive: Ki Mi Gi Ti Pi Ei, k M G T P E; B optional"),
+        ("1MI", "case-sensitive"),
+        ("1mib", "case-sensitive"),
+        ("1K", "case-sensitive"),
+        ("1m", "case-sensitive"),  # Kubernetes' milli
+        ("1g", "case-sensitive"),
+        ("100B", "case-sensitive"),
+        ("1e3", "is not a size"),
+        ("", "is not a size"),
+    ],
+)
+def test_sizes_are_whole_bytes_with_kubernetes_suffixes(text: str, needle: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        resolve(RUN_OPTIONS, {"min_margin": text}, NO_ENV)
+    assert str(info.value).startswith("--min-margin: ")
+    assert needle in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("1048576", MIB),
+        ("1Mi", MIB),
+        ("1MiB", MIB),
+        ("1M", 10**6),
+        ("1MB", 10**6),
+        ("1k", 1000),
+        ("1kB", 1000),
+        ("512Ki", 512 * 1024),
+        ("1.5Mi", 3 * MIB // 2),
+        ("0.5Ki", 512),
+        (".5Ki", 512),
+        ("1.50Ki", 1536),
+        ("1.0", 1),
+        ("1.25k", 1250),
+    ],
+)
+def test_sizes_the_readme_names_are_accepted(text: str, expected: int) -> None:
+    assert resolve(RUN_OPTIONS, {"min_margin": text}, NO_ENV)["min_margin"] == expected
+
+
+@pytest.mark.parametrize("word", ["yes", "no", "on", "off", "1", "0", "y", "tRUE", " true"])
+def test_booleans_are_true_or_false_only(word: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        resolve(RUN_OPTIONS, {}, {"MEMGUARD_DRY_RUN": word})
+    assert str(info.value) == f"$MEMGUARD_DRY_RUN: {word!r} is not a boolean: write true or false"
+
+
+@pytest.mark.parametrize(
+    ("word", "expected"),
+    [("true", True), ("True", True), ("TRUE", True), ("false", False), ("FALSE", False)],
+)
+def test_booleans_take_the_yaml_spellings_of_true_and_false(word: str, expected: bool) -> None:
+    assert resolve(RUN_OPTIONS, {}, {"MEMGUARD_SWAP_TRIGGER": word})["swap_trigger"] is expected
+
+
+@pytest.mark.parametrize(
+    ("text", "host"),
+    [(".:0", "."), ("a..b:0", "a..b"), ("a" * 64 + ":0", "a" * 64), ("x." * 130 + ":1", "x.")],
+)
+def test_listen_refuses_a_host_that_cannot_be_resolved(text: str, host: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        resolve(RUN_OPTIONS, {"listen": text}, NO_ENV)
+    message = str(info.value)
+    assert message.startswith("--listen: ")
+    assert f": cannot resolve {shown(host)}" in message or "cannot resolve '" + host in message
+    assert len(message) < 300
+
+
+@pytest.mark.parametrize("text", [":9637", "127.0.0.1:0", "[::1]:0", "localhost:9637", ""])
+def test_listen_takes_addresses_and_names(text: str) -> None:
+    assert resolve(RUN_OPTIONS, {"listen": text}, NO_ENV)["listen"] == text
+
+
+@pytest.mark.parametrize("option", RUN_OPTIONS, ids=lambda option: option.flag)
+def test_every_value_repeated_in_an_error_is_cut(option: Option) -> None:
+    long = "x" * 10_000 + ":1"
+    try:
+        resolve(RUN_OPTIONS, {option.dest: long}, NO_ENV)
+    except ConfigError as error:
+        message = str(error)
+    else:  # a path or a name: taken as written (memguard.cli.main cuts any error line)
+        return
+    assert len(message) < 400
+    assert "x" * 61 not in message
+
+
+@pytest.mark.parametrize(
+    ("environ", "expected"),
+    [
+        ({"MEMGUARD_POLICY": "noop"}, None),
+        ({"MEMGUARD_CONFIG": "a.yaml", "MEMGUARD_STATUS_SOCKET": "off"}, None),
+        ({"HOME": "/root", "memguard_policy": "x"}, None),
+        (
+            {"MEMGUARD_POLICI": "noop"},
+            "ignoring unknown environment variable: 'MEMGUARD_POLICI' "
+            "(did you mean MEMGUARD_POLICY?)",
+        ),
+        (
+            {"MEMGUARD_DRYRUN": "true", "MEMGUARD_ZZZZ": "1"},
+            "ignoring unknown environment variables: 'MEMGUARD_DRYRUN' "
+            "(did you mean MEMGUARD_DRY_RUN?), 'MEMGUARD_ZZZZ'",
+        ),
+    ],
+)
+def test_unknown_memguard_variables_are_named_with_the_closest_one(
+    environ: dict[str, str], expected: str | None
+) -> None:
+    assert unknown_environment(RUN_OPTIONS, environ) == expected
+
+
+def test_many_unknown_variables_are_counted_not_all_named() -> None:
+    environ = {f"MEMGUARD_UNKNOWN_{n:03d}": "" for n in range(100)}
+    warning = unknown_environment(RUN_OPTIONS, environ)
+    assert warning is not None
+    assert warning.endswith(", and 92 more")
+    assert len(warning) < 1000
+
+
+@pytest.mark.parametrize("via", ["evict", "delete"])
+def test_graceful_via_the_api_server_needs_kubernetes(via: str) -> None:
+    given = {"policy": "graceful", "graceful_via": via, "kubernetes": "off"}
+    with pytest.raises(ConfigError) as info:
+        build_run_config(resolve(RUN_OPTIONS, given, NO_ENV))
+    assert str(info.value).startswith(f"--graceful-via {via} ")
+    assert "but --kubernetes is off" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("given", "warned"),
+    [
+        ({"policy": "process", "graceful_via": "delete"}, True),
+        ({"policy": "evict", "graceful_via": "evict"}, True),  # evict evicts anyway
+        ({"policy": "graceful", "graceful_via": "delete"}, False),
+        ({"policy": "process", "graceful_via": "evict", "swap_trigger": "true"}, False),
+        ({"policy": "process", "graceful_via": "process"}, False),
+        ({"policy": "process", "graceful_via": "process", "kubernetes": "off"}, False),
+    ],
+)
+def test_graceful_via_without_a_graceful_policy_is_a_warning(
+    given: dict[str, str], warned: bool
+) -> None:
+    values = resolve(RUN_OPTIONS, given, NO_ENV)
+    build_run_config(values)  # accepted
+    warnings = run_warnings(values)
+    assert bool(warnings) is warned
+    if warned:
+        assert warnings[0].startswith(f"--graceful-via {given['graceful_via']} only applies to")
+        assert "memguard.io/policy: graceful" in warnings[0]
+
+
+def test_only_comma_list_options_are_lists() -> None:
+    lists = {option.flag for option in RUN_OPTIONS if option.is_list}
+    assert lists == {"--v2-signals", "--protected-namespaces"}
+
+
+@pytest.mark.parametrize(
+    ("message", "line"),
+    [
+        ("--url http://user:pw@host:1/x: refused", "--url http://user:***@host:1/x: refused"),
+        ("'https://user:p:w@a@host'", "'https://user:***@host'"),
+        ("https://t0ken@host/", "https://***@host/"),
+        ("no url user:pw here", "no url user:pw here"),
+        ("two\nlines", "two\\x0alines"),
+        ("x" * 5000, "x" * MAX_ERROR_CHARS + "..."),
+    ],
+)
+def test_an_error_line_is_one_bounded_line_without_url_passwords(message: str, line: str) -> None:
+    assert one_line(message) == line
