@@ -33,7 +33,7 @@ from memguard.cli.logsetup import NonBlockingHandler
 from memguard.cli.observe import metrics_scraper, routes
 from memguard.cli.statuspage import StatusPage, no_names, pod_namer
 from memguard.cli.statussocket import RESERVED_FDS as STATUS_RESERVED_FDS
-from memguard.cli.statussocket import StatusEndpoint, open_status_socket
+from memguard.cli.statussocket import StatusEndpoint, check_status_socket, open_status_socket
 from memguard.errors import ConfigError
 from memguard.fake import model as fake_model
 from memguard.fake.backend import FakeBackend
@@ -254,7 +254,9 @@ class Composed:
 
 async def compose(config: RunConfig, log_handler: NonBlockingHandler | None = None) -> Composed:
     """Build it all; ConfigError (exit 2) before anything runs."""
-    # Bound first, so a bad --listen is exit 2 and nothing else was started.
+    # Checked and bound first, so a bad --status-socket or --listen is exit 2, one
+    # line, and nothing else was started (the socket is checked without making anything).
+    await check_status_socket(config.status_socket)
     listeners = await bind_listen(config.listen) if config.listen else None
     backend = select_backend(
         config.agent.parent, config.cgroup_version, config.v2, config.hold, config.layout

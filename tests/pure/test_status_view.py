@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 from typing import Any
 
 import pytest
@@ -141,10 +140,21 @@ def test_the_status_socket_option() -> None:
 
     assert parsed("auto") == "auto"
     assert parsed("off") == "off"
-    assert parsed("rel.sock") == os.path.abspath("rel.sock")
+    assert parsed("/run/x.sock") == "/run/x.sock"
     assert resolve(RUN_OPTIONS, {}, {})["status_socket"] == "auto"
     with pytest.raises(ConfigError, match="longer than a unix socket path"):
         parsed("/" + "x" * 120)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="memguard.cli.values.status_socket (another change's file) still makes a "
+    "relative path absolute: `--status-socket AUTO` became $PWD/AUTO",
+)
+@pytest.mark.parametrize("text", ["relative.sock", "AUTO", "./x.sock"])
+def test_a_relative_status_socket_path_is_refused(text: str) -> None:
+    with pytest.raises(ConfigError, match="absolute"):
+        resolve(RUN_OPTIONS, {"status_socket": text}, {})
 
 
 def test_a_row_shows_the_newest_reading_not_a_stale_rate_sample() -> None:
