@@ -10,6 +10,13 @@ rich is imported only then); --once prints one table, --json the JSON; when
 stdout is not a terminal one plain-text table is printed. When no agent
 answers: one line on stderr saying where it looked, and exit 1. Light at
 import (standard library only): the agent's modules are never loaded here.
+
+Nothing of an answer is trusted: the whole fetch has one deadline
+(REQUEST_TIMEOUT_S; memguard.cli.statusfetch), the page is checked field by
+field before it is shown (memguard.cli.statusanswer), every text from it is
+shown escaped (memguard.cli.statusview), and so is every error line. The live
+view shows a failed refresh in red and tries again at the next one. stdout
+closed or failing: one line on stderr (NoOutput), exit 1.
 """
 
 from __future__ import annotations
@@ -19,7 +26,6 @@ import contextlib
 import http.client
 import json
 import os
-import socket
 import sys
 import time
 import urllib.parse
@@ -27,18 +33,23 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from memguard.cli import statusanswer, statusfetch
 from memguard.errors import MemguardError
+from memguard.text import escape_controls
 
 DEFAULT_SOCKET_DIR = "/run/memguard"
 SOCKET_NAME = "status.sock"
 DEFAULT_URL = "http://127.0.0.1:9637"
 REQUEST_TIMEOUT_S = 5.0
-MAX_PAGE_BYTES = 64 << 20  # far above MAX_CONTAINERS rows: a bound, not a limit
 SCREEN_ROWS_RESERVED = 7  # the headline, the table's borders and header, the caption
 
 
 class NoAgent(MemguardError):
     """No memguard answered where `memguard status` looked."""
+
+
+class NoOutput(MemguardError):
+    """stdout cannot take the status (closed, or a write failed)."""
 
 
 def socket_candidates(environ: Mapping[str, str]) -> list[str]:
@@ -50,22 +61,6 @@ def socket_candidates(environ: Mapping[str, str]) -> list[str]:
     return paths
 
 
-class _UnixConnection(http.client.HTTPConnection):
-    def __init__(self, path: str, timeout_s: float) -> None:
-        super().__init__("localhost", timeout=timeout_s)
-        self._path = path
-
-    def connect(self) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            sock.settimeout(self.timeout)
-            sock.connect(self._path)
-        except BaseException:
-            sock.close()
-            raise
-        self.sock = sock
-
-
 @dataclass(frozen=True)
 class Source:
     """One place an agent may answer: a unix socket path or an http:// URL."""
@@ -74,60 +69,41 @@ class Source:
     unix: bool
 
     def describe(self) -> str:
-        return self.where
+        return escape_controls(self.where)
 
     def fetch(self, timeout_s: float = REQUEST_TIMEOUT_S) -> dict[str, Any]:
-        """The agent's /status page; NoAgent (one line, where and why) otherwise."""
+        """The agent's /status page, checked (memguard.cli.statusanswer), all of
+        it within timeout_s; NoAgent (one line: where and why) otherwise."""
+        deadline_s = time.monotonic() + timeout_s
         try:
-            body = self._get(timeout_s)
+            if self.unix:
+                body = statusfetch.get(self.where, "localhost", 80, "/status", deadline_s)
+            else:
+                parts = urllib.parse.urlsplit(self.where)
+                path = parts.path if parts.path not in ("", "/") else "/status"
+                host, port = parts.hostname or "127.0.0.1", parts.port or 80
+                body = statusfetch.get(None, host, port, path, deadline_s)
+            return statusanswer.parse(body)
         except FileNotFoundError:
-            raise NoAgent(f"{self.where}: no such socket") from None
-        except (OSError, http.client.HTTPException) as error:
-            raise NoAgent(f"{self.where}: {_reason(error)}") from None
-        try:
-            page = json.loads(body)
-        except ValueError:
-            raise NoAgent(f"{self.where}: the answer is not JSON (not a memguard?)") from None
-        if not isinstance(page, dict) or not isinstance(page.get("containers"), list):
-            raise NoAgent(f"{self.where}: the answer is not memguard's status")
-        return page
-
-    def _get(self, timeout_s: float) -> bytes:
-        connection: http.client.HTTPConnection
-        if self.unix:
-            connection, path = _UnixConnection(self.where, timeout_s), "/status"
-        else:
-            parts = urllib.parse.urlsplit(self.where)
-            connection = http.client.HTTPConnection(
-                parts.hostname or "127.0.0.1", parts.port or 80, timeout=timeout_s
-            )
-            path = parts.path if parts.path not in ("", "/") else "/status"
-        try:
-            connection.request("GET", path)
-            response = connection.getresponse()
-            body = response.read(MAX_PAGE_BYTES + 1)
-        finally:
-            connection.close()
-        if response.status != 200:
-            raise http.client.HTTPException(f"HTTP {response.status} for {path}")
-        if len(body) > MAX_PAGE_BYTES:
-            raise http.client.HTTPException(f"an answer larger than {MAX_PAGE_BYTES} bytes")
-        return body
-
-
-def _reason(error: BaseException) -> str:
-    if isinstance(error, TimeoutError | socket.timeout):
-        return "no answer in time"
-    if isinstance(error, OSError) and error.strerror:
-        return error.strerror.lower()
-    return str(error) or type(error).__name__
+            why = "no such socket"
+        except TimeoutError:
+            why = f"no answer in time ({timeout_s:g}s for the whole answer)"
+        except (OSError, http.client.HTTPException, statusanswer.NotStatus) as error:
+            why = statusfetch.reason(error)
+        raise NoAgent(escape_controls(f"{self.where}: {why}"))
 
 
 def url_source(text: str) -> Source:
     """--url: http://HOST:PORT[/PATH], or HOST:PORT / :PORT for short."""
     url = text if "://" in text else f"http://{text}"
-    parts = urllib.parse.urlsplit(url)
-    if parts.scheme != "http" or (parts.port is None and not parts.hostname):
+    try:
+        parts = urllib.parse.urlsplit(url)
+        # .port is a ValueError when it is not a port; no space or control character
+        # may go into the request line
+        usable = parts.scheme == "http" and (parts.port is not None or bool(parts.hostname))
+    except ValueError:
+        usable = False
+    if not usable or not url.isprintable() or " " in url:
         raise ValueError(f"--url {text}: expected http://HOST:PORT")
     if parts.hostname is None:  # ":9637"
         url = f"http://127.0.0.1{url[len('http://') :]}"
@@ -194,24 +170,45 @@ def run(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> i
     except ValueError as error:
         from memguard.errors import ConfigError
 
-        raise ConfigError(str(error)) from None
+        raise ConfigError(escape_controls(str(error))) from None
+    if sys.stdout is None:  # started with it closed (>&-): Python has none
+        raise NoOutput("stdout is closed: nowhere to show the status")
     source, page = first_answer(candidates)
+    try:
+        _show(args, source, page)
+    except BrokenPipeError:
+        _stdout_to_devnull()
+        return 1  # the reader left (`| head`): nothing more to say
+    except OSError as error:
+        _stdout_to_devnull()
+        raise NoOutput(f"cannot write to stdout: {statusfetch.reason(error)}") from None
+    return 0
+
+
+def _show(args: argparse.Namespace, source: Source, page: dict[str, Any]) -> None:
+    """The page on stdout: JSON, plain text (not a terminal), one rich table, or live."""
     if args.json:
         sys.stdout.write(json.dumps(page, indent=2) + "\n")
-        return 0
-    if not sys.stdout.isatty():
+    elif not sys.stdout.isatty():
         from memguard.cli.statusview import plain_table
 
         sys.stdout.write(plain_table(page))
-        return 0
-    if args.once:
+    elif args.once:
         from rich.console import Console
 
         from memguard.cli.statusview import rich_table
 
         console = Console()
         console.print(rich_table(page, console.size.width))
-        return 0
-    with contextlib.suppress(KeyboardInterrupt):
-        _live(source, page, args.interval)
-    return 0
+    else:
+        with contextlib.suppress(KeyboardInterrupt):
+            _live(source, page, args.interval)
+    sys.stdout.flush()
+
+
+def _stdout_to_devnull() -> None:
+    """What stdout still buffers goes nowhere (not a second error at exit)."""
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)

@@ -7,6 +7,12 @@ first): its name (namespace/pod/container when the pod cache knows it, else its
 cgroup path below --parent with long ids cut), a bar of usage against the limit
 with the threshold marked, usage / threshold / limit, the page-cache share of
 usage, the fill rate, and the last action with how long ago it was.
+
+Every text from the page (names, the last action's kind, the headline's words)
+is shown escaped (memguard.text.escape_controls), in both tables: a cgroup
+named with ESC, CR, LF, BEL or a bidi override cannot move the cursor, colour
+or rewrite the screen. The rich table takes Text, never markup: a name with
+"[red]" or "[/x]" in it is shown as written.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from memguard.text import escape_controls
 from memguard.units import format_size
 
 if TYPE_CHECKING:
@@ -123,7 +130,7 @@ def cells(entry: dict[str, Any], parent: str) -> Cells:
         share = f"{100 * cache / usage:.0f}%"
     last = entry.get("last_action")
     return Cells(
-        name=label(entry, parent),
+        name=escape_controls(label(entry, parent)),
         used_cells=used,
         cache_cells=cache_part,
         threshold_cell=threshold_cell,
@@ -134,7 +141,7 @@ def cells(entry: dict[str, Any], parent: str) -> Cells:
         limit=short_size(limit) if limit else "none",
         cache=share,
         rate=_rate(entry),
-        last=_action(last),
+        last=escape_controls(_action(last)),
         last_ago=ago(last.get("ago_s")) if isinstance(last, dict) else "-",
     )
 
@@ -169,11 +176,12 @@ COLUMNS = ("CONTAINER", "USAGE", "USED / THRESHOLD / LIMIT", "CACHE", "RATE", "L
 
 
 def headline(page: dict[str, Any]) -> str:
+    """The agent's line (escaped: its texts come from the page)."""
     agent = page.get("agent", {})
     ready = "ready" if agent.get("ready") else "NOT READY: " + "; ".join(agent.get("not_ready", []))
     dry = " (dry run)" if agent.get("dry_run") else ""
     omitted = f", {page['omitted']} more not shown" if page.get("omitted") else ""
-    return (
+    return escape_controls(
         f"memguard pid {agent.get('pid')} on {agent.get('parent')} ({agent.get('backend')}), "
         f"policy {agent.get('policy')}{dry}: guarding {agent.get('guarded')}, "
         f"armed {agent.get('armed')}, {ready}{omitted}"
@@ -241,7 +249,10 @@ def _rich_columns(width: int) -> tuple[tuple[str, int], ...]:
 
 def rich_table(page: dict[str, Any], width: int = NARROW_WIDTH) -> RenderableType:
     """The page as a rich Table for a terminal `width` cells wide: every column
-    has its width, CONTAINER takes the rest (a longer name is cut from the left)."""
+    has its width, CONTAINER takes the rest (a longer name is cut from the left).
+    Every cell and the title are Text (module docstring: no markup)."""
+    from rich.text import Text
+
     parent = str(page.get("agent", {}).get("parent", ""))
     columns = _rich_columns(width)
     gaps = 2 * len(columns)  # two cells between columns, none at the edges
@@ -252,7 +263,7 @@ def rich_table(page: dict[str, Any], width: int = NARROW_WIDTH) -> RenderableTyp
         c = cells(entry, parent)
         values = _rich_cells(c, columns[0][1])
         style = _LEVEL_STYLE[c.level] if c.level in ("near", "over") else ""
-        table.add_row(tail(c.name, name_cells), *(values[h] for h in headers), style=style)
+        table.add_row(Text(tail(c.name, name_cells)), *(values[h] for h in headers), style=style)
     legend = "bar: the limit; █ memory ▒ page cache │ threshold"
     table.caption = legend if page.get("containers") else "no container guarded"
     table.caption_justify = "left"
@@ -263,9 +274,10 @@ def _empty_rich_table(title: str, name_cells: int, columns: tuple[tuple[str, int
     """The table's frame: its title, CONTAINER and the (header, cells) columns."""
     from rich import box
     from rich.table import Table
+    from rich.text import Text
 
     table = Table(
-        title=title,
+        title=Text(title),
         title_justify="left",
         box=box.SIMPLE_HEAD,
         show_edge=False,
@@ -287,13 +299,15 @@ def _empty_rich_table(title: str, name_cells: int, columns: tuple[tuple[str, int
 
 def _rich_cells(c: Cells, bar_cells: int) -> dict[str, RenderableType]:
     """A row's cells by header (a narrow terminal shows some of them)."""
+    from rich.text import Text
+
     return {
         "MEMORY": _rich_bar(c, bar_cells),
-        "USED": c.used,
-        "THRESHOLD": c.threshold,
-        "LIMIT": c.limit,
-        "CACHE": c.cache,
-        "RATE": c.rate,
-        "LAST": c.last,
-        "AGO": c.last_ago,
+        "USED": Text(c.used),
+        "THRESHOLD": Text(c.threshold),
+        "LIMIT": Text(c.limit),
+        "CACHE": Text(c.cache),
+        "RATE": Text(c.rate),
+        "LAST": Text(c.last),
+        "AGO": Text(c.last_ago),
     }
