@@ -3,6 +3,11 @@
 Everything is real except the kernel: real files watched with inotify, real
 sleeping processes, real SIGKILLs through pidfds. It runs in a temporary
 directory, removes it afterwards and exits 0 when all three decisions were seen.
+
+Stopped by a signal (SIGINT, SIGTERM, SIGHUP, SIGQUIT: memguard.cli.signals,
+installed before anything is made), it says so in one line, cancels the run,
+kills and reaps the tree's processes, removes the tree and exits 128 + the
+signal's number (130 for Ctrl-C), the shell's code for a death by that signal.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import trio
 
 from memguard.cli.compose import select_backend
 from memguard.cli.logsetup import configure
+from memguard.cli.signals import Signals
 from memguard.fake import scenario, tree
 from memguard.guarding.agent import Agent, AgentConfig
 from memguard.policy.model import GuardSettings, Policy, check_granularity_bytes
@@ -31,6 +37,9 @@ EXPECTED = {
     "skip": ReportKind.SKIP,
     "kill": ReportKind.KILL_PROCESS,
 }
+STOPPING = "stopping the demo, removing its tree and processes"
+
+Seen = list[tuple[str, Report | None]]
 
 
 def _settings() -> GuardSettings:
@@ -47,9 +56,9 @@ async def _run_phases(
     containers: list[tree.FakeContainer],
     collect: CollectSink,
     say: Callable[[str], None],
-) -> list[tuple[str, Report | None]]:
+) -> Seen:
     by_name = {c.name: c for c in containers}
-    seen: list[tuple[str, Report | None]] = []
+    seen: Seen = []
     for phase in scenario.PHASES:
         container = by_name[phase.container]
         await scenario.run_phase(root, container, phase, say)
@@ -62,22 +71,42 @@ async def _run_phases(
     return seen
 
 
-async def run_demo(say: Callable[[str], None] = print, cgroup_version: int = 1) -> int:
-    root = tempfile.mkdtemp(prefix="memguard-demo-")
-    containers = tree.build(root, cgroup_version=cgroup_version)
-    pids = [pid for c in containers for pid in c.pids]
-    say(f"fake kubepods tree in {root}: {len(containers)} containers, {len(pids)} real processes")
+async def _guard_and_drive(
+    root: str, containers: list[tree.FakeContainer], say: Callable[[str], None]
+) -> Seen:
     collect = CollectSink()
     bus = ReportBus([LogSink(), collect])
     agent = Agent(AgentConfig(parent=root, settings=_settings()), select_backend(root), bus)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(agent.run)
+        seen = await _run_phases(root, containers, collect, say)
+        agent.stop()
+    return seen
+
+
+async def run_demo(
+    say: Callable[[str], None] = print, cgroup_version: int = 1, signals: Signals | None = None
+) -> int:
+    """The demo's exit code: 0 when all three decisions were seen, 1 when not,
+    128 + the signal's number when a stop signal ended it (signals: installed by
+    the caller; None: no signal handling of its own)."""
+    signals = signals or Signals(stopping=STOPPING)
+    root = tempfile.mkdtemp(prefix="memguard-demo-")
+    pids: list[int] = []
+    seen: Seen = []
     try:
-        async with trio.open_nursery() as nursery:
-            await nursery.start(agent.run)
-            seen = await _run_phases(root, containers, collect, say)
-            agent.stop()
+        with trio.CancelScope() as run, signals.attached(run.cancel):
+            await trio.lowlevel.checkpoint()  # a stop before the run: nothing is built
+            containers = tree.build(root, cgroup_version=cgroup_version)
+            pids = [pid for c in containers for pid in c.pids]
+            count = f"{len(containers)} containers, {len(pids)} real processes"
+            say(f"fake kubepods tree in {root}: {count}")
+            seen = await _guard_and_drive(root, containers, say)
     finally:
         tree.kill_and_reap(pids)
         shutil.rmtree(root, ignore_errors=True)
+    if signals.stop_signal is not None:
+        return signals.exit_code
     say("summary:")
     for name, report in seen:
         say(f"  {name:<6} {report.message() if report else 'no decision seen'}")
@@ -85,9 +114,15 @@ async def run_demo(say: Callable[[str], None] = print, cgroup_version: int = 1) 
 
 
 def main(cgroup_version: int = 1) -> int:
-    configure("text", "info", sys.stdout)
+    signals = Signals(stopping=STOPPING).install()  # before the tree exists
+    log_handler = configure("text", "info", sys.stdout)
 
     def say(line: str) -> None:
         print(line, file=sys.stdout, flush=True)
 
-    return trio.run(run_demo, say, cgroup_version)
+    try:
+        return trio.run(run_demo, say, cgroup_version, signals)
+    finally:
+        signals.deliver()  # what arrived after the run
+        log_handler.close()
+        signals.close()  # the process's end: a late signal cannot change its exit code

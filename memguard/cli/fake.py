@@ -1,4 +1,12 @@
-"""`memguard fake init | drive | clean`: build, drive and remove fake trees."""
+"""`memguard fake init | drive | clean`: build, drive and remove fake trees.
+
+init and clean handle signals (memguard.cli.signals) while they change the
+tree: a stop signal during init lets the build finish (a few tens of ms), then
+removes the tree and its processes and exits 128 + the signal's number; one
+during clean lets it finish. The tree's marker is written before any process
+is started (memguard.fake.tree.build), so `fake clean` removes what even a
+killed init left.
+"""
 
 from __future__ import annotations
 
@@ -8,13 +16,18 @@ import sys
 
 import trio
 
-from memguard.errors import ConfigError
+from memguard.cli.signals import Signals
+from memguard.errors import ConfigError, MemguardError
 from memguard.fake import drive, scenario, tree
 from memguard.units import format_size, parse_duration, parse_size
 
 
 def _say(line: str) -> None:
     print(line, flush=True)
+
+
+def _say_to_stderr(line: str) -> None:
+    print(f"memguard fake: {line}", file=sys.stderr, flush=True)
 
 
 def _require_tree(root: str) -> list[tree.FakeContainer]:
@@ -28,10 +41,16 @@ def _require_tree(root: str) -> list[tree.FakeContainer]:
 
 
 def _init(root: str, cgroup_version: int) -> int:
+    stopping = f"stopping, removing {root} and its processes"
+    signals = Signals(_say_to_stderr, stopping).install()
     try:
-        containers = tree.build(root, cgroup_version=cgroup_version)
-    except FileExistsError as error:
-        raise ConfigError(str(error)) from None
+        containers = _build(root, cgroup_version)
+        signals.deliver()
+        if signals.stop_signal is not None:
+            tree.clean(root)
+            return signals.exit_code
+    finally:
+        signals.close()  # built (or removed): a signal now cannot leave half of it
     _say(f"fake kubepods tree (cgroup v{cgroup_version} files) in {os.path.abspath(root)}:")
     for container in containers:
         relative = os.path.relpath(container.path, root)
@@ -44,6 +63,23 @@ def _init(root: str, cgroup_version: int) -> int:
     _say("      memguard fake drive DIR                       (grow usage: flush, skip, kill)")
     _say("      memguard fake clean DIR                       (kill the processes, remove DIR)")
     return 0
+
+
+def _build(root: str, cgroup_version: int) -> list[tree.FakeContainer]:
+    """The tree (ConfigError when root cannot be one: exit 2); a build that fails
+    half way is removed (its processes are gone already) and is one line, exit 1."""
+    try:
+        return tree.build(root, cgroup_version=cgroup_version)
+    except OSError as error:
+        failed = f"cannot build a fake tree in {root}: {error.strerror or error}"
+        try:
+            tree.clean(root)
+        except OSError as cleaning:
+            left = (
+                f"{failed}; left it (memguard fake clean {root}): {cleaning.strerror or cleaning}"
+            )
+            raise MemguardError(left) from None
+        raise MemguardError(failed) from None
 
 
 async def _drive_scenario(root: str, containers: list[tree.FakeContainer]) -> None:
@@ -92,6 +128,11 @@ def dispatch(args: argparse.Namespace) -> int:
     if args.fake_command == "drive":
         return _drive(args)
     _require_tree(args.dir)
-    killed = tree.clean(args.dir)
+    signals = Signals(_say_to_stderr, "finishing the clean first").install()
+    try:
+        killed = tree.clean(args.dir)
+        signals.deliver()
+    finally:
+        signals.close()
     print(f"killed {killed} processes, removed {args.dir}", file=sys.stdout)
     return 0

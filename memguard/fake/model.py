@@ -176,8 +176,12 @@ def make_root(root: str, cgroup_version: int = 1) -> None:
     """An empty fake tree root (the marker only), for trees built cgroup by cgroup."""
     os.makedirs(root, exist_ok=True)
     marker = {"version": 1, "cgroup_version": cgroup_version, "processes": [], "containers": []}
-    with open(os.path.join(root, MARKER_FILE), "w") as file:
-        json.dump(marker, file)
+    write_marker(root, marker)
+
+
+def write_marker(root: str, marker: dict[str, object]) -> None:
+    """Write (or rewrite) root's marker by rename: never seen half written."""
+    _write_atomic(os.path.join(root, MARKER_FILE), json.dumps(marker, indent=1))
 
 
 def tree_cgroup_version(root: str) -> int:

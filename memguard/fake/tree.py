@@ -23,6 +23,7 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from memguard.errors import ConfigError
 from memguard.fake import model
 from memguard.kernel.procfs import start_time_ticks
 from memguard.policy.model import MIB
@@ -119,48 +120,98 @@ def build(
 ) -> list[FakeContainer]:
     """Create the tree under root (which must be empty or absent) and its processes.
 
+    The marker comes first and is rewritten after every process started, so
+    `memguard fake clean` can remove whatever a build stopped half way left (a
+    SIGKILL can still fall between a spawn and its record); a build that fails
+    kills and reaps the processes it started. ConfigError when root cannot be
+    made a tree root (empty path, not empty, not a directory, not creatable).
     cgroup_version 2 writes v2 files (memory.current, memory.max, memory.events, ...).
     """
-    os.makedirs(root, exist_ok=True)
-    if os.listdir(root):
-        raise FileExistsError(f"{root} is not empty")
-    containers = []
-    for pod in pods:
-        path = _container_dir(root, pod)
-        adj = QOS_OOM_SCORE_ADJ[pod.qos]
-        pids = tuple(spawn_sleeper(min(adj + 10 * index, 1000)) for index in range(pod.processes))
-        memory = model.FakeMemory(
-            limit_bytes=pod.limit_bytes, pids=list(pids), version=cgroup_version
-        )
-        memory.anon_by_pid = dict.fromkeys(pids, 4 * MIB)
-        model.create(path, memory)
-        _ancestors_with_files(root, path, None, cgroup_version)
-        ref = parse_container_path(path)
-        assert ref is not None, path
-        containers.append(FakeContainer(pod.name, path, ref, pod.limit_bytes, pids))
-    if any(pod.runtime == "crio" and pod.driver == "systemd" for pod in pods):
-        crio = next(c for c, p in zip(containers, pods, strict=True) if p.runtime == "crio")
-        conmon = os.path.join(
-            os.path.dirname(crio.path), f"crio-conmon-{crio.ref.container_id}.scope"
-        )
-        model.create(conmon, model.FakeMemory(version=cgroup_version))
-    _write_marker(root, containers, cgroup_version)
-    return containers
+    _claim_root(root, cgroup_version)
+    record = _Record(root, cgroup_version)
+    try:
+        for pod in pods:
+            _build_container(root, pod, cgroup_version, record)
+        _build_conmon(root, pods, record.containers, cgroup_version)
+    except BaseException:
+        kill_and_reap(record.pids)
+        raise
+    return record.containers
 
 
-def _write_marker(root: str, containers: list[FakeContainer], cgroup_version: int) -> None:
-    processes = [
-        {"pid": pid, "start_time": start_time_ticks(pid)} for c in containers for pid in c.pids
-    ]
-    listing = [{"name": c.name, "path": c.path, "pids": list(c.pids)} for c in containers]
-    with open(os.path.join(root, model.MARKER_FILE), "w") as file:
+def _claim_root(root: str, cgroup_version: int) -> None:
+    """Make root (absent or empty) a tree root holding only its marker."""
+    if not root:
+        raise ConfigError("DIR is an empty path: name the directory to create")
+    try:
+        os.makedirs(root, exist_ok=True)
+        if os.listdir(root):
+            raise ConfigError(f"{root} is not empty")
+        model.make_root(root, cgroup_version)
+    except FileExistsError:
+        raise ConfigError(f"{root} exists and is not a directory") from None
+    except OSError as error:
+        raise ConfigError(f"cannot create {root}: {error.strerror or error}") from None
+
+
+class _Record:
+    """The marker of a tree being built: every process, as soon as it is started."""
+
+    def __init__(self, root: str, cgroup_version: int) -> None:
+        self.root = root
+        self.cgroup_version = cgroup_version
+        self.pids: list[int] = []
+        self._start_times: list[int | None] = []  # with the pid, a process's identity
+        self.containers: list[FakeContainer] = []
+
+    def started(self, pid: int) -> None:
+        self.pids.append(pid)
+        self._start_times.append(start_time_ticks(pid))
+        self.write()
+
+    def write(self) -> None:
+        processes = [
+            {"pid": pid, "start_time": start}
+            for pid, start in zip(self.pids, self._start_times, strict=True)
+        ]
+        listing = [{"name": c.name, "path": c.path, "pids": list(c.pids)} for c in self.containers]
         marker = {
             "version": 1,
-            "cgroup_version": cgroup_version,
+            "cgroup_version": self.cgroup_version,
             "processes": processes,
             "containers": listing,
         }
-        json.dump(marker, file, indent=1)
+        model.write_marker(self.root, marker)
+
+
+def _build_container(root: str, pod: PodSpec, cgroup_version: int, record: _Record) -> None:
+    """One container: its processes (each recorded as started), its cgroup files,
+    its ancestors' files, then its entry in the marker."""
+    path = _container_dir(root, pod)
+    adj = QOS_OOM_SCORE_ADJ[pod.qos]
+    pids = []
+    for index in range(pod.processes):
+        pids.append(spawn_sleeper(min(adj + 10 * index, 1000)))
+        record.started(pids[-1])
+    memory = model.FakeMemory(limit_bytes=pod.limit_bytes, pids=list(pids), version=cgroup_version)
+    memory.anon_by_pid = dict.fromkeys(pids, 4 * MIB)
+    model.create(path, memory)
+    _ancestors_with_files(root, path, None, cgroup_version)
+    ref = parse_container_path(path)
+    assert ref is not None, path
+    record.containers.append(FakeContainer(pod.name, path, ref, pod.limit_bytes, tuple(pids)))
+    record.write()
+
+
+def _build_conmon(
+    root: str, pods: tuple[PodSpec, ...], containers: list[FakeContainer], cgroup_version: int
+) -> None:
+    """A crio-conmon scope beside the crio container (systemd driver): not a container."""
+    if not any(pod.runtime == "crio" and pod.driver == "systemd" for pod in pods):
+        return
+    crio = next(c for c, p in zip(containers, pods, strict=True) if p.runtime == "crio")
+    conmon = os.path.join(os.path.dirname(crio.path), f"crio-conmon-{crio.ref.container_id}.scope")
+    model.create(conmon, model.FakeMemory(version=cgroup_version))
 
 
 def load_containers(root: str) -> list[FakeContainer]:
@@ -205,9 +256,13 @@ def clean(root: str) -> int:
         processes = json.load(file)["processes"]
     killed = 0
     for process in processes:
-        pid = process["pid"]
-        if start_time_ticks(pid) == process["start_time"]:
+        pid, start_time = process["pid"], process["start_time"]
+        if start_time is None or start_time_ticks(pid) != start_time:
+            continue  # gone (or gone before it was recorded): its pid may be another's now
+        try:
             os.kill(pid, signal.SIGKILL)
-            killed += 1
+        except ProcessLookupError:
+            continue  # exited meanwhile
+        killed += 1
     shutil.rmtree(root)
     return killed
