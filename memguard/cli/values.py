@@ -192,16 +192,15 @@ def directory(text: str) -> str:
 
 
 def status_socket(text: str) -> str:
-    """auto, off or a unix socket path (memguard.cli.statussocket), made absolute."""
-    stripped = text.strip()
-    if stripped in ("auto", "off"):
-        return stripped
-    if not stripped or "\0" in stripped:
-        raise ValueError(f"{shown(text)} is not auto, off or a path")
-    path = os.path.abspath(stripped)
-    if len(os.fsencode(path)) > SUN_PATH_MAX_BYTES:
+    """auto, off or an absolute unix socket path (memguard.cli.statussocket), as written:
+    a relative one is refused (`AUTO` is not $PWD/AUTO)."""
+    if text in ("auto", "off"):
+        return text
+    if not text.startswith("/") or "\0" in text:
+        raise ValueError(f"{shown(text)} is not auto, off or an absolute path")
+    if len(os.fsencode(text)) > SUN_PATH_MAX_BYTES:
         raise ValueError(f"{shown(text)} is longer than a unix socket path may be (107 bytes)")
-    return path
+    return text
 
 
 _NAMESPACE = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?", re.ASCII)
