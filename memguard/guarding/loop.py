@@ -149,7 +149,7 @@ class StepLoop:
                     usage = notifier.usage_bytes()
                     if usage is None:
                         raise Gone
-                    snapshot = light_snapshot(snapshot, usage)
+                    snapshot = light_snapshot(snapshot, usage, self.state)
                     event, light = fx.Woke(light=True), True
                     continue
             event, light = next_event, False

@@ -14,7 +14,7 @@ from memguard.policy.graceful import protected, terminate_or_escalate
 from memguard.policy.model import MemorySnapshot, Policy
 from memguard.policy.state import GuardState
 from memguard.policy.table import last_chance_reason
-from memguard.policy.turn import Turn, arm
+from memguard.policy.turn import Turn, arm, under_last_chance
 from memguard.policy.words import action_words, kill_kind
 
 
@@ -59,9 +59,14 @@ def acted(state: GuardState, event: Acted, turn: Turn, effects: list[Effect]) ->
     kind = kill_kind(state.acting_policy or settings.policy, event.victims)
     before = state.before_flush or snapshot
     duration_s = event.duration_s + state.flush_s
-    report = Publish(
-        kind, before, action_words(kind, settings.dry_run), state.act_reason, snapshot, duration_s
-    )
+    reason = state.act_reason
+    if turn.oom_kills:  # CgroupOOM is reported first; this kill must not read as the only one
+        reason += (
+            f"; the kernel's OOM killer killed here too ({turn.oom_kills}) before this "
+            "report: the race was lost or tied, a victim may have been the kernel's"
+        )
+    words = action_words(kind, settings.dry_run)
+    report = Publish(kind, before, words, reason, snapshot, duration_s, oom_kills=turn.oom_kills)
     state = replace(
         state,
         before_flush=None,
@@ -69,6 +74,7 @@ def acted(state: GuardState, event: Acted, turn: Turn, effects: list[Effect]) ->
         act_reason="",
         acting_policy=None,
         cooldown_until_s=turn.now_s + settings.cooldown_s,
+        freed_below_last_chance=under_last_chance(turn),
     )
     # Re-arm after every action: a fresh registration, whatever happened.
     return Outcome(state, (*effects, report, arm(turn.marks, after_action=True)))

@@ -32,7 +32,7 @@ from memguard.policy.model import (
     Policy,
 )
 from memguard.policy.state import GuardState
-from memguard.policy.turn import Turn, act_level, arm
+from memguard.policy.turn import Turn, act_level, arm, under_last_chance
 from memguard.units import format_size
 
 TERMINATE_KINDS = {
@@ -137,18 +137,24 @@ def terminated(state: GuardState, event: Terminated, turn: Turn, effects: list[E
     snapshot = turn.snapshot
     before = state.before_flush or snapshot
     detail = f" ({event.detail})" if event.detail else ""
+    raced = (
+        f"; the kernel's OOM killer killed in it ({turn.oom_kills}) meanwhile"
+        if turn.oom_kills
+        else ""
+    )
     if event.ending in ESCALATING:
         why = _why_escalated(event, turn.settings)
-        reason = f"escalated: {why}{detail}; first: {state.act_reason}"
+        reason = f"escalated: {why}{detail}{raced}; first: {state.act_reason}"
         state = replace(state, flush_s=state.flush_s + event.duration_s)
         return escalate(state, reason, effects)
     report = Publish(
         TERMINATE_KINDS[event.via],
         before,
-        _done(event),
-        f"{state.act_reason}{detail}",
+        _done(event, turn.oom_kills),
+        f"{state.act_reason}{detail}{raced}",
         snapshot,
         event.duration_s + state.flush_s,
+        oom_kills=turn.oom_kills,
     )
     state = replace(
         state,
@@ -156,6 +162,7 @@ def terminated(state: GuardState, event: Terminated, turn: Turn, effects: list[E
         flush_s=0.0,
         act_reason="",
         cooldown_until_s=turn.now_s + turn.settings.cooldown_s,
+        freed_below_last_chance=under_last_chance(turn),
     )
     return Outcome(state, (*effects, report, arm(turn.marks, after_action=True)))
 
@@ -171,10 +178,12 @@ def _why_escalated(event: Terminated, settings: GuardSettings) -> str:
     return "no process memguard may signal"
 
 
-def _done(event: Terminated) -> str:
+def _done(event: Terminated, oom_kills: int = 0) -> str:
     done, would = _DONE_WORDS[event.via]
     if event.ending is Ending.DRY_RUN:
         return f"{would} (dry run)"
     if event.ending is Ending.POD_GONE:
         return f"{done}: the pod was gone already"
+    if oom_kills:  # not a graceful exit: the kernel's OOM killer got there first
+        return f"{done}, but the kernel's OOM killer killed in it within {event.duration_s:.3f}s"
     return f"{done}: the container exited after {event.duration_s:.3f}s"

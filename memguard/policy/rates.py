@@ -75,12 +75,30 @@ def flush_measured(state: GuardState, duration_s: float, reclaimed_bytes: int) -
     return replace(state, flush_s_per_mib=smoothed)
 
 
-def light_snapshot(last_full: MemorySnapshot, usage_bytes: int) -> MemorySnapshot:
-    """What a light reading (usage alone) may be taken to say: whatever grew since
-    the last full reading may be page cache (a writer's dd is no hog), so a kill
-    decided on it is one that this much reclaimable cache would not avert."""
+def light_snapshot(
+    last_full: MemorySnapshot, usage_bytes: int, state: GuardState | None = None
+) -> MemorySnapshot:
+    """What a light reading (usage alone) may be taken to say: what grew since the
+    last full reading is page cache unless the recent full readings said the
+    growth is what the kernel cannot reclaim (the share fixed_rate / rate, from
+    readings at most MAX_SAMPLE_GAP_S apart; unknown: all of it may be cache, so
+    a kill decided on it is one that this much reclaimable cache would not
+    avert). An anon hog's light reading is then an anon reading: its kill needs
+    no memory.stat on the kill path; a writer's growth stays cache."""
     grown = max(0, usage_bytes - last_full.usage_bytes)
-    return replace(last_full, usage_bytes=usage_bytes, cache_bytes=last_full.cache_bytes + grown)
+    cache_grown = grown - int(grown * _fixed_share(state))
+    return replace(
+        last_full, usage_bytes=usage_bytes, cache_bytes=last_full.cache_bytes + cache_grown
+    )
+
+
+def _fixed_share(state: GuardState | None) -> float:
+    """Of the recent growth, the share the kernel cannot reclaim (0: unknown)."""
+    if state is None or state.rate_bytes_s is None or state.fixed_rate_bytes_s is None:
+        return 0.0
+    if state.rate_bytes_s <= 0:
+        return 1.0 if state.fixed_rate_bytes_s > 0 else 0.0
+    return min(1.0, max(0.0, state.fixed_rate_bytes_s / state.rate_bytes_s))
 
 
 def samples_of(state: GuardState, source: GuardState) -> GuardState:

@@ -19,6 +19,9 @@ class GuardState:
     last_flush_at_s: float | None = None  # the OOM path's last flush
     last_cache_flush_at_s: float | None = None  # the cache flusher's (--flush-cache-above)
     cooldown_until_s: float | None = None
+    # the last action brought usage under the last-chance level: a refill back to it
+    # ends the cooldown (an action that freed nothing, noop, never does)
+    freed_below_last_chance: bool = False
     skip_reported_at_s: float | None = None
     oom_kills_seen: int | None = None
     before_flush: MemorySnapshot | None = None  # during a flush or an action: usage before

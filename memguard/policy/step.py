@@ -42,6 +42,9 @@ Rules, in this order, on every event:
      OomGuardFlush; else on down the table with the usage from before.
    - SKIP: report at most one per cooldown_s; look again after the hot
      recheck interval (usage pinned at the limit crosses no threshold).
+   - WATCH (over the threshold, but what the kernel cannot reclaim is under
+     it): reported as a skip; look again within half the time that part
+     needs to reach the act level at its own rate (1 ms .. hot recheck).
    - ACT: run the policy (Act); its outcome (event Acted) becomes the report
      (policy.words.kill_kind: process, container, no victim, noop), then
      cooldown_s.
@@ -215,7 +218,7 @@ def _decided(
         return Outcome(state, (*effects, Flush(request, turn.marks.last_chance)))
     if decision.step is Step.ACT:
         return act(state, before, decision.reason, turn, effects)
-    if decision.step is Step.SKIP:
+    if decision.step in (Step.SKIP, Step.WATCH):
         return _skip(state, before, decision, turn, effects)
     if decision.step is Step.IDLE:
         return _idle(state, turn, effects)

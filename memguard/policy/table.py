@@ -3,6 +3,21 @@
 DECISIONS is data: rows of (step, condition, reason), tried in order; the first
 whose condition holds decides (see policy.step's header for what each step
 leads to). The facts it looks at are computed once per decision (Facts).
+
+The kernel's OOM killer acts when what it cannot reclaim (anon, shmem: usage -
+reclaimable cache) reaches the limit, not when usage does: it drops clean page
+cache first, in the allocating task. So memguard kills only when that part is
+at the act level (or will be within REACTION_BUDGET_S at its own fill rate):
+usage over the threshold with enough reclaimable cache is WATCHed - left to
+the kernel's reclaim (or flushed, when a flush can finish in time), looked at
+again within half the time that part needs to reach the act level. A kill on a
+projection further out was wrong as often as not: a process that reads 800 MiB
+of a file and then allocates 800 MiB fast in 1 GiB was killed though the
+kernel never would have (the audit behind this, 2026-11-30).
+A cooldown after an action holds only until usage reaches the last-chance
+level: refilling after a kill, the next emergency is memguard's, not the
+kernel's. Shared memory (tmpfs, /dev/shm) over the act level alone is SKIPped:
+killing processes frees none of it.
 """
 
 from __future__ import annotations
@@ -23,6 +38,7 @@ from memguard.units import format_size
 REACTION_BUDGET_S = 0.005
 FLUSH_SAFETY = 2.0  # a flush must be expected to finish in half the time to the limit
 MEASURE_S = 0.001  # a flush waits for a second reading this soon when the rate is unknown
+WATCH_MIN_S = 0.001  # the soonest look while watching
 
 
 class Step(enum.Enum):
@@ -30,6 +46,7 @@ class Step(enum.Enum):
     COOLDOWN = "cooldown"
     FLUSH = "flush"
     SKIP = "skip"
+    WATCH = "watch"  # over, but what the kernel cannot reclaim is under: reported as a skip
     ACT = "act"
     MEASURE = "measure"  # look again at once: the fill rate decides whether to flush
 
@@ -50,11 +67,17 @@ class Facts:
     rate_known: bool  # readings close together gave the rate of what a flush cannot drop
     # (or a second reading was already waited for)
     urgent: bool  # past the warning level, and an OOM closer than the reaction budget
+    # the last action freed memory, and usage is back at the last-chance level (or
+    # what the kernel cannot reclaim reaches the limit within the reaction budget)
+    refilled: bool
+    shmem_bytes: int  # tmpfs/shm: no kill frees it
+    fixed_bytes: int  # usage - reclaimable cache: what the kernel cannot reclaim
     cache_ratio: float  # reclaimable cache / usage
     max_cache_ratio: float
     since_flush_s: float | None
     just_flushed: bool  # this decision follows a flush that did not help
     rate_bytes_s: float | None
+    fixed_rate_bytes_s: float | None  # of what the kernel cannot reclaim
     time_to_limit_s: float | None  # at the rate usage grows
     time_to_oom_s: float | None  # until what no flush can drop reaches the limit
     flush_expected_s: float
@@ -73,25 +96,42 @@ def _ms(seconds: float | None) -> str:
     return "?" if seconds is None else f"{seconds * 1000:.1f}ms"
 
 
-def _rate(facts: Facts) -> str:
-    return f"{format_size(int(facts.rate_bytes_s or 0))}/s"
-
-
 def _act_reason(facts: Facts) -> str:
     if facts.just_flushed:
         return "still over threshold after a flush"
-    if facts.flush_could_help and not facts.flush_allowed:
-        return (
-            f"over threshold; the last flush was {facts.since_flush_s or 0:.1f}s ago "
+    if facts.cooling_down:
+        return "at the last-chance level again, during the cooldown after an action"
+    return "over threshold, too little page cache for a flush to help"
+
+
+def _watch_reason(facts: Facts) -> str:
+    why = ""
+    if not facts.flush_allowed:
+        why = (
+            f"; no flush: the last was {facts.since_flush_s or 0:.1f}s ago "
             f"(flush cooldown {facts.flush_cooldown_s:g}s)"
         )
-    if facts.flush_could_help and not facts.flush_in_time:
-        return (
-            f"filling at {_rate(facts)}: a flush of {format_size(facts.cache_bytes)} "
-            f"(~{_ms(facts.flush_expected_s)}) would not finish before the memory it "
-            f"cannot drop reaches the limit ({_ms(facts.time_to_oom_s)} away)"
+    elif not facts.flush_in_time:
+        why = (
+            f"; no flush: {format_size(facts.cache_bytes)} (~{_ms(facts.flush_expected_s)}) "
+            f"would not finish in time"
         )
-    return "over threshold, too little page cache for a flush to help"
+    return (
+        f"over threshold, but what the kernel cannot reclaim ({format_size(facts.fixed_bytes)},"
+        f" filling at {_fixed_rate(facts)}) is under it: left to the kernel's reclaim{why}"
+    )
+
+
+def _shmem_reason(facts: Facts) -> str:
+    return (
+        f"shared memory (tmpfs, /dev/shm) {format_size(facts.shmem_bytes)} alone holds usage "
+        "over the threshold: killing processes frees none of it"
+    )
+
+
+def _fixed_rate(facts: Facts) -> str:
+    rate = facts.fixed_rate_bytes_s
+    return "?" if rate is None else f"{format_size(int(max(0.0, rate)))}/s"
 
 
 def _skip_reason(facts: Facts) -> str:
@@ -102,7 +142,10 @@ def _skip_reason(facts: Facts) -> str:
 
 
 def _urgent_reason(facts: Facts) -> str:
-    return f"filling at {_rate(facts)}: the limit is {_ms(facts.time_to_oom_s)} away"
+    return (
+        f"what the kernel cannot reclaim is filling at {_fixed_rate(facts)}: "
+        f"the limit is {_ms(facts.time_to_oom_s)} away"
+    )
 
 
 def _below(facts: Facts) -> bool:
@@ -112,8 +155,13 @@ def _below(facts: Facts) -> bool:
 DECISIONS: tuple[Rule, ...] = (
     Rule(Step.IDLE, lambda f: f.threshold_bytes is None, lambda f: "no memory limit"),
     Rule(Step.IDLE, lambda f: _below(f) and not f.urgent, lambda f: "usage below threshold"),
-    Rule(Step.COOLDOWN, lambda f: f.cooling_down, lambda f: "cooling down after an action"),
-    Rule(Step.ACT, lambda f: f.urgent and _below(f), _urgent_reason),
+    Rule(Step.SKIP, lambda f: f.shmem_bytes >= (f.threshold_bytes or 0), _shmem_reason),
+    Rule(
+        Step.COOLDOWN,
+        lambda f: f.cooling_down and not f.refilled,
+        lambda f: "cooling down after an action",
+    ),
+    Rule(Step.ACT, lambda f: f.urgent, _urgent_reason),
     Rule(
         Step.MEASURE,
         lambda f: f.flush_allowed and f.flush_could_help and not f.rate_known,
@@ -125,6 +173,8 @@ DECISIONS: tuple[Rule, ...] = (
         lambda f: "usage at or over threshold",
     ),
     Rule(Step.SKIP, lambda f: f.cache_ratio > f.max_cache_ratio, _skip_reason),
+    # after a flush, what it left is not reclaimable now: still over -> act
+    Rule(Step.WATCH, lambda f: f.flush_could_help and not f.just_flushed, _watch_reason),
     Rule(Step.ACT, lambda f: True, _act_reason),
 )
 
@@ -151,6 +201,8 @@ def facts(
     could_help = threshold is not None and snapshot.usage_bytes - reclaimable < threshold
     flush_expected_s = reclaimable / MIB * state.flush_s_per_mib
     urgent = time_to_oom_s is not None and time_to_oom_s < REACTION_BUDGET_S
+    marks = levels(snapshot.limit_bytes, settings)
+    last_chance = None if marks is None else marks.last_chance
     return Facts(
         usage_bytes=snapshot.usage_bytes,
         threshold_bytes=threshold,
@@ -162,11 +214,16 @@ def facts(
         # stalled CPU), an unknown rate does not forbid the flush.
         rate_known=state.fixed_rate_bytes_s is not None or state.measured,
         urgent=_in_warned_zone(snapshot, settings) and urgent,
+        refilled=state.freed_below_last_chance
+        and (urgent or (last_chance is not None and snapshot.usage_bytes >= last_chance)),
+        shmem_bytes=snapshot.shmem_bytes,
+        fixed_bytes=snapshot.usage_bytes - reclaimable,
         cache_ratio=reclaimable / max(snapshot.usage_bytes, 1),
         max_cache_ratio=settings.max_cache_ratio,
         since_flush_s=None if last_flush is None else now_s - last_flush,
         just_flushed=just_flushed,
         rate_bytes_s=state.rate_bytes_s,
+        fixed_rate_bytes_s=state.fixed_rate_bytes_s,
         time_to_limit_s=time_to_limit_s,
         time_to_oom_s=time_to_oom_s,
         flush_expected_s=flush_expected_s,
@@ -207,12 +264,25 @@ def decide(
     """The first row of DECISIONS that holds, and when to look again."""
     known = facts(snapshot, threshold, state, settings, now_s, just_flushed)
     rule = next(rule for rule in DECISIONS if rule.holds(known))
+    hot_s = now_s + settings.hot_recheck_interval_s
     retry_at_s = {
         Step.IDLE: None,
         Step.COOLDOWN: state.cooldown_until_s,
         Step.MEASURE: now_s + MEASURE_S,
-    }.get(rule.step, now_s + settings.hot_recheck_interval_s)
+        Step.WATCH: _watch_look_s(known, now_s, hot_s),
+    }.get(rule.step, hot_s)
     return Decision(rule.step, rule.reason(known), retry_at_s)
+
+
+def _watch_look_s(known: Facts, now_s: float, hot_s: float) -> float:
+    """Watching: half the time what the kernel cannot reclaim needs to reach the act
+    level at its own rate (at least WATCH_MIN_S away), the hot recheck at the latest.
+    Usage pinned at the limit crosses no threshold: only these looks see it grow."""
+    rate = known.fixed_rate_bytes_s
+    if rate is None or rate <= 0 or known.threshold_bytes is None:
+        return hot_s
+    headroom = max(0, known.threshold_bytes - known.fixed_bytes)
+    return min(hot_s, now_s + max(WATCH_MIN_S, headroom / rate / 2))
 
 
 def last_chance_reason(

@@ -53,3 +53,11 @@ def next_look_s(state: GuardState, turn: Turn) -> float | None:
     if settings.cache_flush_above is not None:
         looks.append(now_s + min(settings.cache_flush_interval_s, settings.recheck_interval_s))
     return min(looks) if looks else None
+
+
+def under_last_chance(turn: Turn) -> bool:
+    """Usage now under the last-chance level (after an action: it freed memory)."""
+    marks = turn.marks
+    return marks is not None and (
+        marks.last_chance is None or turn.snapshot.usage_bytes < marks.last_chance
+    )

@@ -56,8 +56,9 @@ LATENCY_BUCKETS_S = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5)
 KILL_POLICIES = tuple(p.value for p in Policy if p is not Policy.NOOP)
 # What a kill report says happened (kill_outcome): every victim signalled; signalled,
 # but processes memguard may not kill are left; the victims were gone already; no
-# process memguard may kill; --dry-run.
-KILL_OUTCOMES = ("killed", "partial", "already_gone", "no_victim", "dry_run")
+# process memguard may kill; --dry-run; the kernel's OOM killer killed in the cgroup
+# too, between the wake-up and the report (the race lost or tied).
+KILL_OUTCOMES = ("killed", "partial", "already_gone", "no_victim", "dry_run", "kernel_raced")
 _KILL_KINDS = frozenset({ReportKind.KILL_PROCESS, ReportKind.KILL_CONTAINER, ReportKind.NO_VICTIM})
 CONTAINER_LABELS = ("namespace", "pod", "container", "cgroup")
 READ_MIN_INTERVAL_S = 1.0
@@ -74,6 +75,8 @@ def kill_outcome(report: Report) -> str | None:
         return "no_victim"
     if report.dry_run:
         return "dry_run"
+    if report.oom_kills:
+        return "kernel_raced"
     if not any(victim.killed for victim in report.victims):
         return "already_gone"
     return "partial" if report.survivors else "killed"

@@ -19,6 +19,7 @@ from memguard.policy.effects import (
     CacheFlush,
     CacheFlushed,
     Effect,
+    Ending,
     Event,
     Flush,
     Flushed,
@@ -28,12 +29,20 @@ from memguard.policy.effects import (
     Pressure,
     Publish,
     Terminate,
+    Terminated,
     Unprepare,
     Woke,
 )
 from memguard.policy.kinds import ReportKind
 from memguard.policy.margin import Levels, levels, threshold_bytes
-from memguard.policy.model import MIB, CacheLimit, GuardSettings, MemorySnapshot, Policy
+from memguard.policy.model import (
+    MIB,
+    CacheLimit,
+    GracefulVia,
+    GuardSettings,
+    MemorySnapshot,
+    Policy,
+)
 from memguard.policy.rates import (
     MAX_SAMPLE_GAP_S,
     flush_measured,
@@ -74,9 +83,19 @@ def snap(usage_mib: float, cache_mib: float = 0, shmem_mib: float = 0) -> Memory
 
 
 IN_COOLDOWN = GuardState(cooldown_until_s=NOW + 3)
+REFILLING_IN_COOLDOWN = GuardState(cooldown_until_s=NOW + 3, freed_below_last_chance=True)
 COOLDOWN_ENDS_NOW = GuardState(cooldown_until_s=NOW)
 FLUSHED_10S_AGO = GuardState(last_flush_at_s=NOW - 10.0, fixed_rate_bytes_s=STEADY)
 RATE_UNKNOWN = GuardState()
+# what the kernel cannot reclaim grows at 1 GiB/s; a 40 MiB flush (~80 ms) is too slow
+FILLING_1GIB_S = GuardState(fixed_rate_bytes_s=1024 * MIB, rate_bytes_s=0.0)
+FILLING_512MIB_S = GuardState(fixed_rate_bytes_s=512 * MIB, rate_bytes_s=0.0)
+IN_COOLDOWN_FLUSHED = GuardState(
+    cooldown_until_s=NOW + 3,
+    last_flush_at_s=NOW - 5.0,
+    fixed_rate_bytes_s=STEADY,
+    freed_below_last_chance=True,
+)
 MEASURED_STILL_UNKNOWN = GuardState(measured=True)
 
 # (id, snapshot, state, step, retry_at_s); the threshold is 98 MiB of a 100 MiB limit.
@@ -84,7 +103,10 @@ DECISIONS = [
     ("below-threshold", snap(97.9), FRESH, Step.IDLE, None),
     ("below-threshold-beats-cooldown", snap(97.9), IN_COOLDOWN, Step.IDLE, None),
     ("at-threshold-flushes", snap(98, 10), FRESH, Step.FLUSH, HOT),
-    ("cooldown-until-its-end", snap(99, 10), IN_COOLDOWN, Step.COOLDOWN, NOW + 3),
+    ("cooldown-until-its-end", snap(98.5, 10), IN_COOLDOWN, Step.COOLDOWN, NOW + 3),
+    ("cooldown-ends-at-last-chance", snap(99.5, 0.5), REFILLING_IN_COOLDOWN, Step.ACT, HOT),
+    ("cooldown-holds-if-nothing-was-freed", snap(99.5, 0.5), IN_COOLDOWN, Step.COOLDOWN, NOW + 3),
+    ("cooldown-at-last-chance-with-cache", snap(99.5, 10), IN_COOLDOWN_FLUSHED, Step.WATCH, HOT),
     ("cooldown-over-exactly-at-its-end", snap(99, 0.5), COOLDOWN_ENDS_NOW, Step.ACT, HOT),
     ("flush-could-help", snap(99, 10), FRESH, Step.FLUSH, HOT),
     ("flush-could-just-help", snap(99, 1.5), FRESH, Step.FLUSH, HOT),
@@ -93,8 +115,13 @@ DECISIONS = [
     ("shmem-is-not-flushable", snap(99, 20, shmem_mib=20), FRESH, Step.ACT, HOT),
     ("flush-in-cooldown-cache-heavy", snap(99, 60), FLUSHED_5S_AGO, Step.SKIP, HOT),
     ("flush-in-cooldown-shmem-heavy", snap(99, 60, 60), FLUSHED_5S_AGO, Step.ACT, HOT),
-    ("flush-in-cooldown-anon", snap(99, 40), FLUSHED_5S_AGO, Step.ACT, HOT),
-    ("cache-ratio-at-max-is-not-skipped", snap(100, 50), FLUSHED_5S_AGO, Step.ACT, HOT),
+    ("flush-in-cooldown-the-kernel-reclaims", snap(99, 40), FLUSHED_5S_AGO, Step.WATCH, HOT),
+    ("cache-ratio-at-max-is-watched", snap(100, 50), FLUSHED_5S_AGO, Step.WATCH, HOT),
+    ("flush-too-slow-is-watched", snap(99, 40), FILLING_1GIB_S, Step.WATCH, NOW + 39 / 1024 / 2),
+    ("urgent-over-the-threshold-acts", snap(99, 1.2), FILLING_1GIB_S, Step.ACT, HOT),
+    ("watched-at-least-1ms-apart", snap(99, 1.8), FILLING_512MIB_S, Step.WATCH, NOW + 0.001),
+    ("shmem-alone-over-the-threshold", snap(99, 98.5, 98.5), FRESH, Step.SKIP, HOT),
+    ("shmem-under-the-threshold-acts", snap(99, 90, 90), FRESH, Step.ACT, HOT),
     ("flush-cooldown-over", snap(99, 60), FLUSHED_10S_AGO, Step.FLUSH, HOT),
     ("rate-unknown-measures-first", snap(99, 10), RATE_UNKNOWN, Step.MEASURE, NOW + MEASURE_S),
     ("rate-unknown-hopeless-flush-acts", snap(99, 0.5), RATE_UNKNOWN, Step.ACT, HOT),
@@ -135,17 +162,26 @@ def test_hopeless_flush_is_skipped_when_cache_is_a_large_share() -> None:
     assert "left to the kernel" in decision.reason
 
 
+def test_act_reason_says_why() -> None:
+    decision = decide(snap(99, 0.5), THRESHOLD, FRESH, SETTINGS, NOW)
+    assert decision.step is Step.ACT
+    assert "too little page cache" in decision.reason
+
+
 @pytest.mark.parametrize(
     ("state", "reason"),
     [
-        (FRESH, "too little page cache"),
-        (FLUSHED_5S_AGO, "the last flush was 5.0s ago (flush cooldown 10s)"),
+        (FLUSHED_5S_AGO, "no flush: the last was 5.0s ago (flush cooldown 10s)"),
+        (FILLING_1GIB_S, "no flush: 40.0MiB (~80.0ms) would not finish in time"),
     ],
 )
-def test_act_reason_says_why(state: GuardState, reason: str) -> None:
-    cache_mib = 0.5 if state is FRESH else 1.5  # only a flush that could help is "held back"
-    decision = decide(snap(99, cache_mib), THRESHOLD, state, SETTINGS, NOW)
-    assert decision.step is Step.ACT
+def test_watch_reason_says_what_the_kernel_cannot_reclaim_and_why_no_flush(
+    state: GuardState, reason: str
+) -> None:
+    decision = decide(snap(99, 40), THRESHOLD, state, SETTINGS, NOW)
+    assert decision.step is Step.WATCH
+    assert "what the kernel cannot reclaim (59.0MiB, filling at " in decision.reason
+    assert "is under it: left to the kernel's reclaim" in decision.reason
     assert reason in decision.reason
 
 
@@ -218,8 +254,13 @@ def test_an_action_is_reported_then_cooled_down_and_rearmed() -> None:
     assert "too little page cache" in report.reason
     assert rearm == Arm(THRESHOLD, True, MARKS.warning, MARKS.last_chance)
     assert state.cooldown_until_s == NOW + SETTINGS_2MIB.cooldown_s
-    _, effects = effects_of(state, snap(99, 10), Armed(), NOW + 1)
+    _, effects = effects_of(state, snap(98.5, 10), Armed(), NOW + 1)
     assert effects == (LookAgain(state.cooldown_until_s),)  # cooling down
+    # refilled to the last-chance level within the cooldown: the next emergency is ours
+    assert state.freed_below_last_chance  # the kill brought usage down to 4 MiB
+    _, effects = effects_of(state, snap(99.5, 0.5), Woke(), NOW + 1)
+    assert isinstance(effects[0], Act)
+    assert "at the last-chance level again, during the cooldown" in effects[0].reason
 
 
 @pytest.mark.parametrize(
@@ -387,8 +428,10 @@ def test_any_event_sequence_keeps_the_rules(
     settings: GuardSettings, sequence: list[tuple[float, MemorySnapshot, int]]
 ) -> None:
     """A guard driven through random wake-ups, carrying the effects out as the real
-    one does: never acts under the threshold or in cooldown, never flushes twice
-    within flush_cooldown_s, arms before it decides, reports every action once."""
+    one does: never acts while what the kernel cannot reclaim is under the threshold
+    (unless it reaches the limit within the reaction budget), in a cooldown only
+    from the last-chance level, never flushes twice within flush_cooldown_s, arms
+    before it decides, reports every action once."""
     settings = dataclasses.replace(settings, min_margin_bytes=2 * MIB, max_margin_bytes=2 * MIB)
     state, now_s = GuardState(), NOW
     flushes: list[float] = []
@@ -409,19 +452,26 @@ def test_any_event_sequence_keeps_the_rules(
                 elif isinstance(effect, Act):
                     assert before.armed_threshold == threshold  # armed before deciding
                     assert threshold is not None
-                    if snapshot.usage_bytes < threshold:  # only when filling too fast
+                    urgent = effect.reason.startswith("what the kernel cannot reclaim is filling")
+                    fixed = snapshot.usage_bytes - snapshot.reclaimable_cache_bytes
+                    if urgent:  # filling too fast: the limit within the reaction budget
                         rate = state.fixed_rate_bytes_s
                         assert rate is not None
                         assert rate > 0
                         assert snapshot.limit_bytes is not None
-                        room = snapshot.limit_bytes - snapshot.usage_bytes
-                        room += snapshot.reclaimable_cache_bytes
+                        room = snapshot.limit_bytes - fixed
                         assert room / rate < REACTION_BUDGET_S
-                        assert effect.reason.startswith("filling at")
+                    elif effect.reason != "still over threshold after a flush":
+                        # never while the kernel can reclaim its way under the threshold
+                        # (after a flush, what it left is not reclaimable now)
+                        assert fixed >= threshold
                     in_cooldown = (
                         before.cooldown_until_s is not None and now_s < before.cooldown_until_s
                     )
-                    assert not in_cooldown
+                    marks = levels(snapshot.limit_bytes, settings)
+                    assert marks is not None
+                    last_chance = marks.last_chance or snapshot.limit_bytes or 0
+                    assert not in_cooldown or urgent or snapshot.usage_bytes >= last_chance
                     acts += 1
                     event_next = Acted(1, gone=False, duration_s=0.0)
                     snapshot = dataclasses.replace(snapshot, usage_bytes=0)  # the kill freed it
@@ -457,7 +507,9 @@ def rated(fixed_rate_mib_s: float | None, rate_mib_s: float | None = None) -> Gu
         (None, Step.MEASURE),  # no rate known yet: a second reading first, 1 ms later
         (0.0, Step.FLUSH),  # only page cache grows: the kernel reclaims it at the limit
         (10.0, Step.FLUSH),  # 21 MiB of room at 10 MiB/s: 2 s for a ~40 ms flush
-        (1800.0, Step.ACT),  # 21 MiB at 1.8 GiB/s: 12 ms, a flush of 20 MiB takes longer
+        # 21 MiB at 1.8 GiB/s: 12 ms, a flush of 20 MiB takes longer; 78.5 MiB that no
+        # flush drops is far under the threshold: the kernel reclaims, memguard watches
+        (1800.0, Step.WATCH),
     ],
 )
 def test_a_flush_is_tried_only_when_it_can_finish_before_the_limit(
@@ -466,14 +518,14 @@ def test_a_flush_is_tried_only_when_it_can_finish_before_the_limit(
     snapshot = snap(98.5, 20)  # 78.5 MiB that no flush drops, 20 MiB of cache
     decision = decide(snapshot, THRESHOLD, rated(fixed_rate_mib_s), SETTINGS, NOW)
     assert decision.step is expected
-    if expected is Step.ACT:
-        assert "would not finish before" in decision.reason
+    if expected is Step.WATCH:
+        assert "would not finish in time" in decision.reason
 
 
 def test_the_measured_flush_speed_decides_the_next_time() -> None:
     state = rated(1000.0)  # 21.5 MiB of room: 21 ms
     snapshot = snap(98.5, 20)
-    assert decide(snapshot, THRESHOLD, state, SETTINGS, NOW).step is Step.ACT  # 2 ms/MiB guess
+    assert decide(snapshot, THRESHOLD, state, SETTINGS, NOW).step is Step.WATCH  # 2 ms/MiB guess
     for _ in range(6):  # this cgroup flushes 20 MiB in 2 ms: 0.1 ms/MiB
         state = flush_measured(state, 0.002, 20 * MIB)
     assert decide(snapshot, THRESHOLD, state, SETTINGS, NOW).step is Step.FLUSH
@@ -636,3 +688,77 @@ def test_a_pressure_request_on_a_protected_pod_is_reported_only() -> None:
     assert not [e for e in outcome.effects if isinstance(e, Terminate | Act)]
     (report,) = [e for e in outcome.effects if isinstance(e, Publish)]
     assert report.kind is ReportKind.PROTECTED
+
+
+@pytest.mark.parametrize(
+    ("rate_mib_s", "fixed_rate_mib_s", "cache_mib"),
+    [
+        (None, None, 10),  # rates unknown: all of the growth may be cache
+        (1000.0, 1000.0, 1),  # the recent growth was anon: so is this
+        (1000.0, 0.0, 10),  # the recent growth was cache: so is this
+        (1000.0, 500.0, 5.5),  # half and half (rounding to whole bytes)
+        (0.0, 800.0, 1),  # pinned at the limit, anon displacing cache: anon
+    ],
+)
+def test_a_light_reading_attributes_growth_as_the_recent_full_readings_did(
+    rate_mib_s: float | None, fixed_rate_mib_s: float | None, cache_mib: float
+) -> None:
+    state = GuardState(
+        rate_bytes_s=None if rate_mib_s is None else rate_mib_s * MIB,
+        fixed_rate_bytes_s=None if fixed_rate_mib_s is None else fixed_rate_mib_s * MIB,
+    )
+    light = light_snapshot(snap(90, 1), 99 * MIB, state)  # 9 MiB grown since the last
+    assert light.cache_bytes == pytest.approx(cache_mib * MIB, abs=1)
+    assert light.usage_bytes == 99 * MIB
+
+
+def test_an_anon_hogs_light_reading_kills_without_a_full_read() -> None:
+    """The kill path reads usage alone: with the recent full readings saying what
+    grows is anon, the light reading over the threshold is enough to act."""
+    state = armed(rate_bytes_s=1000.0 * MIB, fixed_rate_bytes_s=1000.0 * MIB)
+    light = light_snapshot(snap(90, 0.2), 99 * MIB, state)
+    outcome = step(state, light, Woke(light=True), SETTINGS, NOW)
+    assert [e for e in outcome.effects if isinstance(e, Act)]
+
+
+def test_a_kill_the_kernel_raced_says_so() -> None:
+    state, effects = effects_of(armed(), snap(99, 0.5), Woke())
+    assert isinstance(effects[0], Act)
+    raced = dataclasses.replace(snap(4), oom_kill_count=1)
+    _, effects = effects_of(state, raced, Acted(victims=1, gone=False, duration_s=0.01))
+    oom, report = effects[0], effects[1]
+    assert isinstance(oom, Publish)
+    assert oom.kind is ReportKind.KERNEL_OOM  # first: the kernel's
+    assert isinstance(report, Publish)
+    assert report.kind is ReportKind.KILL_CONTAINER
+    assert report.oom_kills == 1
+    assert "the race was lost or tied" in report.reason
+
+
+def test_a_graceful_exit_the_kernel_took_is_not_called_graceful() -> None:
+    settings = dataclasses.replace(SETTINGS_2MIB, policy=Policy.GRACEFUL)
+    marks = levels(LIMIT, settings)
+    assert marks is not None
+    assert marks.soft is not None
+    outcome = step(armed(threshold=THRESHOLD), snap(marks.soft / MIB + 0.1), Woke(), settings, NOW)
+    assert [e for e in outcome.effects if isinstance(e, Terminate)]
+    raced = dataclasses.replace(snap(4), oom_kill_count=1)
+    ended = Terminated(Ending.EXITED, GracefulVia.PROCESS, duration_s=0.034)
+    effects = step(outcome.state, raced, ended, settings, NOW + 0.05).effects
+    report = next(e for e in effects if isinstance(e, Publish) and e.kind is ReportKind.TERMINATE)
+    assert "the kernel's OOM killer killed in it within 0.034s" in report.action
+    assert "exited after" not in report.action
+    assert report.oom_kills == 1
+
+
+def test_an_action_that_freed_nothing_keeps_its_cooldown() -> None:
+    """noop (or a kill that freed nothing): usage stays over the last-chance level,
+    and the cooldown holds - no report storm, no busy loop."""
+    settings = dataclasses.replace(SETTINGS_2MIB, policy=Policy.NOOP)
+    over = snap(101)  # over the limit (a lowered limit): nothing the kernel can reclaim
+    outcome = step(armed(), over, Woke(), settings, NOW)
+    assert [e for e in outcome.effects if isinstance(e, Act)]
+    outcome = step(outcome.state, over, Acted(0, gone=False, duration_s=0), settings, NOW)
+    assert not outcome.state.freed_below_last_chance
+    outcome = step(outcome.state, over, Armed(), settings, NOW + 0.01)
+    assert outcome.effects == (LookAgain(NOW + settings.cooldown_s),)
