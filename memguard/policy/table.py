@@ -67,8 +67,8 @@ class Facts:
     rate_known: bool  # readings close together gave the rate of what a flush cannot drop
     # (or a second reading was already waited for)
     urgent: bool  # past the warning level, and an OOM closer than the reaction budget
-    # the last action freed memory, and usage is back at the last-chance level (or
-    # what the kernel cannot reclaim reaches the limit within the reaction budget)
+    # the last action freed memory, and usage is back at the last-chance level (not
+    # the fill rate: its samples straddle the action)
     refilled: bool
     shmem_bytes: int  # tmpfs/shm: no kill frees it
     fixed_bytes: int  # usage - reclaimable cache: what the kernel cannot reclaim
@@ -215,7 +215,8 @@ def facts(
         rate_known=state.fixed_rate_bytes_s is not None or state.measured,
         urgent=_in_warned_zone(snapshot, settings) and urgent,
         refilled=state.freed_below_last_chance
-        and (urgent or (last_chance is not None and snapshot.usage_bytes >= last_chance)),
+        and last_chance is not None
+        and snapshot.usage_bytes >= last_chance,
         shmem_bytes=snapshot.shmem_bytes,
         fixed_bytes=snapshot.usage_bytes - reclaimable,
         cache_ratio=reclaimable / max(snapshot.usage_bytes, 1),
