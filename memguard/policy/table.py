@@ -201,8 +201,6 @@ def facts(
     could_help = threshold is not None and snapshot.usage_bytes - reclaimable < threshold
     flush_expected_s = reclaimable / MIB * state.flush_s_per_mib
     urgent = time_to_oom_s is not None and time_to_oom_s < REACTION_BUDGET_S
-    marks = levels(snapshot.limit_bytes, settings)
-    last_chance = None if marks is None else marks.last_chance
     return Facts(
         usage_bytes=snapshot.usage_bytes,
         threshold_bytes=threshold,
@@ -214,9 +212,7 @@ def facts(
         # stalled CPU), an unknown rate does not forbid the flush.
         rate_known=state.fixed_rate_bytes_s is not None or state.measured,
         urgent=_in_warned_zone(snapshot, settings) and urgent,
-        refilled=state.freed_below_last_chance
-        and last_chance is not None
-        and snapshot.usage_bytes >= last_chance,
+        refilled=state.freed_below_last_chance and _at_last_chance(snapshot, settings),
         shmem_bytes=snapshot.shmem_bytes,
         fixed_bytes=snapshot.usage_bytes - reclaimable,
         cache_ratio=reclaimable / max(snapshot.usage_bytes, 1),
@@ -246,6 +242,12 @@ def _times_s(snapshot: MemorySnapshot, state: GuardState) -> tuple[float | None,
         reclaimable = snapshot.reclaimable_cache_bytes
         time_to_oom_s = max(0.0, (limit - snapshot.usage_bytes + reclaimable) / fixed_rate)
     return time_to_limit_s, time_to_oom_s
+
+
+def _at_last_chance(snapshot: MemorySnapshot, settings: GuardSettings) -> bool:
+    marks = levels(snapshot.limit_bytes, settings)
+    last_chance = None if marks is None else marks.last_chance
+    return last_chance is not None and snapshot.usage_bytes >= last_chance
 
 
 def _in_warned_zone(snapshot: MemorySnapshot, settings: GuardSettings) -> bool:
