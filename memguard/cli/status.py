@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from memguard.cli import statusanswer, statusfetch
+from memguard.cli.values import host_problem
 from memguard.errors import MemguardError
 from memguard.text import escape_controls
 
@@ -107,6 +108,8 @@ def url_source(text: str) -> Source:
         raise ValueError(f"--url {text}: expected http://HOST:PORT")
     if parts.hostname is None:  # ":9637"
         url = f"http://127.0.0.1{url[len('http://') :]}"
+    elif (problem := host_problem(parts.hostname)) is not None:  # '.', 'a..b', long labels
+        raise ValueError(f"--url {text}: {problem}")
     return Source(url, unix=False)
 
 

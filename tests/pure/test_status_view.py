@@ -132,6 +132,9 @@ def test_where_status_looks() -> None:
     assert url_source("127.0.0.1:1").where == "http://127.0.0.1:1"
     with pytest.raises(ValueError, match="http://HOST:PORT"):
         url_source("ftp://127.0.0.1:1")
+    for host in (".", "a..b", "a" * 64):  # the resolver's IDNA step raised UnicodeError
+        with pytest.raises(ValueError, match="not a host name"):
+            url_source(f"http://{host}:9")
 
 
 def test_the_status_socket_option() -> None:
