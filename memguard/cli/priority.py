@@ -33,11 +33,11 @@ why it could not:
    the /metrics renderer, the cache flusher, the log writer, the Kubernetes
    thread. Each syscall on the kill path lets go of the GIL and takes it back,
    so a busy worker cost the kill path up to 5 ms per syscall. Measured with
-   1,000 guarded containers and 8 clients scraping /metrics in a loop, a
-   1 GiB/s hog in a 128 MiB container (/tmp/storm_bench.py, closing note of
-   this change): the kernel won 2/12 and 2/12, wake -> SIGKILL max 2.7 and
-   9.1 ms at 5 ms; 0/12 and 0/12, max 0.58 and 0.66 ms at 0.5 ms; without
-   the scrapers no difference.
+   1,000 guarded containers, 8 clients scraping /metrics in a loop and a
+   1 GiB/s hog in 128 MiB, before /metrics cached its rendering: the kernel
+   won 2/12 (twice; wake -> SIGKILL up to 9.1 ms) at 5 ms, 0/12 at 0.5 ms.
+   With the cache (bench.scrape_storm, 12 and 30 trials a cell): storm 0/12
+   and 2/30 lost at 5 ms, 1/12 and 0/30 at 0.5 ms - small, and free.
 
 `off` touches nothing. The decisions (what each outcome says, at which level)
 are pure functions of what was found, so they are tested without privileges.
